@@ -1,0 +1,11 @@
+"""Transformer Atlas: the landmark transformer systems on one set of shared PyTorch blocks.
+
+Entry points: :func:`create` (a registered system from an exact preset name), :func:`load` (our
+checkpoint or a foreign one), :func:`save`, :func:`load_weights`, and :func:`systems`.
+"""
+
+from .api import create, load, load_weights, save
+from .models.registry import get_system, systems
+
+__version__ = "0.1.0"
+__all__ = ["create", "get_system", "load", "load_weights", "save", "systems", "__version__"]

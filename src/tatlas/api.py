@@ -1,0 +1,118 @@
+"""The entry points users touch: ``create``, ``load``, ``save``, ``load_weights``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .io import (
+    CheckpointError,
+    config_from_dict,
+    config_to_dict,
+    load_state_strict,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .models.registry import System, get_system, system_of, systems
+
+
+def _build(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> nn.Module:
+    with torch.device(device or "cpu"):
+        model = system.model_cls(config)
+    return model.to(dtype=dtype) if dtype is not None else model
+
+
+def create(
+    name: str, preset: str = "tiny", *, device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None, **overrides: Any,
+) -> nn.Module:
+    """Build system ``name`` from an exact preset name, with optional config field overrides
+    (``dataclasses.replace``). Weights are randomly initialised."""
+    system = get_system(name)
+    config = system.preset(preset)
+    if overrides:
+        try:
+            config = dataclasses.replace(config, **overrides)
+        except TypeError as e:
+            fields = sorted(f.name for f in dataclasses.fields(config))
+            raise ValueError(f"bad override for {name}: {e}; valid fields: {fields}") from None
+    return _build(system, config, device, dtype)
+
+
+def save(model: nn.Module, path: str | Path) -> Path:
+    """Save a tatlas model as one safetensors file carrying its system and config."""
+    system = system_of(model)
+    return save_checkpoint(path, model.state_dict(), system=system.name, config=config_to_dict(model.config))
+
+
+def _config_diff(a: Any, b: Any) -> list[str]:
+    da, db = config_to_dict(a), config_to_dict(b)
+    return [f"{k}: model {da.get(k)!r}, checkpoint {db.get(k)!r}" for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load our checkpoint into an existing model; another system or config is a clear error."""
+    state, system_name, config_dict, _ = read_checkpoint(path)
+    system = system_of(model)
+    if system_name != system.name:
+        raise CheckpointError(f"{path}: checkpoint is for system {system_name!r}, the model is {system.name!r}")
+    config = config_from_dict(system.config_cls, config_dict)
+    if config != model.config:
+        raise CheckpointError(f"{path}: checkpoint config differs from the model's: {'; '.join(_config_diff(model.config, config))}")
+    return load_state_strict(model, state)
+
+
+def load(
+    path: str | Path, *, format: str | None = None, system: str | None = None,
+    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Load a model from our checkpoint, a Hugging Face folder (recognised by ``config.json``'s
+    ``model_type``), or a foreign format named by ``format`` (e.g. ``"openai-whisper"``).
+    ``system`` states what you expect; a checkpoint of another system is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if format is not None:
+        owners = [s for s in systems().values() if format in s.formats]
+        if not owners:
+            known = sorted(f for s in systems().values() for f in s.formats)
+            raise ValueError(f"unknown checkpoint format {format!r}; known formats: {known}")
+        config, state = owners[0].formats[format](path)
+        return _finish(owners[0], config, state, path, system, device, dtype)
+    if path.is_dir() and (path / "config.json").is_file():
+        hf = json.loads((path / "config.json").read_text())
+        model_type = hf.get("model_type")
+        for owner in systems().values():
+            if model_type in owner.hf_model_types:
+                config, state = owner.hf_model_types[model_type](path)
+                return _finish(owner, config, state, path, system, device, dtype)
+        known = sorted(t for s in systems().values() for t in s.hf_model_types)
+        raise CheckpointError(f"{path}: Hugging Face model_type {model_type!r} is not supported; supported: {known}")
+    if path.is_file() and path.suffix == ".safetensors":
+        state, system_name, config_dict, _ = read_checkpoint(path)
+        owner = get_system(system_name)
+        return _finish(owner, config_from_dict(owner.config_cls, config_dict), state, path, system, device, dtype)
+    raise CheckpointError(
+        f"{path}: not a tatlas checkpoint (.safetensors with tatlas metadata) nor a folder with config.json; "
+        "name the format with format=..."
+    )
+
+
+def _finish(owner: System, config: Any, state: dict, path: Path, expected: str | None,
+            device: Any, dtype: torch.dtype | None) -> nn.Module:
+    if expected is not None and expected != owner.name:
+        raise CheckpointError(f"{path}: checkpoint is for system {owner.name!r}, expected {expected!r}")
+    model = _build(owner, config, "meta", None)
+    load_state_strict(model, state, assign=True)
+    for module in model.modules():  # non-persistent buffers were built on meta: recompute them
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+    if hasattr(model, "tie_weights"):  # assign=True loaded tied tensors as separate parameters
+        model.tie_weights()
+    model = model.to(device or "cpu")
+    return model.to(dtype=dtype) if dtype is not None else model

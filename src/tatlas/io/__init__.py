@@ -1,0 +1,23 @@
+"""Checkpoint I/O: our safetensors checkpoints carrying their config, safe reading of foreign
+checkpoints, strict loading, config (de)serialisation and declarative key-map conversion."""
+
+from .checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    check_state_dict,
+    load_state_strict,
+    load_torch_file,
+    read_checkpoint,
+    read_safetensors,
+    read_tensors,
+    save_checkpoint,
+)
+from .config import config_from_dict, config_to_dict
+from .convert import IDENTITY, TRANSPOSE, Fuse, KeyMap, Rename, Split, Transform, interleaved_to_half
+
+__all__ = [
+    "IDENTITY", "TRANSPOSE", "CheckpointError", "CheckpointMismatchError", "Fuse", "KeyMap", "Rename", "Split",
+    "Transform", "check_state_dict", "config_from_dict", "config_to_dict", "interleaved_to_half",
+    "load_state_strict", "load_torch_file", "read_checkpoint", "read_safetensors", "read_tensors",
+    "save_checkpoint",
+]

@@ -1,0 +1,3 @@
+"""Imports every built-in system so that it registers itself."""
+
+from .llm import system as _llm  # noqa: F401

@@ -1,0 +1,69 @@
+"""The registry of systems: each registers its config class, model class, exact-name presets, a
+sample input, and its converters from foreign formats. ``tatlas.create``/``tatlas.load``, the
+contract tests and the CLI all go through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# A converter reads a foreign checkpoint (file or folder) -> (our config, our state dict).
+Converter = Callable[[Path], tuple[Any, dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class System:
+    name: str
+    summary: str
+    config_cls: type
+    model_cls: type[nn.Module]
+    presets: Mapping[str, Any]
+    # (model, generator) -> keyword arguments of one forward call on a small sample
+    sample_input: Callable[[nn.Module, torch.Generator], dict[str, Any]]
+    hf_model_types: Mapping[str, Converter] = field(default_factory=dict)  # config.json model_type -> converter
+    formats: Mapping[str, Converter] = field(default_factory=dict)  # named foreign formats
+    diagram: str = ""  # shown by `tatlas explain`
+
+    def preset(self, name: str) -> Any:
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown preset {name!r} for system {self.name!r}; valid presets: {', '.join(self.presets)}"
+            ) from None
+
+
+_SYSTEMS: dict[str, System] = {}
+
+
+def register(system: System) -> System:
+    if system.name in _SYSTEMS:
+        raise ValueError(f"system {system.name!r} is registered twice")
+    _SYSTEMS[system.name] = system
+    return system
+
+
+def systems() -> dict[str, System]:
+    from . import _builtin  # noqa: F401  (registers the built-in systems once)
+
+    return dict(_SYSTEMS)
+
+
+def get_system(name: str) -> System:
+    found = systems()
+    if name not in found:
+        raise ValueError(f"unknown system {name!r}; registered systems: {', '.join(sorted(found))}")
+    return found[name]
+
+
+def system_of(model_or_config: Any) -> System:
+    config = getattr(model_or_config, "config", model_or_config)
+    for s in systems().values():
+        if isinstance(config, s.config_cls):
+            return s
+    raise ValueError(f"{type(config).__name__} is not the config of any registered system")

@@ -1,0 +1,36 @@
+"""Shared blocks: the only place attention, caches, positions, norms, MLPs, patch embeddings,
+blocks, chunking and initialisers are written.
+
+Shape legend used in every docstring and beside every reshape:
+
+    B  batch            T  query length       S  key length
+    H  query heads      G  key/value heads    D  head dim
+    C  width            N_res residues        N_seq sequences (MSA rows)
+    *  any leading dims
+"""
+
+from .attention import Attention, causal_mask, combine_mask, sdpa, softmax_attention
+from .block import TransformerBlock
+from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
+from .chunk import chunked
+from .decoder import CachedDecoderMixin
+from .init import init_normal_, initialise
+from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
+from .norms import LayerNorm, RMSNorm
+from .patch import PatchEmbed2d, PatchEmbed3d
+from .positions import (
+    LearnedPositions,
+    Llama3Scaling,
+    Rope,
+    RotaryEmbedding,
+    apply_rotary,
+    sinusoidal_positions,
+)
+
+__all__ = [
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP",
+    "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
+    "RotaryEmbedding", "StaticKVCache", "TransformerBlock", "activation", "apply_rotary", "causal_mask",
+    "chunked", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
+    "sinusoidal_positions", "softmax_attention",
+]

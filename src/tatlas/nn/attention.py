@@ -1,0 +1,255 @@
+"""Multi-head attention: one module for self- and cross-attention, one fast path through
+``F.scaled_dot_product_attention``, and an explicit-softmax twin that can return the weights.
+
+Vaswani et al. 2017, §3.2 (scaled dot-product and multi-head attention); grouped-query attention
+from Ainslie et al. 2023 (GQA); sigmoid output gating as in AlphaFold2's gated attention
+(Jumper et al. 2021, Supplement Algorithm 7); QK-norm as in Dehghani et al. 2023 (ViT-22B).
+
+Masks: a boolean ``mask`` is ``True`` where a query may attend a key; a float ``mask`` or ``bias`` is
+added to the scores. Both broadcast to ``[*, H, T, S]``. ``causal=True`` without a mask means query
+``i`` sees keys ``j <= i + S - T``: the causal diagonal aligned at the bottom right, as needed when
+the queries are the last ``T`` of ``S`` positions (cached decoding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import CrossKVCache
+from .positions import Rope, apply_rotary
+
+
+def causal_mask(t: int, s: int, *, window: int | None = None, device: torch.device | None = None) -> Tensor:
+    """Boolean causal mask aligned at the bottom right: ``[T, S]``, query ``i`` sees keys ``<= i + S - T``
+    (and, with a sliding ``window``, only the last ``window`` of them)."""
+    q = torch.arange(t, device=device)[:, None] + (s - t)
+    k = torch.arange(s, device=device)[None, :]
+    allowed = k <= q
+    return allowed if window is None else allowed & (k > q - window)
+
+
+def combine_mask(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """One ``attn_mask`` for SDPA from a boolean/additive mask and an additive bias."""
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(dtype)
+        return mask if bias is None else mask + bias.to(dtype)
+    if bias is None:
+        return mask
+    bias = bias.to(dtype)
+    return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+
+
+def _expand_kv(k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+    g = k.shape[-3]
+    if g == heads:
+        return k, v
+    return k.repeat_interleave(heads // g, dim=-3), v.repeat_interleave(heads // g, dim=-3)
+
+
+def sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Fast path. ``q [*, H, T, D]``, ``k/v [*, G, S, D]`` (H divisible by G) -> ``[*, H, T, D_v]``."""
+    k, v = _expand_kv(k, v, q.shape[-3])
+    if q.dim() != 4:  # SDPA kernels want [B, H, T, D]: fold extra leading dims into B
+        lead = q.shape[:-3]
+        q, k, v = (t.reshape(-1, *t.shape[-3:]) if t.shape[:-3] == lead else
+                   t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]) for t in (q, k, v))
+        if attn_mask is not None:
+            attn_mask = attn_mask.expand(*lead, *attn_mask.shape[-3:]).reshape(-1, *attn_mask.shape[-3:])
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+        )
+        return out.reshape(*lead, *out.shape[-3:])
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+    )
+
+
+def softmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Explicit-softmax twin of :func:`sdpa` that also returns the weights ``[*, H, T, S]``."""
+    k, v = _expand_kv(k, v, q.shape[-3])
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale  # [*, H, T, S]
+    if is_causal:
+        scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], device=q.device), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask.float()
+    weights = scores.softmax(dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, p=dropout_p)
+    return (weights @ v.float()).to(q.dtype), weights.to(q.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention.
+
+    ``x [*, T, C]``; ``context [*, S, C_kv]`` for cross-attention (keys/values from ``context``).
+    Parameters: ``qkv`` (fused) or ``q``, ``k``, ``v``; ``out``; optionally ``gate``, ``q_norm``, ``k_norm``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kv_dim: int | None = None,
+        out_dim: int | None = None,
+        qkv_bias: bool = False,
+        k_bias: bool | None = None,
+        out_bias: bool = False,
+        fused_qkv: bool = False,
+        gate: bool = False,
+        qk_norm: Callable[[int], nn.Module] | None = None,
+        scale: float | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        kv_heads = kv_heads or heads
+        if heads % kv_heads:
+            raise ValueError(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
+        if head_dim is None:
+            if dim % heads:
+                raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+            head_dim = dim // heads
+        kv_dim = kv_dim or dim
+        if fused_qkv and kv_dim != dim:
+            raise ValueError("fused_qkv needs keys/values from the same width as queries")
+        k_bias = qkv_bias if k_bias is None else k_bias
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.scale, self.dropout = scale, dropout
+        self.fused = fused_qkv
+        q_out, kv_out = heads * head_dim, kv_heads * head_dim
+        if fused_qkv:
+            if k_bias != qkv_bias:
+                raise ValueError("fused_qkv needs the same bias setting for q, k and v")
+            self.qkv = nn.Linear(dim, q_out + 2 * kv_out, bias=qkv_bias)
+        else:
+            self.q = nn.Linear(dim, q_out, bias=qkv_bias)
+            self.k = nn.Linear(kv_dim, kv_out, bias=k_bias)
+            self.v = nn.Linear(kv_dim, kv_out, bias=qkv_bias)
+        self.q_norm = qk_norm(head_dim) if qk_norm else None
+        self.k_norm = qk_norm(head_dim) if qk_norm else None
+        self.gate = nn.Linear(dim, q_out, bias=True) if gate else None
+        self.out = nn.Linear(q_out, out_dim or dim, bias=out_bias)
+
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        return x.unflatten(-1, (n, self.head_dim)).transpose(-2, -3)  # [*, T, n*D] -> [*, n, T, D]
+
+    def project_kv(self, context: Tensor, rope: Rope | None = None) -> tuple[Tensor, Tensor]:
+        """Keys and values from ``context [*, S, C_kv]`` -> ``([*, G, S, D], [*, G, S, D])``."""
+        if self.fused:
+            kv = F.linear(context, self.qkv.weight[self.heads * self.head_dim :],
+                          None if self.qkv.bias is None else self.qkv.bias[self.heads * self.head_dim :])
+            k, v = kv.chunk(2, dim=-1)
+        else:
+            k, v = self.k(context), self.v(context)
+        k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        if rope is not None:
+            k = apply_rotary(k, rope)
+        return k, v
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.fused:
+            q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
+            q, k, v = self.qkv(x).split([q_out, kv_out, kv_out], dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        return self._heads(q, self.heads), self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        causal: bool = False,
+        rope: Rope | None = None,
+        cache=None,
+        input_pos: Tensor | None = None,
+        return_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``x [*, T, C] -> [*, T, C_out]`` (and the weights ``[*, H, T, S]`` if ``return_weights``).
+
+        ``cache``: a self-attention KV cache (``update(k, v, input_pos)`` writes the new keys and
+        returns all of them), or a :class:`CrossKVCache` that holds keys/values of ``context``
+        computed once. ``rope`` rotates queries and (self-attention) keys.
+        """
+        width = self.qkv.in_features if self.fused else self.q.in_features
+        if x.shape[-1] != width:
+            raise ValueError(f"attention input width: expected {width}, got {x.shape[-1]} (shape {tuple(x.shape)})")
+        if context is None and not isinstance(cache, CrossKVCache):
+            q, k, v = self._qkv(x)  # [*, H, T, D], [*, G, T, D]
+            if self.k_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            if rope is not None:
+                q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+            if cache is not None:
+                k, v = cache.update(k, v, input_pos)  # [*, G, S, D]
+        else:
+            q = self._heads(self.q(x), self.heads)
+            if self.q_norm is not None:
+                q = self.q_norm(q)
+            if rope is not None:
+                q = apply_rotary(q, rope)
+            if isinstance(cache, CrossKVCache):
+                if not cache.filled:
+                    if context is None:
+                        raise ValueError("cross-attention cache is empty and no context was given")
+                    cache.store(*self.project_kv(context))
+                k, v = cache.k, cache.v
+            else:
+                k, v = self.project_kv(context)
+
+        t, s = q.shape[-2], k.shape[-2]
+        attn_mask = combine_mask(mask, bias, q.dtype)
+        is_causal = causal and attn_mask is None and t == s
+        if causal and not is_causal:
+            cm = causal_mask(t, s, device=q.device)
+            if attn_mask is None or attn_mask.dtype == torch.bool:
+                attn_mask = cm if attn_mask is None else attn_mask & cm
+            else:
+                attn_mask = attn_mask.masked_fill(~cm, float("-inf"))
+        dropout = self.dropout if self.training else 0.0
+        if return_weights:
+            out, weights = softmax_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, dropout_p=dropout
+            )
+        else:
+            out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, dropout_p=dropout)
+        out = out.transpose(-2, -3).flatten(-2)  # [*, H, T, D] -> [*, T, H*D]
+        if self.gate is not None:
+            out = out * torch.sigmoid(self.gate(x))
+        out = self.out(out)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"

@@ -1,0 +1,53 @@
+"""The pre-norm transformer block (Xiong et al. 2020, "On Layer Normalization in the Transformer
+Architecture"; GPT-2, ViT, Whisper, Llama): ``x + attn(norm(x))``, optionally
+``x + cross_attn(norm(x), context)`` (the decoder of Vaswani et al. 2017, §3.1), then
+``x + mlp(norm(x))``. The block is assembled from modules the model builds, so one class serves
+CLIP, Whisper's encoder and decoder, GPT-2-style and Llama-style decoders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .attention import Attention
+from .positions import Rope
+
+
+class TransformerBlock(nn.Module):
+    """``x [*, T, C] -> [*, T, C]``; ``context [*, S, C_kv]`` feeds the cross-attention, if any."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        attn: Attention,
+        mlp: nn.Module,
+        norm: Callable[[int], nn.Module],
+        cross_attn: Attention | None = None,
+    ) -> None:
+        super().__init__()
+        self.attn_norm = norm(dim)
+        self.attn = attn
+        self.cross_norm = norm(dim) if cross_attn is not None else None
+        self.cross_attn = cross_attn
+        self.mlp_norm = norm(dim)
+        self.mlp = mlp
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        rope: Rope | None = None,
+        cache=None,
+        input_pos: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cross_cache=None,
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache)
+        return x + self.mlp(self.mlp_norm(x))

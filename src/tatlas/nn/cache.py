@@ -1,0 +1,163 @@
+"""Key/value caches for autoregressive decoding.
+
+Per attention layer:
+- :class:`DynamicKVCache` grows by concatenation (eager decoding, unknown lengths);
+- :class:`StaticKVCache` is preallocated ``[B, G, S_max, D]`` and written by position with
+  ``update(k, v, input_pos)`` (fixed shapes: the path ``torch.compile`` likes, as in gpt-fast);
+- :class:`CrossKVCache` holds cross-attention keys/values computed once per source (Whisper's audio).
+
+Per model, :class:`DecoderCache` holds the layers' caches plus the bookkeeping shared by every layer:
+which key slots hold real tokens (left-padded prompts leave padding slots) and the per-row
+padding offset that turns slots into positions. Slot ``s`` of row ``b`` holds position
+``s - pad[b]``. A query in slot ``q`` sees the keys in slots ``<= q`` that hold real tokens
+(and always itself, so padding rows never see an empty set).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class DynamicKVCache:
+    """Concatenating cache: ``update(k [*, G, T, D], v, input_pos)`` -> all keys/values so far."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def update(self, k: Tensor, v: Tensor, input_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k, self.v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def reorder(self, index: Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class StaticKVCache(torch.nn.Module):
+    """Preallocated cache ``[B, G, S_max, D]``; ``update`` writes slots ``input_pos [T]`` in place."""
+
+    def __init__(
+        self,
+        *,
+        batch: int,
+        kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, k: Tensor, v: Tensor, input_pos: Tensor) -> tuple[Tensor, Tensor]:
+        if input_pos is None:
+            raise ValueError("a static KV cache needs input_pos (the slots to write)")
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        self.k.copy_(self.k.index_select(0, index))
+        self.v.copy_(self.v.index_select(0, index))
+
+
+class CrossKVCache:
+    """Cross-attention keys/values ``[*, G, S, D]`` computed once from the source and reused."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def filled(self) -> bool:
+        return self.k is not None
+
+    def store(self, k: Tensor, v: Tensor) -> None:
+        self.k, self.v = k, v
+
+    def reorder(self, index: Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class DecoderCache:
+    """The caches of every layer of one decoder, and the slot bookkeeping they share.
+
+    ``layers[i]`` is layer ``i``'s self-attention cache; ``cross[i]`` its cross-attention cache
+    (empty list for decoder-only models). ``key_valid [B, S_max]`` marks slots that hold real tokens,
+    ``pad [B]`` the left padding of each row.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch: int,
+        max_len: int,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        static: bool = True,
+        cross: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.batch, self.max_len, self.static = batch, max_len, static
+        if static:
+            self.layers = [
+                StaticKVCache(batch=batch, kv_heads=kv_heads, max_len=max_len, head_dim=head_dim,
+                              dtype=dtype, device=device)
+                for _ in range(layers)
+            ]
+        else:
+            self.layers = [DynamicKVCache() for _ in range(layers)]
+        self.cross = [CrossKVCache() for _ in range(layers)] if cross else []
+        self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        self.pad = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def set_padding(self, attention_mask: Tensor) -> None:
+        """Record a left-padded prompt: ``attention_mask [B, T0]`` is ``True`` on real tokens."""
+        if attention_mask.shape[0] != self.batch or attention_mask.shape[1] > self.max_len:
+            raise ValueError(
+                f"attention_mask: expected [{self.batch}, <= {self.max_len}], got {list(attention_mask.shape)}"
+            )
+        mask = attention_mask.to(torch.bool)
+        self.key_valid[:, : mask.shape[1]] = mask
+        self.pad = (~mask).long().sum(dim=1)
+
+    def positions(self, input_pos: Tensor) -> Tensor:
+        """Token positions of slots ``input_pos [T]`` for every row: ``[B, T]``."""
+        return (input_pos[None, :] - self.pad[:, None]).clamp(min=0)
+
+    def mask(self, input_pos: Tensor, *, window: int | None = None) -> Tensor:
+        """Boolean attention mask ``[B, 1, T, S]`` for queries in slots ``input_pos [T]``.
+
+        ``S`` is ``S_max`` for a static cache, the slots written so far for a dynamic one.
+        ``window``: sliding-window attention (a query sees at most the last ``window`` keys).
+        """
+        s = self.max_len if self.static else int(input_pos[-1]) + 1
+        k_slot = torch.arange(s, device=input_pos.device)
+        q_slot = input_pos[:, None]
+        allowed = k_slot[None, :] <= q_slot  # [T, S]
+        if window is not None:
+            allowed = allowed & (k_slot[None, :] > q_slot - window)
+        allowed = allowed[None] & self.key_valid[:, None, :s]  # [B, T, S]
+        allowed = allowed | (k_slot[None, :] == q_slot)[None]
+        return allowed[:, None]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index [B]`` (beam search); the batch size stays the same."""
+        for layer in [*self.layers, *self.cross]:
+            layer.reorder(index)
+        self.key_valid = self.key_valid.index_select(0, index)
+        self.pad = self.pad.index_select(0, index)

@@ -1,0 +1,32 @@
+"""Chunking: apply a function to slices of its inputs along one dimension and concatenate, trading
+speed for peak memory (as in AlphaFold2's Supplement §1.11.8 "chunking")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def chunked(fn: Callable[..., Tensor], size: int | None, *, dim: int = 0) -> Callable[..., Tensor]:
+    """Wrap ``fn`` so that every positional tensor argument is cut into pieces of ``size`` along
+    ``dim`` (keyword arguments pass whole), and the outputs are concatenated along ``dim``.
+    ``size=None`` returns ``fn`` unchanged. All positional tensors must share that dimension's size."""
+    if size is None:
+        return fn
+    if size <= 0:
+        raise ValueError(f"chunk size must be positive, got {size}")
+
+    def run(*args: Tensor, **kwargs) -> Tensor:
+        lengths = {a.shape[dim] for a in args if isinstance(a, Tensor)}
+        if len(lengths) != 1:
+            raise ValueError(f"chunked inputs disagree on dimension {dim}: sizes {sorted(lengths)}")
+        (n,) = lengths
+        outs = []
+        for start in range(0, n, size):
+            piece = [a.narrow(dim, start, min(size, n - start)) if isinstance(a, Tensor) else a for a in args]
+            outs.append(fn(*piece, **kwargs))
+        return torch.cat(outs, dim=dim)
+
+    return run

@@ -1,0 +1,42 @@
+"""Patch embeddings: images cut into non-overlapping patches (Dosovitskiy et al. 2020, ViT §3.1)
+and videos into spatio-temporal tubelets (Arnab et al. 2021, ViViT §3.3), each linearly projected."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class PatchEmbed2d(nn.Module):
+    """``pixels [B, C_in, H, W] -> tokens [B, (H/p)(W/p), C]`` (row-major patch order)."""
+
+    def __init__(self, *, in_channels: int, dim: int, patch: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_channels, self.patch = in_channels, patch
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch, bias=bias)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        if pixels.dim() != 4 or pixels.shape[1] != self.in_channels:
+            raise ValueError(f"pixels: expected [B, {self.in_channels}, H, W], got {list(pixels.shape)}")
+        if pixels.shape[-1] % self.patch or pixels.shape[-2] % self.patch:
+            raise ValueError(f"image size {tuple(pixels.shape[-2:])} is not a multiple of the patch {self.patch}")
+        return self.proj(pixels).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
+
+
+class PatchEmbed3d(nn.Module):
+    """``video [B, C_in, T, H, W] -> tokens [B, (T/t)(H/p)(W/p), C]`` with tubelets ``t x p x p``."""
+
+    def __init__(self, *, in_channels: int, dim: int, patch: int, tubelet: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_channels, self.patch, self.tubelet = in_channels, patch, tubelet
+        self.proj = nn.Conv3d(in_channels, dim, kernel_size=(tubelet, patch, patch),
+                              stride=(tubelet, patch, patch), bias=bias)
+
+    def forward(self, video: Tensor) -> Tensor:
+        if video.dim() != 5 or video.shape[1] != self.in_channels:
+            raise ValueError(f"video: expected [B, {self.in_channels}, T, H, W], got {list(video.shape)}")
+        if video.shape[2] % self.tubelet or video.shape[-1] % self.patch or video.shape[-2] % self.patch:
+            raise ValueError(
+                f"video size {tuple(video.shape[2:])} is not a multiple of the tubelet "
+                f"({self.tubelet}, {self.patch}, {self.patch})"
+            )
+        return self.proj(video).flatten(2).transpose(1, 2)  # [B, C, t, h, w] -> [B, t*h*w, C]
