@@ -111,8 +111,11 @@ def _finish(owner: System, config: Any, state: dict, path: Path, expected: str |
     load_state_strict(model, state, assign=True)
     for module in model.modules():  # non-persistent buffers were built on meta: recompute them
         if hasattr(module, "reset_buffers"):
-            module.reset_buffers()
+            module.reset_buffers("cpu")
     if hasattr(model, "tie_weights"):  # assign=True loaded tied tensors as separate parameters
         model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: tensors not restored after loading (a defect in {owner.name}): {left}")
     model = model.to(device or "cpu")
     return model.to(dtype=dtype) if dtype is not None else model

@@ -78,9 +78,10 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim))
         return self.scaling(inv_freq) if self.scaling is not None else inv_freq
 
-    def reset_buffers(self) -> None:
-        """Recompute ``inv_freq`` (after building on the meta device, for example)."""
-        self.inv_freq = self._inv_freq().to(self.inv_freq.device)
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute ``inv_freq`` on ``device`` (after building on the meta device, for example)."""
+        device = device or (self.inv_freq.device if not self.inv_freq.is_meta else "cpu")
+        self.inv_freq = self._inv_freq().to(device)
 
     def forward(self, positions: Tensor) -> Rope:
         freqs = positions.float()[..., None] * self.inv_freq.float()  # [*, T, D_rot/2]

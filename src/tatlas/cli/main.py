@@ -1,0 +1,120 @@
+"""The ``tatlas`` command: thin; parses arguments, builds frozen options, calls one library function."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transformer Atlas: landmark transformer systems on shared blocks.")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Registered systems, their presets and parameter counts."""
+    import torch
+
+    from tatlas.explain import count_parameters
+    from tatlas.models import systems
+
+    table = Table(title="tatlas systems")
+    for col in ("system", "preset", "parameters", "what it is"):
+        table.add_column(col)
+    for name, system in sorted(systems().items()):
+        for i, (preset, config) in enumerate(system.presets.items()):
+            with torch.device("meta"):
+                n = count_parameters(system.model_cls(config))
+            table.add_row(name if i == 0 else "", preset, _human(n), system.summary if i == 0 else "")
+    console.print(table)
+
+
+@app.command()
+def explain(
+    system: str = typer.Argument(..., help="a registered system (see `tatlas list`)"),
+    preset: str = typer.Option("tiny", help="an exact preset name"),
+    depth: int = typer.Option(3, help="module tree depth"),
+) -> None:
+    """How a system works, from the live code: diagram, module tree with parameter counts, and the
+    shapes of a real forward pass on a sample input."""
+    from tatlas.explain import explain as run_explain
+
+    try:
+        ex = run_explain(system, preset, depth=depth)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"[bold]{ex.system.name}[/bold] ({ex.preset}): {ex.system.summary}")
+    console.print(f"parameters: {ex.params:,}")
+    if ex.system.diagram:
+        console.print("\n" + ex.system.diagram + "\n", highlight=False, markup=False)
+
+    def add(tree: Tree, node) -> None:
+        for child in node.children:
+            label = f"{child.name}: {child.kind} [dim]{_human(child.params)} params[/dim]"
+            if child.extra:
+                label += f" [dim]({child.extra})[/dim]"
+            add(tree.add(label), child)
+
+    root = Tree(f"{ex.tree.kind} [dim]{_human(ex.tree.params)} params[/dim]")
+    add(root, ex.tree)
+    console.print(root)
+    table = Table(title=f"shape trace of one forward pass ({ex.device})")
+    for col in ("module", "kind", "input", "output"):
+        table.add_column(col)
+    fmt = lambda shapes: ", ".join("[" + ", ".join(map(str, s)) + "]" for s in shapes)  # noqa: E731
+    for row in ex.trace:
+        table.add_row(row.name, row.kind, fmt(row.inputs), fmt(row.output))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    systems: list[str] = typer.Argument(None, help="systems to demo (default: every registered demo)"),
+    out: Path = typer.Option(None, help="report folder (default: reports/demo-<time>)"),
+    seed: int = typer.Option(0),
+    quick: bool = typer.Option(False, help="a shorter run"),
+) -> None:
+    """Train each system on embedded data and show the paper's headline phenomenon beside a baseline."""
+    from tatlas.demo import run_demos
+
+    out = out or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
+    try:
+        results = run_demos(list(systems or []), out, seed=seed, quick=quick)
+    except LookupError as e:
+        console.print(f"{e}: systems register their demos as they are built; see `tatlas list`.")
+        raise typer.Exit(code=0) from None
+    except ValueError as e:
+        _fail(str(e))
+    table = Table(title="tatlas demo")
+    for col in ("system", "claim", "result", "baseline", "time"):
+        table.add_column(col)
+    for r in results:
+        mark = "[green]✓[/green]" if r.beats_baseline else "[red]✗[/red]"
+        table.add_row(r.system, r.claim, f"{mark} {r.metric} = {r.value:.4g}", f"{r.baseline} = {r.baseline_value:.4g}",
+                      f"{r.seconds:.0f} s")
+    console.print(table)
+    console.print(f"report: {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

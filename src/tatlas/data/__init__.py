@@ -1,0 +1,36 @@
+"""The embedded data: generated on the fly, deterministic by seed, nothing downloaded.
+
+- :mod:`.world`  procedural scenes rendered as image, depth, thermal, caption, question/answer,
+  sound and motion, with splits that hold out whole colour-shape combinations;
+- :mod:`.text`   a byte-level tokenizer and a language-modelling corpus that ships with CPython;
+- :mod:`.digits` scikit-learn's bundled 8x8 handwritten digits.
+"""
+
+from .digits import DigitsDataset, split_indices
+from .text import BOS, EOS, PAD, ByteTokenizer, TextDataset, corpus_text, corpus_tokens, unigram_cross_entropy
+from .world import (
+    COLOURS,
+    MODALITIES,
+    SHAPES,
+    SIZES,
+    SPLITS,
+    TEXTURES,
+    Scene,
+    WorldConfig,
+    WorldDataset,
+    WorldObject,
+    collate_scenes,
+    combinations,
+    held_out_pairs,
+    make_scene,
+    relation,
+    speech,
+    train_pairs,
+)
+
+__all__ = [
+    "BOS", "EOS", "PAD", "COLOURS", "MODALITIES", "SHAPES", "SIZES", "SPLITS", "TEXTURES", "ByteTokenizer", "DigitsDataset",
+    "Scene", "TextDataset", "WorldConfig", "WorldDataset", "WorldObject", "collate_scenes", "combinations",
+    "corpus_text", "corpus_tokens", "held_out_pairs", "make_scene", "relation", "speech", "split_indices", "train_pairs",
+    "unigram_cross_entropy",
+]

@@ -1,0 +1,1 @@
+"""Imports every built-in demo so that it registers itself."""

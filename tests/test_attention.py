@@ -1,0 +1,123 @@
+"""Attention: the SDPA path equals the explicit-softmax twin (and a from-scratch computation)
+over masks, additive bias, GQA, causal with T != S, gating, QK-norm and leading dims."""
+
+import pytest
+import torch
+
+from tatlas.nn import Attention, CrossKVCache, RMSNorm, causal_mask, sdpa, softmax_attention
+
+
+def naive(q, k, v, mask=None, bias=None):
+    """Attention written from the definition, independent of both tatlas paths."""
+    h, g = q.shape[-3], k.shape[-3]
+    k = k.repeat_interleave(h // g, dim=-3)
+    v = v.repeat_interleave(h // g, dim=-3)
+    s = torch.einsum("...htd,...hsd->...hts", q.double(), k.double()) / q.shape[-1] ** 0.5
+    if bias is not None:
+        s = s + bias.double()
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.einsum("...hts,...hsd->...htd", s.softmax(-1), v.double()).to(q.dtype)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (4, 1)])
+@pytest.mark.parametrize("kind", ["none", "bool", "float", "bias", "bool+bias", "causal"])
+def test_sdpa_equals_softmax_twin_and_definition(heads, kv_heads, kind, gen):
+    b, t, s, d = 2, 5, 7, 8
+    q = torch.randn(b, heads, t, d, generator=gen)
+    k = torch.randn(b, kv_heads, s, d, generator=gen)
+    v = torch.randn(b, kv_heads, s, d, generator=gen)
+    bool_mask = torch.rand(b, 1, t, s, generator=gen) > 0.3
+    bool_mask[..., 0] = True  # no empty rows
+    bias = torch.randn(b, heads, t, s, generator=gen)
+    mask_arg, ref_mask, ref_bias, is_causal = None, None, None, False
+    if kind == "bool":
+        mask_arg = ref_mask = bool_mask
+    elif kind == "float":
+        mask_arg = ref_bias = bias
+    elif kind == "bias":
+        mask_arg = ref_bias = bias
+    elif kind == "bool+bias":
+        mask_arg = bias.masked_fill(~bool_mask, float("-inf"))
+        ref_mask, ref_bias = bool_mask, bias
+    elif kind == "causal":
+        ref_mask = causal_mask(t, s)
+        mask_arg = ref_mask
+    fast = sdpa(q, k, v, attn_mask=mask_arg, is_causal=is_causal)
+    twin, weights = softmax_attention(q, k, v, attn_mask=mask_arg, is_causal=is_causal)
+    ref = naive(q, k, v, ref_mask, ref_bias)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(twin, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(b, heads, t), atol=1e-5, rtol=0)
+
+
+def test_causal_mask_aligned_bottom_right():
+    m = causal_mask(2, 5)
+    assert m.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+    w = causal_mask(4, 4, window=2)
+    assert w.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("gate", [False, True])
+def test_module_paths_agree(fused, gate, gen):
+    torch.manual_seed(0)
+    attn = Attention(dim=32, heads=4, kv_heads=2, fused_qkv=fused, gate=gate, qkv_bias=True,
+                     qk_norm=lambda d: RMSNorm(d)).eval()
+    x = torch.randn(3, 6, 32, generator=gen)
+    bias = torch.randn(3, 4, 6, 6, generator=gen)
+    a = attn(x, bias=bias, causal=True)
+    b, w = attn(x, bias=bias, causal=True, return_weights=True)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert w.shape == (3, 4, 6, 6)
+    assert torch.all(w.triu(1) == 0), "causal weights above the diagonal"
+
+
+def test_leading_dims_and_pair_bias_broadcast(gen):
+    """Evoformer-style: x [B, N_seq, N_res, C] with a pair bias [B, 1, H, N_res, N_res]."""
+    attn = Attention(dim=16, heads=2, gate=True).eval()
+    x = torch.randn(2, 3, 5, 16, generator=gen)
+    bias = torch.randn(2, 1, 2, 5, 5, generator=gen)
+    out = attn(x, bias=bias)
+    per_row = torch.stack([attn(x[:, i], bias=bias[:, 0]) for i in range(3)], dim=1)
+    torch.testing.assert_close(out, per_row, atol=1e-5, rtol=1e-5)
+    out2, _ = attn(x, bias=bias, return_weights=True)
+    torch.testing.assert_close(out, out2, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_and_cross_cache(gen):
+    attn = Attention(dim=16, heads=4, kv_dim=24).eval()
+    x = torch.randn(2, 3, 16, generator=gen)
+    ctx = torch.randn(2, 7, 24, generator=gen)
+    ref = attn(x, ctx)
+    cache = CrossKVCache()
+    calls = []
+    orig = attn.project_kv
+    attn.project_kv = lambda c, rope=None: (calls.append(1), orig(c))[1]
+    out1 = attn(x, ctx, cache=cache)
+    out2 = attn(x, cache=cache)  # no context: from the cache
+    assert len(calls) == 1, "cross K/V must be computed once"
+    torch.testing.assert_close(out1, ref)
+    torch.testing.assert_close(out2, ref)
+    with pytest.raises(ValueError, match="empty"):
+        attn(x, cache=CrossKVCache())
+
+
+def test_dropout_only_in_training(gen):
+    attn = Attention(dim=16, heads=2, dropout=0.5)
+    x = torch.randn(2, 4, 16, generator=gen)
+    attn.eval()
+    torch.testing.assert_close(attn(x), attn(x))
+    attn.train()
+    torch.manual_seed(0)
+    a = attn(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, attn(x))
+
+
+def test_bad_input_names_shapes():
+    attn = Attention(dim=16, heads=2)
+    with pytest.raises(ValueError, match="expected 16, got 8"):
+        attn(torch.randn(1, 3, 8))
+    with pytest.raises(ValueError, match="divisible"):
+        Attention(dim=16, heads=4, kv_heads=3)

@@ -1,0 +1,192 @@
+"""Positions, norms, MLPs, patch embeddings, chunking and initialisers against torch and
+transformers' own implementations."""
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_ds
+from transformers.models.gemma3 import modeling_gemma3 as hf_gemma
+from transformers.models.gptj import modeling_gptj as hf_gptj
+from transformers.models.llama import modeling_llama as hf_llama
+
+from tatlas.nn import (
+    MLP, GatedMLP, LayerNorm, LearnedPositions, Llama3Scaling, PatchEmbed2d, PatchEmbed3d, RMSNorm,
+    RotaryEmbedding, activation, apply_rotary, chunked, initialise, quick_gelu, sinusoidal_positions,
+)
+
+
+def _llama_cfg(**rope):
+    return LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=16, max_position_embeddings=4096,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0, **rope})
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rotary_half_split_matches_llama(scaled, gen):
+    rope = dict(rope_theta=500000.0)
+    scaling = None
+    if scaled:
+        rope.update(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=64)
+        scaling = Llama3Scaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_positions=64)
+    hf_rot = hf_llama.LlamaRotaryEmbedding(_llama_cfg(**rope))
+    ours = RotaryEmbedding(dim=16, theta=500000.0, scaling=scaling)
+    torch.testing.assert_close(ours.inv_freq, hf_rot.inv_freq, atol=0, rtol=1e-6)
+    q, k = torch.randn(2, 4, 50, 16, generator=gen), torch.randn(2, 4, 50, 16, generator=gen)
+    pos = torch.arange(100, 150)[None].expand(2, -1)
+    cos, sin = hf_rot(q, pos)
+    hq, hk = hf_llama.apply_rotary_pos_emb(q, k, cos, sin)
+    r = ours(pos)
+    torch.testing.assert_close(apply_rotary(q, r), hq, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(apply_rotary(k, r), hk, atol=1e-5, rtol=1e-5)
+    if scaled:
+        assert not torch.allclose(ours.inv_freq, RotaryEmbedding(dim=16, theta=500000.0).inv_freq)
+
+
+def test_rotary_interleaved_matches_deepseek_v3_and_gptj(gen):
+    q, k = torch.randn(2, 3, 9, 8, generator=gen), torch.randn(2, 3, 9, 8, generator=gen)
+    pos = torch.arange(9)[None].expand(2, -1)
+    ours = RotaryEmbedding(dim=8, theta=10000.0, interleaved=True)
+    r = ours(pos)
+    oq = apply_rotary(q, r)
+    # DeepSeek-V3 returns the rotated pairs de-interleaved: [evens | odds]
+    half = RotaryEmbedding(dim=8, theta=10000.0)(pos)
+    hq, _ = hf_ds.apply_rotary_pos_emb_interleave(q, k, half.cos, half.sin)
+    torch.testing.assert_close(torch.cat([oq[..., 0::2], oq[..., 1::2]], -1), hq, atol=1e-5, rtol=1e-5)
+    # GPT-J rotates every two channels in place
+    sincos = hf_gptj.create_sinusoidal_positions(9, 8)[pos]
+    sin, cos = torch.split(sincos, 4, dim=-1)
+    gq = hf_gptj.apply_rotary_pos_emb(q.transpose(1, 2), sin, cos).transpose(1, 2)
+    torch.testing.assert_close(oq, gq, atol=1e-5, rtol=1e-5)
+
+
+def test_partial_rotary_leaves_tail(gen):
+    x = torch.randn(1, 2, 5, 16, generator=gen)
+    r = RotaryEmbedding(dim=8)(torch.arange(5))
+    y = apply_rotary(x, r)
+    torch.testing.assert_close(y[..., 8:], x[..., 8:])
+    assert not torch.allclose(y[..., :8], x[..., :8])
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)  # a rotation
+
+
+def test_sinusoids_whisper_layout():
+    pe = sinusoidal_positions(10, 8)
+    assert pe.shape == (10, 8)
+    torch.testing.assert_close(pe[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    inc = math.log(10000) / 3
+    torch.testing.assert_close(pe[3, 1], torch.tensor(math.sin(3 * math.exp(-inc))))
+    torch.testing.assert_close(pe[3, 5], torch.tensor(math.cos(3 * math.exp(-inc))))
+
+
+def test_learned_positions_bounds():
+    lp = LearnedPositions(4, 8)
+    assert lp(torch.arange(4)).shape == (4, 8)
+    with pytest.raises(ValueError, match="beyond the 4 learned positions"):
+        lp(torch.arange(5))
+
+
+def test_layernorm_matches_torch_in_bf16(gen):
+    x = torch.randn(3, 5, 32, generator=gen)
+    ours, ref = LayerNorm(32, eps=1e-5), torch.nn.LayerNorm(32, eps=1e-5)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.normal_(generator=gen)
+        ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+    y = ours(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref(x.bfloat16().float()), atol=2e-2, rtol=2e-2)
+    assert LayerNorm(8, bias=False).bias is None
+
+
+def test_rmsnorm_matches_llama_and_gemma(gen):
+    x = torch.randn(2, 7, 32, generator=gen)
+    ours, ref = RMSNorm(32, eps=1e-6), hf_llama.LlamaRMSNorm(32, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.normal_(generator=gen)
+        ours.weight.copy_(ref.weight)
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=1e-6)
+    g_ours, g_ref = RMSNorm(32, eps=1e-6, offset=1.0), hf_gemma.Gemma3RMSNorm(32, eps=1e-6)
+    torch.testing.assert_close(g_ours.weight, g_ref.weight)  # both start at zero: scale (1 + 0)
+    with torch.no_grad():
+        g_ref.weight.normal_(generator=gen)
+        g_ours.weight.copy_(g_ref.weight)
+    torch.testing.assert_close(g_ours(x), g_ref(x), atol=1e-6, rtol=1e-6)
+
+
+def test_gated_mlp_matches_llama(gen):
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, hidden_act="silu")
+    ref = hf_llama.LlamaMLP(cfg)
+    ours = GatedMLP(dim=32, hidden=48, act="silu")
+    with torch.no_grad():
+        for name in ("gate", "up", "down"):
+            getattr(ref, f"{name}_proj").weight.normal_(std=0.2, generator=gen)
+            getattr(ours, name).weight.copy_(getattr(ref, f"{name}_proj").weight)
+    x = torch.randn(4, 32, generator=gen)
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=1e-5)
+
+
+def test_mlp_and_activations(gen):
+    from transformers.activations import ACT2FN
+
+    x = torch.randn(100, generator=gen)
+    torch.testing.assert_close(quick_gelu(x), ACT2FN["quick_gelu"](x))
+    torch.testing.assert_close(activation("gelu_tanh")(x), ACT2FN["gelu_pytorch_tanh"](x))
+    with pytest.raises(ValueError, match="unknown activation 'swish2'"):
+        activation("swish2")
+    m = MLP(dim=8, hidden=16, act="quick_gelu")
+    x = torch.randn(2, 8, generator=gen)
+    torch.testing.assert_close(m(x), m.fc2(quick_gelu(m.fc1(x))))
+
+
+def test_patch_embed_2d_matches_unfold(gen):
+    pe = PatchEmbed2d(in_channels=3, dim=10, patch=4)
+    img = torch.randn(2, 3, 8, 12, generator=gen)
+    out = pe(img)
+    patches = img.unfold(2, 4, 4).unfold(3, 4, 4)  # [B, 3, 2, 3, 4, 4]
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 6, 48)
+    ref = patches @ pe.proj.weight.reshape(10, 48).T + pe.proj.bias
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        pe(torch.randn(1, 3, 9, 8))
+    with pytest.raises(ValueError, match=r"expected \[B, 3, H, W\]"):
+        pe(torch.randn(1, 1, 8, 8))
+
+
+def test_patch_embed_3d_tubelets(gen):
+    pe = PatchEmbed3d(in_channels=3, dim=6, patch=4, tubelet=2)
+    assert pe(torch.randn(1, 3, 4, 8, 8, generator=gen)).shape == (1, 2 * 2 * 2, 6)
+    with pytest.raises(ValueError, match="tubelet"):
+        pe(torch.randn(1, 3, 3, 8, 8))
+
+
+@pytest.mark.parametrize("size", [1, 3, 10, 100])
+def test_chunked_equals_unchunked(size, gen):
+    w = torch.randn(6, 6, generator=gen)
+    x, y = torch.randn(10, 4, 6, generator=gen), torch.randn(10, 4, 6, generator=gen)
+
+    def fn(a, b, *, scale):
+        return (a @ w).softmax(-1) * b * scale
+
+    torch.testing.assert_close(chunked(fn, size, dim=0)(x, y, scale=2.0), fn(x, y, scale=2.0))
+    torch.testing.assert_close(chunked(fn, size, dim=1)(x, y, scale=2.0), fn(x, y, scale=2.0))
+    assert chunked(fn, None) is fn
+    with pytest.raises(ValueError, match="disagree"):
+        chunked(fn, 2)(x, y[:5], scale=1.0)
+
+
+def test_initialisers():
+    lin = torch.nn.Linear(64, 32)
+    initialise(lin, "gating")
+    assert lin.weight.abs().sum() == 0 and torch.all(lin.bias == 1)
+    initialise(lin, "final")
+    assert lin.weight.abs().sum() == 0 and lin.bias.abs().sum() == 0
+    torch.manual_seed(0)
+    big = torch.nn.Linear(1000, 1000)
+    initialise(big, "lecun")
+    assert abs(big.weight.std().item() - (1 / 1000) ** 0.5) < 2e-3
+    initialise(big, "relu")
+    assert abs(big.weight.std().item() - (2 / 1000) ** 0.5) < 2e-3
+    with pytest.raises(ValueError, match="unknown initialiser"):
+        initialise(lin, "zeros!")
