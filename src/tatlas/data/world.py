@@ -93,6 +93,8 @@ _IMU_RATE = 100.0  # Hz
 
 
 def _check_names(what: str, got: tuple[str, ...], known: tuple[str, ...], minimum: int) -> None:
+    if not isinstance(got, tuple):
+        raise ValueError(f"{what}: expected a tuple of names from {known}, got {got!r}")
     unknown = [g for g in got if g not in known]
     if unknown or len(set(got)) != len(got) or len(got) < minimum:
         raise ValueError(
@@ -130,9 +132,9 @@ class WorldConfig:
                 f"max_objects: expected {self.min_objects}..{_GRID * _GRID} (>= min_objects), "
                 f"got {self.max_objects}"
             )
-        _check_names("colours", tuple(self.colours), COLOURS, 2)
-        _check_names("shapes", tuple(self.shapes), SHAPES, 2)
-        _check_names("modalities", tuple(self.modalities), MODALITIES, 0)
+        _check_names("colours", self.colours, COLOURS, 2)
+        _check_names("shapes", self.shapes, SHAPES, 2)
+        _check_names("modalities", self.modalities, MODALITIES, 0)
         if not self.noise >= 0:
             raise ValueError(f"noise: expected >= 0, got {self.noise}")
         if not (self.sample_rate > 0 and self.audio_seconds > 0):
@@ -249,7 +251,7 @@ class Scene:
     background: float
     negative: tuple[str, str] | None  # a (colour, shape) absent from the scene, for a "no" question
     label: int
-    _masks: dict = field(default_factory=dict, repr=False, compare=False)
+    _masks: dict = field(default_factory=dict, init=False, repr=False)  # per-object coverage, filled on first use
 
     def _rng(self, modality: str) -> np.random.Generator:
         return np.random.default_rng((*self.entropy, _MODALITY_STREAM[modality]))
