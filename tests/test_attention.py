@@ -121,3 +121,13 @@ def test_bad_input_names_shapes():
         attn(torch.randn(1, 3, 8))
     with pytest.raises(ValueError, match="divisible"):
         Attention(dim=16, heads=4, kv_heads=3)
+
+
+@pytest.mark.parametrize("mask_shape", [(5, 5), (1, 4, 5, 5), (2, 1, 4, 5, 5), (2, 3, 1, 5, 5)])
+def test_leading_dims_with_gqa_and_any_mask_rank(mask_shape, gen):
+    q = torch.randn(2, 3, 4, 5, 8, generator=gen)
+    k, v = torch.randn(2, 3, 2, 5, 8, generator=gen), torch.randn(2, 3, 2, 5, 8, generator=gen)
+    bias = torch.randn(mask_shape, generator=gen)
+    ref = naive(q, k, v, bias=bias)
+    torch.testing.assert_close(sdpa(q, k, v, attn_mask=bias), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(softmax_attention(q, k, v, attn_mask=bias)[0], ref, atol=1e-5, rtol=1e-5)

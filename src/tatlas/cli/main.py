@@ -112,6 +112,45 @@ def demo(
     console.print(f"report: {out}")
 
 
+@app.command()
+def train(
+    system: str = typer.Argument(..., help="a registered system"),
+    preset: str = typer.Option("tiny", help="an exact preset name"),
+    steps: int = typer.Option(200, help="optimizer steps"),
+    out: Path = typer.Option(..., help="run folder: checkpoints, metrics.jsonl, metrics.png, model.safetensors"),
+    resume: bool = typer.Option(False, help="continue from the newest complete checkpoint in --out"),
+    batch_size: int = typer.Option(16, help="global batch (summed over ranks and accumulation)"),
+    lr: float = typer.Option(3e-4),
+    warmup_steps: int = typer.Option(None, help="default: 5% of steps"),
+    grad_accum: int = typer.Option(1),
+    grad_clip: float = typer.Option(1.0),
+    checkpoint_every: int = typer.Option(50),
+    eval_every: int = typer.Option(None),
+    seed: int = typer.Option(0),
+    strategy: str = typer.Option("auto", help="auto|single|ddp|fsdp (auto: ddp under torchrun)"),
+    config: list[str] = typer.Option(None, "--config", help="model config override KEY=VALUE (repeatable)"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train a system on its embedded data (under `torchrun`, the same command trains distributed)."""
+    from tatlas.models import get_system
+    from tatlas.train import TrainConfig
+    from tatlas.train.run import parse_overrides, train_system
+
+    try:
+        overrides = parse_overrides(list(config or []), get_system(system).config_cls)
+        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum,
+                          grad_clip=grad_clip, checkpoint_every=checkpoint_every, eval_every=eval_every, seed=seed,
+                          out_dir=out, strategy=strategy, progress=progress)
+        result = train_system(system, cfg, preset=preset, overrides=overrides, resume=resume)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"trained {system} ({preset}) to step {result.steps}: loss {result.final_loss:.4f}"
+                  + "".join(f", {k} {v:.4g}" for k, v in result.eval.items()))
+    for label, path in (("weights", result.model_path), ("metrics", result.metrics_path), ("plot", result.plot_path)):
+        if path is not None:
+            console.print(f"{label}: {path}")
+
+
 def main() -> None:
     app()
 

@@ -1,1 +1,2 @@
 """Imports every built-in demo so that it registers itself."""
+from . import llm as _llm  # noqa: F401

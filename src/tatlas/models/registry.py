@@ -11,9 +11,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 # A converter reads a foreign checkpoint (file or folder) -> (our config, our state dict).
 Converter = Callable[[Path], tuple[Any, dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainTask:
+    """What training a system means: its data, its loss (computed outside the model), an optional
+    evaluation, and how samples are batched."""
+
+    train_data: Dataset
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor | dict[str, torch.Tensor]]
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None
+    collate_fn: Callable[[list], Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +40,8 @@ class System:
     hf_model_types: Mapping[str, Converter] = field(default_factory=dict)  # config.json model_type -> converter
     formats: Mapping[str, Converter] = field(default_factory=dict)  # named foreign formats
     diagram: str = ""  # shown by `tatlas explain`
+    # (config, seed) -> the system's training task on embedded data
+    train_task: Callable[[Any, int], TrainTask] | None = None
 
     def preset(self, name: str) -> Any:
         try:

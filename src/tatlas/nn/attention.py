@@ -61,20 +61,21 @@ def sdpa(
     dropout_p: float = 0.0,
 ) -> Tensor:
     """Fast path. ``q [*, H, T, D]``, ``k/v [*, G, S, D]`` (H divisible by G) -> ``[*, H, T, D_v]``."""
-    k, v = _expand_kv(k, v, q.shape[-3])
-    if q.dim() != 4:  # SDPA kernels want [B, H, T, D]: fold extra leading dims into B
-        lead = q.shape[:-3]
-        q, k, v = (t.reshape(-1, *t.shape[-3:]) if t.shape[:-3] == lead else
-                   t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]) for t in (q, k, v))
-        if attn_mask is not None:
-            attn_mask = attn_mask.expand(*lead, *attn_mask.shape[-3:]).reshape(-1, *attn_mask.shape[-3:])
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+    gqa = q.shape[-3] != k.shape[-3]
+    if q.dim() == 4:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p, enable_gqa=gqa
         )
-        return out.reshape(*lead, *out.shape[-3:])
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+    # other ranks: fold the leading dims into one batch dim (SDPA kernels want [B, H, T, D])
+    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3])
+    q, k, v = (t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]) for t in (q, k, v))
+    if attn_mask is not None:
+        attn_mask = attn_mask.reshape((1,) * (len(lead) + 3 - attn_mask.dim()) + tuple(attn_mask.shape))
+        attn_mask = attn_mask.expand(*lead, *attn_mask.shape[-3:]).reshape(-1, *attn_mask.shape[-3:])
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p, enable_gqa=gqa
     )
+    return out.reshape(*lead, *out.shape[-3:])
 
 
 def softmax_attention(

@@ -42,7 +42,7 @@ class LLMConfig:
 
 
 PRESETS: dict[str, LLMConfig] = {
-    "tiny": LLMConfig(vocab_size=256, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512),
+    "tiny": LLMConfig(vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512),
     "Llama-3.2-1B": LLMConfig(
         vocab_size=128_256, dim=2048, layers=16, heads=32, kv_heads=8, mlp_hidden=8192, head_dim=64,
         max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,

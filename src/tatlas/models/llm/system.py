@@ -8,6 +8,7 @@ from ..registry import System, register
 from .config import PRESETS, LLMConfig
 from .convert import HF_ARCHITECTURES, from_hf
 from .model import LLM
+from .task import train_task
 
 
 def _sample(model: LLM, gen: torch.Generator) -> dict:
@@ -23,6 +24,7 @@ SYSTEM = register(System(
     presets=PRESETS,
     sample_input=_sample,
     hf_model_types={t: from_hf for t in HF_ARCHITECTURES},
+    train_task=train_task,
     diagram=(
         "tokens -> embed -> [ RMSNorm -> GQA attention (RoPE on q,k; KV cache) -> + ->\n"
         "                     RMSNorm -> SwiGLU MLP -> + ] x layers -> RMSNorm -> lm_head -> logits"
