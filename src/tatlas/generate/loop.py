@@ -77,7 +77,8 @@ def generate(
     **model_kwargs,
 ) -> GenerationOutput:
     """Continue ``prompts`` (a ``[B, T]`` tensor, one token list, or several of different lengths,
-    which are left-padded). ``model_kwargs`` go to ``prefill`` (e.g. audio features for Whisper)."""
+    which are left-padded). ``model_kwargs`` go to ``prefill`` only (e.g. images, or audio features
+    whose cross-attention keys the cache then holds); decode steps see tokens alone."""
     device = _device(model)
     tokens, mask = _as_batch(prompts, attention_mask, config.pad_token, device)
     if config.num_beams > 1:
@@ -115,6 +116,6 @@ def generate(
         if config.repetition_penalty != 1.0:
             seen = torch.cat([seen, torch.where(done, -1, nxt)[:, None]], dim=1)
         input_pos = torch.tensor([t0 + i], device=device)
-        logits = step(nxt[:, None], cache, input_pos, **model_kwargs)
+        logits = step(nxt[:, None], cache, input_pos)
     n = int(lengths.max())
     return GenerationOutput(out[:, :n], lengths)

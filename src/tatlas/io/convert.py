@@ -1,7 +1,7 @@
 """Pure checkpoint conversion: a declarative key map plus named transforms.
 
 A :class:`KeyMap` is a list of rules over key patterns with placeholders (``{i}``, ``{j}`` match
-integers). :class:`Rename` maps one tensor to one (optionally through a named :class:`Transform`);
+integers; ``{path}`` matches any rest of a key). :class:`Rename` maps one tensor to one (optionally through a named :class:`Transform`);
 :class:`Fuse` concatenates several source tensors into one (fused q/k/v); its inverse splits.
 Conversion is strict: a source key no rule covers (and no ``ignore`` pattern drops) is an error that
 names it. ``KeyMap.inverted()`` gives the map back to the source format.
@@ -51,8 +51,13 @@ def interleaved_to_half(heads: int) -> Transform:
 
 
 def _compile(pattern: str) -> re.Pattern:
+    """``{i}``-style placeholders match integers; ``{path}`` matches any rest of a key."""
     parts = re.split(r"(\{\w+\})", pattern)
-    rx = "".join(f"(?P<{p[1:-1]}>\\d+)" if p.startswith("{") and p.endswith("}") else re.escape(p) for p in parts)
+    rx = "".join(
+        (f"(?P<{p[1:-1]}>.+)" if p == "{path}" else f"(?P<{p[1:-1]}>\\d+)")
+        if p.startswith("{") and p.endswith("}") else re.escape(p)
+        for p in parts
+    )
     return re.compile(rx + r"\Z")
 
 

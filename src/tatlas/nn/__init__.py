@@ -10,7 +10,7 @@ Shape legend used in every docstring and beside every reshape:
 """
 
 from .attention import Attention, causal_mask, combine_mask, sdpa, softmax_attention
-from .block import TransformerBlock
+from .block import SandwichBlock, TransformerBlock
 from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
@@ -26,11 +26,12 @@ from .positions import (
     apply_rotary,
     sinusoidal_positions,
 )
+from .vit import VisionTransformer
 
 __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
-    "RotaryEmbedding", "StaticKVCache", "TransformerBlock", "activation", "apply_rotary", "causal_mask",
+    "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
     "chunked", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]

@@ -51,3 +51,21 @@ class TransformerBlock(nn.Module):
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache)
         return x + self.mlp(self.mlp_norm(x))
+
+
+class SandwichBlock(nn.Module):
+    """Pre- and post-norm around each sublayer (Gemma 2/3): ``x + post(attn(pre(x)))``, then
+    ``x + post(mlp(pre(x)))``. ``x [*, T, C] -> [*, T, C]``."""
+
+    def __init__(self, *, dim: int, attn: Attention, mlp: nn.Module, norm: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.attn_norm, self.attn, self.attn_post_norm = norm(dim), attn, norm(dim)
+        self.mlp_norm, self.mlp, self.mlp_post_norm = norm(dim), mlp, norm(dim)
+
+    def forward(
+        self, x: Tensor, *, mask: Tensor | None = None, causal: bool = False, rope: Rope | None = None,
+        cache=None, input_pos: Tensor | None = None,
+    ) -> Tensor:
+        h = self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
+        x = x + self.attn_post_norm(h)
+        return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))

@@ -1,10 +1,45 @@
-"""Configuration of the decoder-only language model family (Llama, Mistral, Qwen2)."""
+"""Configuration of the decoder-only language model family: Llama, Mistral, Qwen2 and Gemma 3
+(text, and image-text with interleaved image tokens)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ...nn.positions import Llama3Scaling
+
+LAYER_TYPES = ("full", "sliding")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionConfig:
+    """The vision encoder (a ViT, SigLIP-style in Gemma 3) and its projection to image tokens."""
+
+    image_size: int
+    patch: int
+    dim: int
+    layers: int
+    heads: int
+    mlp_hidden: int
+    channels: int = 3
+    act: str = "gelu_tanh"
+    eps: float = 1e-6
+    tokens_per_image: int = 256  # patches average-pooled to this many tokens (a square number)
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch:
+            raise ValueError(f"VisionConfig: image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
+        side = round(self.tokens_per_image**0.5)
+        if side * side != self.tokens_per_image or self.grid % side:
+            raise ValueError(
+                f"VisionConfig: tokens_per_image must be a square whose side divides the {self.grid}x{self.grid} "
+                f"patch grid, got {self.tokens_per_image}"
+            )
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,11 +54,21 @@ class LLMConfig:
     max_positions: int = 2048
     rope_theta: float = 10_000.0
     rope_scaling: Llama3Scaling | None = None
+    rope_local_theta: float | None = None  # rotary theta of sliding-window layers (Gemma 3); None: rope_theta
     norm_eps: float = 1e-5
+    norm_offset: float = 0.0  # 1.0: Gemma's RMSNorm scaling by (1 + w)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (Gemma)
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (Gemma 3)
+    sandwich_norm: bool = False  # norms after attention and MLP as well as before (Gemma 2/3)
+    query_scale: float | None = None  # attention scale = query_scale ** -0.5 (Gemma); None: head_dim
     qkv_bias: bool = False  # Qwen2
-    sliding_window: int | None = None  # Mistral
+    sliding_window: int | None = None  # Mistral, Gemma 3's local layers
+    layer_types: tuple[str, ...] | None = None  # "full"/"sliding" per layer; None: all "sliding" if a window is set
+    final_softcap: float | None = None  # logits = cap * tanh(logits / cap)
     tie_embeddings: bool = False
     act: str = "silu"
+    vision: VisionConfig | None = None  # an image encoder whose tokens replace image placeholders
+    image_token_id: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "layers", "heads", "kv_heads", "mlp_hidden", "max_positions"):
@@ -35,31 +80,57 @@ class LLMConfig:
             raise ValueError(f"LLMConfig: dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"LLMConfig.sliding_window must be positive, got {self.sliding_window}")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.layers or any(t not in LAYER_TYPES for t in self.layer_types):
+                raise ValueError(
+                    f"LLMConfig.layer_types: expected {self.layers} entries from {LAYER_TYPES}, got {self.layer_types}"
+                )
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise ValueError("LLMConfig.layer_types has sliding layers but sliding_window is None")
+        if (self.vision is None) != (self.image_token_id is None):
+            raise ValueError("LLMConfig: vision and image_token_id go together (both set or both None)")
 
     @property
     def head_size(self) -> int:
         return self.head_dim or self.dim // self.heads
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Each layer's attention: ``"full"`` or ``"sliding"``."""
+        if self.layer_types is not None:
+            return self.layer_types
+        return ("sliding" if self.sliding_window is not None else "full",) * self.layers
+
+
+def _gemma3_types(layers: int, pattern: int = 6) -> tuple[str, ...]:
+    return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers))
+
+
+_LLAMA3_SCALING = dict(low_freq_factor=1.0, high_freq_factor=4.0, original_max_positions=8192)
 
 PRESETS: dict[str, LLMConfig] = {
     "tiny": LLMConfig(vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512),
+    "tiny-gemma3-vision": LLMConfig(
+        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, head_dim=16, mlp_hidden=128, max_positions=512,
+        rope_theta=1_000_000.0, rope_local_theta=10_000.0, norm_eps=1e-6, norm_offset=1.0, embed_scale=True,
+        qk_norm=True, sandwich_norm=True, query_scale=16.0, sliding_window=32, layer_types=("sliding", "full"),
+        tie_embeddings=True, act="gelu_tanh", image_token_id=258,
+        vision=VisionConfig(image_size=32, patch=4, dim=32, layers=2, heads=2, mlp_hidden=64, tokens_per_image=16),
+    ),
     "Llama-3.2-1B": LLMConfig(
         vocab_size=128_256, dim=2048, layers=16, heads=32, kv_heads=8, mlp_hidden=8192, head_dim=64,
         max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
-        rope_scaling=Llama3Scaling(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                   original_max_positions=8192),
+        rope_scaling=Llama3Scaling(factor=32.0, **_LLAMA3_SCALING),
     ),
     "Llama-3.2-3B": LLMConfig(
         vocab_size=128_256, dim=3072, layers=28, heads=24, kv_heads=8, mlp_hidden=8192, head_dim=128,
         max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
-        rope_scaling=Llama3Scaling(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                   original_max_positions=8192),
+        rope_scaling=Llama3Scaling(factor=32.0, **_LLAMA3_SCALING),
     ),
     "Llama-3.1-8B": LLMConfig(
         vocab_size=128_256, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336,
         max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5,
-        rope_scaling=Llama3Scaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                   original_max_positions=8192),
+        rope_scaling=Llama3Scaling(factor=8.0, **_LLAMA3_SCALING),
     ),
     "Mistral-7B": LLMConfig(
         vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336,
@@ -68,5 +139,11 @@ PRESETS: dict[str, LLMConfig] = {
     "Qwen2.5-0.5B": LLMConfig(
         vocab_size=151_936, dim=896, layers=24, heads=14, kv_heads=2, mlp_hidden=4864,
         max_positions=32_768, rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
+    ),
+    "Gemma-3-1B": LLMConfig(
+        vocab_size=262_144, dim=1152, layers=26, heads=4, kv_heads=1, head_dim=256, mlp_hidden=6912,
+        max_positions=32_768, rope_theta=1_000_000.0, rope_local_theta=10_000.0, norm_eps=1e-6, norm_offset=1.0,
+        embed_scale=True, qk_norm=True, sandwich_norm=True, query_scale=256.0, sliding_window=512,
+        layer_types=_gemma3_types(26), tie_embeddings=True, act="gelu_tanh",
     ),
 }

@@ -1,8 +1,10 @@
-"""Hugging Face Llama / Mistral / Qwen2 folders <-> ours.
+"""Hugging Face Llama / Mistral / Qwen2 / Gemma 3 (text and image-text) folders <-> ours.
 
-Hugging Face stores q/k projections already in the half-split rotary layout we use, so the map is
-renames only. Rotary settings are read from ``rope_parameters`` (transformers 5) or
-``rope_theta``/``rope_scaling`` (transformers 4 folders)."""
+Hugging Face stores q/k projections already in the half-split rotary layout we use, so the maps
+are renames (and one transpose: Gemma 3's projector weight is stored ``[in, out]``). Rotary
+settings are read from ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``
+(transformers 4 folders); Gemma 3 image-text folders saved by transformers 4 use other prefixes
+(``language_model.model.``, ``vision_tower.vision_model.``), mapped first."""
 
 from __future__ import annotations
 
@@ -12,33 +14,90 @@ from typing import Any
 
 from torch import Tensor
 
-from ...io import CheckpointError, KeyMap, Rename, read_tensors
+from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors
 from ...io.checkpoint import _dedupe
 from ...nn.positions import Llama3Scaling
-from .config import LLMConfig
+from .config import LLMConfig, VisionConfig
+
+
+def _decoder_rules(src: str) -> tuple[Rename, ...]:
+    """Decoder-layer renames with HF keys under ``src`` (e.g. ``"model."``)."""
+    return (
+        Rename(f"{src}embed_tokens.weight", "embed.weight"),
+        *(Rename(f"{src}layers.{{i}}.self_attn.{hf}_proj.{p}", f"layers.{{i}}.attn.{ours}.{p}")
+          for hf, ours in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "out")) for p in ("weight", "bias")),
+        Rename(f"{src}layers.{{i}}.self_attn.q_norm.weight", "layers.{i}.attn.q_norm.weight"),
+        Rename(f"{src}layers.{{i}}.self_attn.k_norm.weight", "layers.{i}.attn.k_norm.weight"),
+        *(Rename(f"{src}layers.{{i}}.mlp.{hf}_proj.weight", f"layers.{{i}}.mlp.{hf}.weight")
+          for hf in ("gate", "up", "down")),
+        Rename(f"{src}layers.{{i}}.input_layernorm.weight", "layers.{i}.attn_norm.weight"),
+        Rename(f"{src}norm.weight", "norm.weight"),
+        Rename("lm_head.weight", "lm_head.weight"),
+    )
+
 
 HF_LLAMA = KeyMap(
-    rules=(
-        Rename("model.embed_tokens.weight", "embed.weight"),
-        *(Rename(f"model.layers.{{i}}.self_attn.{hf}_proj.{p}", f"layers.{{i}}.attn.{ours}.{p}")
-          for hf, ours in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "out")) for p in ("weight", "bias")),
-        *(Rename(f"model.layers.{{i}}.mlp.{hf}_proj.weight", f"layers.{{i}}.mlp.{hf}.weight")
-          for hf in ("gate", "up", "down")),
-        Rename("model.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.weight"),
-        Rename("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp_norm.weight"),
-        Rename("model.norm.weight", "norm.weight"),
-        Rename("lm_head.weight", "lm_head.weight"),
-    ),
-    ignore=(r"model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"),
+    rules=(*_decoder_rules("model."),
+           Rename("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp_norm.weight")),
+    ignore=("model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"),
 )
 
-HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_GEMMA_SANDWICH = (
+    ("post_attention_layernorm", "attn_post_norm"),
+    ("pre_feedforward_layernorm", "mlp_norm"),
+    ("post_feedforward_layernorm", "mlp_post_norm"),
+)
 
 
-def _rope(hf: dict[str, Any]) -> tuple[float, Llama3Scaling | None]:
-    params = hf.get("rope_parameters") or {}
-    legacy = hf.get("rope_scaling") or {}
-    theta = float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+def _gemma3_text_rules(src: str) -> tuple[Rename, ...]:
+    return (*_decoder_rules(src),
+            *(Rename(f"{src}layers.{{i}}.{hf}.weight", f"layers.{{i}}.{ours}.weight") for hf, ours in _GEMMA_SANDWICH))
+
+
+HF_GEMMA3_TEXT = KeyMap(rules=_gemma3_text_rules("model."))
+
+_V = "model.vision_tower."
+HF_GEMMA3 = KeyMap(
+    rules=(
+        *_gemma3_text_rules("model.language_model."),
+        Rename(f"{_V}embeddings.patch_embedding.weight", "vision.patch_embed.proj.weight"),
+        Rename(f"{_V}embeddings.patch_embedding.bias", "vision.patch_embed.proj.bias"),
+        Rename(f"{_V}embeddings.position_embedding.weight", "vision.positions.weight"),
+        *(Rename(f"{_V}encoder.layers.{{i}}.{hf}.{p}", f"vision.blocks.{{i}}.{ours}.{p}")
+          for hf, ours in (("layer_norm1", "attn_norm"), ("self_attn.q_proj", "attn.q"), ("self_attn.k_proj", "attn.k"),
+                           ("self_attn.v_proj", "attn.v"), ("self_attn.out_proj", "attn.out"),
+                           ("layer_norm2", "mlp_norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))
+          for p in ("weight", "bias")),
+        Rename(f"{_V}post_layernorm.weight", "vision.post_norm.weight"),
+        Rename(f"{_V}post_layernorm.bias", "vision.post_norm.bias"),
+        Rename("model.multi_modal_projector.mm_input_projection_weight", "projector.proj.weight", TRANSPOSE),
+        Rename("model.multi_modal_projector.mm_soft_emb_norm.weight", "projector.norm.weight"),
+    ),
+    ignore=(f"{_V}head.{{path}}",),  # SigLIP's pooling head: Gemma 3 uses the patch tokens
+)
+
+# Gemma 3 image-text checkpoints on disk use older prefixes (the hub's from transformers 4, and
+# transformers 5's save_pretrained still writes ``language_model.model.`` and ``vision_tower.``)
+GEMMA3_LEGACY_PREFIXES = KeyMap(rules=(
+    Rename("language_model.model.{path}", "model.language_model.{path}"),
+    Rename("language_model.lm_head.weight", "lm_head.weight"),
+    Rename("vision_tower.vision_model.{path}", "model.vision_tower.{path}"),
+    Rename("vision_tower.{path}", "model.vision_tower.{path}"),
+    Rename("multi_modal_projector.{path}", "model.multi_modal_projector.{path}"),
+    Rename("model.{path}", "model.{path}"),
+    Rename("lm_head.weight", "lm_head.weight"),
+))
+
+HF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM", "gemma3": "Gemma3ForConditionalGeneration",
+}
+
+
+def _rope(params: dict[str, Any], legacy: dict[str, Any] | None = None, theta: float = 10_000.0
+          ) -> tuple[float, Llama3Scaling | None]:
+    legacy = legacy or {}
+    theta = float(params.get("rope_theta", theta))
     scaling = params if params.get("rope_type", "default") != "default" else legacy
     kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
     if kind == "default":
@@ -52,11 +111,55 @@ def _rope(hf: dict[str, Any]) -> tuple[float, Llama3Scaling | None]:
     )
 
 
+def _gemma3_text_config(hf: dict[str, Any], **extra: Any) -> LLMConfig:
+    rope = hf.get("rope_parameters") or {}
+    full = rope.get("full_attention", rope)
+    local = rope.get("sliding_attention", {})
+    theta, scaling = _rope(full, None, float(hf.get("rope_theta", 1_000_000.0)))
+    if local.get("rope_type", "default") != "default":
+        raise CheckpointError(f"rotary scaling {local['rope_type']!r} on local layers is not supported")
+    local_theta = float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)))
+    if hf.get("attn_logit_softcapping") is not None:
+        raise CheckpointError("attention logit soft-capping is not supported (Gemma 2 style); Gemma 3 has none")
+    if hf.get("use_bidirectional_attention"):
+        raise CheckpointError("use_bidirectional_attention=True (an encoder) is not a decoder LM")
+    layers = hf["num_hidden_layers"]
+    types = hf.get("layer_types") or [
+        "full_attention" if (i + 1) % hf.get("sliding_window_pattern", 6) == 0 else "sliding_attention"
+        for i in range(layers)]
+    return LLMConfig(
+        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], layers=layers, heads=hf["num_attention_heads"],
+        kv_heads=hf["num_key_value_heads"], mlp_hidden=hf["intermediate_size"], head_dim=hf.get("head_dim", 256),
+        max_positions=hf.get("max_position_embeddings", 131_072), rope_theta=theta, rope_scaling=scaling,
+        rope_local_theta=local_theta, norm_eps=hf.get("rms_norm_eps", 1e-6), norm_offset=1.0, embed_scale=True,
+        qk_norm=True, sandwich_norm=True, query_scale=float(hf.get("query_pre_attn_scalar", 256)),
+        qkv_bias=bool(hf.get("attention_bias", False)), sliding_window=hf.get("sliding_window"),
+        layer_types=tuple("full" if t == "full_attention" else "sliding" for t in types),
+        final_softcap=hf.get("final_logit_softcapping"), tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        act={"gelu_pytorch_tanh": "gelu_tanh"}.get(hf.get("hidden_activation", "gelu_pytorch_tanh"), "gelu"),
+        **extra,
+    )
+
+
 def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
     model_type = hf.get("model_type")
     if model_type not in HF_ARCHITECTURES:
-        raise CheckpointError(f"model_type {model_type!r} is not a Llama-family text model ({sorted(HF_ARCHITECTURES)})")
-    theta, scaling = _rope(hf)
+        raise CheckpointError(f"model_type {model_type!r} is not a supported decoder LM ({sorted(HF_ARCHITECTURES)})")
+    if model_type == "gemma3_text":
+        return _gemma3_text_config(hf)
+    if model_type == "gemma3":
+        v = hf["vision_config"]
+        vision = VisionConfig(
+            image_size=v["image_size"], patch=v["patch_size"], dim=v["hidden_size"], layers=v["num_hidden_layers"],
+            heads=v["num_attention_heads"], mlp_hidden=v["intermediate_size"], channels=v.get("num_channels", 3),
+            act={"gelu_pytorch_tanh": "gelu_tanh"}.get(v.get("hidden_act", "gelu_pytorch_tanh"), "gelu"),
+            eps=v.get("layer_norm_eps", 1e-6), tokens_per_image=hf.get("mm_tokens_per_image", 256),
+        )
+        text = {**hf["text_config"], "tie_word_embeddings": hf.get("tie_word_embeddings",
+                                                                   hf["text_config"].get("tie_word_embeddings", True))}
+        return _gemma3_text_config(text, vision=vision,
+                                   image_token_id=hf.get("image_token_id", hf.get("image_token_index")))
+    theta, scaling = _rope(hf.get("rope_parameters") or {}, hf.get("rope_scaling"), float(hf.get("rope_theta", 10_000.0)))
     heads = hf["num_attention_heads"]
     window = hf.get("sliding_window") if model_type == "mistral" else None
     if model_type == "qwen2" and hf.get("use_sliding_window"):
@@ -72,25 +175,33 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
 
 
 def from_hf(folder: Path) -> tuple[LLMConfig, dict[str, Tensor]]:
-    """A Hugging Face Llama/Mistral/Qwen2 folder -> (config, state dict)."""
+    """A Hugging Face Llama/Mistral/Qwen2/Gemma 3 folder -> (config, state dict)."""
     hf = json.loads((Path(folder) / "config.json").read_text())
     config = config_from_hf(hf)
-    state = HF_LLAMA.convert(read_tensors(folder))
+    tensors = read_tensors(folder)
+    if hf["model_type"] == "gemma3":
+        state = HF_GEMMA3.convert(GEMMA3_LEGACY_PREFIXES.convert(tensors))
+    elif hf["model_type"] == "gemma3_text":
+        state = HF_GEMMA3_TEXT.convert(tensors)
+    else:
+        state = HF_LLAMA.convert(tensors)
     if config.tie_embeddings:
         state["lm_head.weight"] = state["embed.weight"]
     return config, state
 
 
 def to_hf(model, folder: str | Path) -> Path:
-    """Write ``model`` as a Hugging Face ``LlamaForCausalLM`` folder (config.json + model.safetensors)."""
+    """Write a Llama-architecture ``model`` as a Hugging Face ``LlamaForCausalLM`` folder."""
     from safetensors.torch import save_file
 
     c: LLMConfig = model.config
-    if c.sliding_window is not None:
-        raise ValueError("a sliding-window model has no Llama equivalent; it would change the outputs")
+    llama_like = (c.sliding_window is None and not c.sandwich_norm and not c.qk_norm and not c.embed_scale
+                  and c.norm_offset == 0.0 and c.query_scale is None and c.final_softcap is None and c.vision is None)
+    if not llama_like:
+        raise ValueError("only Llama-architecture models export to a Llama folder (this config would change outputs)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in model.state_dict().items()}
+    state = dict(model.state_dict())
     if c.tie_embeddings:
         state.pop("lm_head.weight")
     hf_state = HF_LLAMA.inverted().convert(state)

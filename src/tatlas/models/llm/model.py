@@ -1,12 +1,23 @@
-"""A Llama-style decoder-only language model (Touvron et al. 2023, "LLaMA", §2.2): token embedding,
-pre-RMSNorm blocks of rotary grouped-query attention and a SwiGLU MLP, final RMSNorm, LM head.
-Mistral's sliding-window attention and Qwen2's q/k/v biases are config switches of the same model."""
+"""The decoder-only language model family, GPT-4/Gemini-style.
+
+A Llama-style decoder (Touvron et al. 2023, "LLaMA", §2.2): token embedding, pre-RMSNorm blocks
+of rotary grouped-query attention and a gated MLP, final RMSNorm, LM head. Config switches give
+Mistral (sliding-window attention), Qwen2 (q/k/v biases) and Gemma 3 (Gemma Team 2025: (1 + w)
+RMSNorm, √d embedding scale, QK-norm, norms around each sublayer, local sliding-window layers
+interleaved with global ones, each with its own rotary base, GeGLU).
+
+Images, Gemini-style (Gemma Team 2025, §2.1): a ViT encodes each image; its patches are
+average-pooled to ``tokens_per_image`` soft tokens, normalised and projected to the text width,
+and replace the image placeholder tokens of the sequence. Attention is causal, except that the
+tokens of one image see each other bidirectionally.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn import (
@@ -16,10 +27,37 @@ from ...nn import (
     GatedMLP,
     RMSNorm,
     RotaryEmbedding,
+    SandwichBlock,
     TransformerBlock,
+    VisionTransformer,
     causal_mask,
 )
-from .config import LLMConfig
+from .config import LLMConfig, VisionConfig
+
+
+class ImageProjector(nn.Module):
+    """ViT patches ``[B, N, C_v]`` -> image tokens ``[B, tokens_per_image, C]``: average-pool the
+    patch grid, RMSNorm (1 + w), project (Gemma 3's multi-modal projector)."""
+
+    def __init__(self, vision: VisionConfig, dim: int, *, eps: float) -> None:
+        super().__init__()
+        self.grid = vision.grid
+        self.kernel = vision.grid // round(vision.tokens_per_image**0.5)
+        self.norm = RMSNorm(vision.dim, eps=eps, offset=1.0)
+        self.proj = nn.Linear(vision.dim, dim, bias=False)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        b, n, c = patches.shape
+        grid = patches.transpose(1, 2).reshape(b, c, self.grid, self.grid)  # [B, C_v, g, g]
+        pooled = F.avg_pool2d(grid, self.kernel).flatten(2).transpose(1, 2)  # [B, tokens, C_v]
+        return self.proj(self.norm(pooled))
+
+
+def image_blocks(is_image: Tensor) -> Tensor:
+    """``is_image [B, T]`` -> block ids ``[B, T]``: the index of the image each token belongs to
+    (runs of consecutive image tokens), ``-1`` for text."""
+    start = is_image & ~F.pad(is_image, (1, 0), value=False)[:, :-1]
+    return torch.where(is_image, start.long().cumsum(dim=1) - 1, -1)
 
 
 class LLM(CachedDecoderMixin, nn.Module):
@@ -28,18 +66,33 @@ class LLM(CachedDecoderMixin, nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.rotary = RotaryEmbedding(dim=c.head_size, theta=c.rope_theta, scaling=c.rope_scaling)
+        if "sliding" in c.kinds and c.rope_local_theta is not None:
+            self.rotary_local = RotaryEmbedding(dim=c.head_size, theta=c.rope_local_theta)
+        else:
+            self.rotary_local = None
+        norm = partial(RMSNorm, eps=c.norm_eps, offset=c.norm_offset)
+        block = SandwichBlock if c.sandwich_norm else TransformerBlock
         self.layers = nn.ModuleList(
-            TransformerBlock(
+            block(
                 dim=c.dim,
                 attn=Attention(dim=c.dim, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.head_size,
-                               qkv_bias=c.qkv_bias),
+                               qkv_bias=c.qkv_bias, qk_norm=norm if c.qk_norm else None,
+                               scale=None if c.query_scale is None else c.query_scale**-0.5),
                 mlp=GatedMLP(dim=c.dim, hidden=c.mlp_hidden, act=c.act),
-                norm=partial(RMSNorm, eps=c.norm_eps),
+                norm=norm,
             )
             for _ in range(c.layers)
         )
-        self.norm = RMSNorm(c.dim, eps=c.norm_eps)
+        self.norm = norm(c.dim)
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        if c.vision is not None:
+            v = c.vision
+            self.vision = VisionTransformer(image_size=v.image_size, patch=v.patch, dim=v.dim, layers=v.layers,
+                                            heads=v.heads, mlp_hidden=v.mlp_hidden, channels=v.channels, act=v.act,
+                                            eps=v.eps)
+            self.projector = ImageProjector(v, c.dim, eps=v.eps)
+        else:
+            self.vision = self.projector = None
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -58,30 +111,91 @@ class LLM(CachedDecoderMixin, nn.Module):
             device=device or self.embed.weight.device,
         )
 
+    def encode_images(self, pixels: Tensor) -> Tensor:
+        """``pixels [N_img, C, H, W]`` (normalised) -> image tokens ``[N_img, tokens_per_image, C]``."""
+        if self.vision is None:
+            raise ValueError("this model is text-only: it has no vision encoder for the given image")
+        return self.projector(self.vision(pixels))
+
+    def _embed(self, tokens: Tensor, pixels: Tensor | None) -> Tensor:
+        c = self.config
+        is_image = tokens == c.image_token_id if c.image_token_id is not None else None
+        ids = tokens.masked_fill(is_image, 0) if is_image is not None and c.image_token_id >= c.vocab_size else tokens
+        if not torch.compiler.is_compiling() and not ids.is_meta:
+            bad = (ids < 0) | (ids >= c.vocab_size)
+            if bad.any():
+                raise ValueError(f"tokens: expected ids in 0..{c.vocab_size - 1}, got {int(ids[bad][0])}")
+        x = self.embed(ids)  # [B, T, C]
+        if c.embed_scale:
+            x = x * torch.tensor(c.dim**0.5, dtype=x.dtype)
+        if pixels is not None:
+            images = self.encode_images(pixels).to(x.dtype)  # [N_img, tokens_per_image, C]
+            n = int(is_image.sum())
+            if n != images.shape[0] * images.shape[1]:
+                raise ValueError(
+                    f"{images.shape[0]} image(s) need {images.shape[0] * images.shape[1]} image tokens "
+                    f"(id {c.image_token_id}) in the sequence, got {n}"
+                )
+            x = x.masked_scatter(is_image[..., None], images)
+        elif is_image is not None and not torch.compiler.is_compiling() and not ids.is_meta and bool(is_image.any()):
+            raise ValueError("the sequence holds image tokens but no pixels were given")
+        return x
+
     def forward(
-        self, tokens: Tensor, *, cache: DecoderCache | None = None, input_pos: Tensor | None = None
+        self, tokens: Tensor, *, pixels: Tensor | None = None, cache: DecoderCache | None = None,
+        input_pos: Tensor | None = None,
     ) -> Tensor:
-        """``tokens [B, T]`` -> logits ``[B, T, V]``. With a ``cache``, the tokens go to slots
-        ``input_pos [T]`` and attend everything cached before them."""
+        """``tokens [B, T]`` -> logits ``[B, T, V]``. ``pixels [N_img, C, H, W]``: images whose tokens
+        replace the placeholders (``image_token_id``), in order. With a ``cache``, the tokens go to
+        slots ``input_pos [T]`` and attend everything cached before them."""
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
-        b, t = tokens.shape
-        window = self.config.sliding_window
+        c = self.config
+        t = tokens.shape[1]
+        x = self._embed(tokens, pixels)
+        device = tokens.device
+
         if cache is None:
-            if t > self.config.max_positions:
-                raise ValueError(f"sequence of {t} tokens exceeds the model's {self.config.max_positions} positions")
-            positions = torch.arange(t, device=tokens.device)
-            mask, causal = None, True
-            if window is not None and t > window:
-                mask, causal = causal_mask(t, t, window=window, device=tokens.device), False
+            if t > c.max_positions:
+                raise ValueError(f"sequence of {t} tokens exceeds the model's {c.max_positions} positions")
+            positions = torch.arange(t, device=device)
+            q_slot = k_slot = positions
+            base = causal_mask(t, t, device=device)  # [T, S]
         else:
             if input_pos is None:
                 raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
             positions = cache.positions(input_pos)  # [B, T]
-            mask, causal = cache.mask(input_pos, window=window), False
-        rope = self.rotary(positions)
-        x = self.embed(tokens)  # [B, T, C]
+            base = cache.mask(input_pos)  # [B, 1, T, S]
+            q_slot, k_slot = input_pos, torch.arange(base.shape[-1], device=device)
+
+        if pixels is not None:  # tokens of one image see each other (keys from this call only)
+            blocks = image_blocks(tokens == c.image_token_id)  # [B, T]
+            same = (blocks[:, :, None] == blocks[:, None, :]) & (blocks[:, :, None] >= 0)  # [B, T, T]
+            overlay = torch.zeros(*same.shape[:2], k_slot.shape[0], dtype=torch.bool, device=device)
+            overlay[:, :, q_slot] = same
+            base = base | overlay[:, None]
+        kinds = c.kinds
+        masks: dict[str, Tensor | None] = {}
+        if "full" in kinds:
+            masks["full"] = None if cache is None and pixels is None else base
+        if "sliding" in kinds:
+            in_window = k_slot[None, :] > q_slot[:, None] - c.sliding_window  # [T, S]
+            masks["sliding"] = base & in_window
+
+        ropes = {"full": self.rotary(positions)}
+        ropes["sliding"] = self.rotary_local(positions) if self.rotary_local is not None else ropes["full"]
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask=mask, causal=causal, rope=rope,
+            mask = masks[kinds[i]]
+            x = layer(x, mask=mask, causal=mask is None, rope=ropes[kinds[i]],
                       cache=None if cache is None else cache.layers[i], input_pos=input_pos)
-        return self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x))
+        if c.final_softcap is not None:
+            logits = torch.tanh(logits / c.final_softcap) * c.final_softcap
+        return logits
+
+    def prefill(self, tokens: Tensor, cache: DecoderCache, *, attention_mask: Tensor | None = None,
+                chunk: int | None = None, pixels: Tensor | None = None) -> Tensor:
+        if pixels is not None and chunk is not None and chunk < tokens.shape[1]:
+            raise ValueError("chunked prefill with images is not supported: an image block must be in one chunk")
+        return super().prefill(tokens, cache, attention_mask=attention_mask, chunk=chunk,
+                               **({} if pixels is None else {"pixels": pixels}))

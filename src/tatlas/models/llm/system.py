@@ -12,13 +12,20 @@ from .task import train_task
 
 
 def _sample(model: LLM, gen: torch.Generator) -> dict:
-    tokens = torch.randint(0, model.config.vocab_size, (2, 12), generator=gen)
-    return {"tokens": tokens.to(model.embed.weight.device)}
+    c = model.config
+    device = model.embed.weight.device
+    tokens = torch.randint(0, min(c.vocab_size, c.image_token_id or c.vocab_size), (2, 12), generator=gen)
+    if c.vision is None:
+        return {"tokens": tokens.to(device)}
+    n = c.vision.tokens_per_image  # one image per row, after two text tokens
+    tokens = torch.cat([tokens[:, :2], torch.full((2, n), c.image_token_id), tokens[:, 2:]], dim=1)
+    pixels = torch.randn(2, c.vision.channels, c.vision.image_size, c.vision.image_size, generator=gen)
+    return {"tokens": tokens.to(device), "pixels": pixels.to(device)}
 
 
 SYSTEM = register(System(
     name="llm",
-    summary="GPT-4/Gemini-style decoder LM: RoPE, GQA, SwiGLU, RMSNorm (Llama, Mistral, Qwen2)",
+    summary="GPT-4/Gemini-style decoder LM: RoPE, GQA, gated MLP, RMSNorm, interleaved images (Llama, Mistral, Qwen2, Gemma 3)",
     config_cls=LLMConfig,
     model_cls=LLM,
     presets=PRESETS,
@@ -27,6 +34,8 @@ SYSTEM = register(System(
     train_task=train_task,
     diagram=(
         "tokens -> embed -> [ RMSNorm -> GQA attention (RoPE on q,k; KV cache) -> + ->\n"
-        "                     RMSNorm -> SwiGLU MLP -> + ] x layers -> RMSNorm -> lm_head -> logits"
+        "                     RMSNorm -> SwiGLU MLP -> + ] x layers -> RMSNorm -> lm_head -> logits\n"
+        "images (Gemma 3): pixels -> ViT -> avg-pool -> RMSNorm -> linear -> replace <image> tokens;\n"
+        "                  tokens of one image attend to each other bidirectionally, the rest causally"
     ),
 ))
