@@ -19,7 +19,7 @@ def test_list_shows_systems_presets_and_counts():
 def test_explain_traces_a_real_forward():
     res = runner.invoke(app, ["explain", "llm"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert "layers.0.attn" in res.output and "[2, 12, 256]" in res.output and "parameters:" in res.output
+    assert "layers.0.attn" in res.output and "[2, 12, 259]" in res.output and "parameters:" in res.output
 
 
 def test_explain_bad_names_are_one_line_errors():

@@ -181,3 +181,56 @@ def test_bad_prompts(model):
         generate(model, [[]], GenerationConfig())
     with pytest.raises(ValueError, match="exceeds the model"):
         generate(model, torch.zeros(1, 600, dtype=torch.long), GenerationConfig())
+
+
+@pytest.mark.parametrize("lookahead", [1, 3, 5])
+def test_speculative_decoding_returns_target_greedy(model, lookahead, gen):
+    from tatlas.generate import speculative_generate
+
+    prompt = torch.randint(0, 64, (1, 6), generator=gen)
+    ref = generate(model, prompt, GenerationConfig(max_new_tokens=25)).tokens.tolist()
+    weak = tatlas.create("llm", "tiny", vocab_size=64, dim=16, heads=2, kv_heads=1, mlp_hidden=24, layers=1).eval()
+    close = tatlas.create("llm", "tiny", vocab_size=64, dim=32, heads=4, kv_heads=2, mlp_hidden=48).eval()
+    close.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        close.layers[1].mlp.down.weight.mul_(0.9)  # a draft that mostly, not always, agrees
+    stats = {}
+    for name, draft in (("weak", weak), ("close", close), ("self", model)):
+        out, stats[name] = speculative_generate(model, draft, prompt, GenerationConfig(max_new_tokens=25),
+                                                lookahead=lookahead)
+        assert out.tokens.tolist() == ref, f"{name} draft changed the output"
+    assert stats["self"].acceptance == 1.0 and stats["self"].target_passes < 25
+    with pytest.raises(ValueError, match="greedy"):
+        speculative_generate(model, weak, prompt, GenerationConfig(temperature=1.0))
+
+
+def test_speculative_stops_at_stop_token(model, gen):
+    from tatlas.generate import speculative_generate
+
+    prompt = torch.randint(0, 64, (1, 6), generator=gen)
+    free = generate(model, prompt, GenerationConfig(max_new_tokens=20)).tokens[0].tolist()
+    stop = free[7]
+    out, _ = speculative_generate(model, model, prompt, GenerationConfig(max_new_tokens=20, stop_tokens=(stop,)))
+    assert out.tokens[0].tolist() == free[: free.index(stop) + 1]
+
+
+def test_int8_weight_only_quantisation(gen):
+    from tatlas.nn import Int8Linear, quantize_int8_
+
+    torch.manual_seed(0)
+    m = tatlas.create("llm", "tiny", tie_embeddings=True).eval()
+    tokens = torch.randint(0, 259, (2, 16), generator=gen)
+    with torch.no_grad():
+        ref = m(tokens)
+    q = quantize_int8_(m)
+    assert isinstance(q.layers[0].attn.q, Int8Linear) and isinstance(q.layers[0].mlp.down, Int8Linear)
+    assert q.lm_head.weight is q.embed.weight, "the tied head stays tied (not quantised)"
+    with torch.no_grad():
+        out = q(tokens)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert rel < 0.02, f"int8 relative error {rel:.3g}"
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(5, 64, generator=gen)
+    torch.testing.assert_close(Int8Linear.from_linear(lin)(x), lin(x), atol=0.02, rtol=0.05)
+    g = generate(q, tokens[:1, :4], GenerationConfig(max_new_tokens=5))
+    assert g.tokens.shape == (1, 5)

@@ -15,7 +15,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -149,6 +149,83 @@ def train(
     for label, path in (("weights", result.model_path), ("metrics", result.metrics_path), ("plot", result.plot_path)):
         if path is not None:
             console.print(f"{label}: {path}")
+
+
+def _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_):
+    from tatlas.generate import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            min_p=min_p, repetition_penalty=repetition_penalty, num_beams=beams, seed=seed,
+                            compile=compile_)
+
+
+_MODEL = typer.Option(..., "--model", help="a tatlas checkpoint or a Hugging Face folder (with tokenizer.json)")
+_MAX_NEW = typer.Option(128, "--max-new-tokens")
+_TEMP = typer.Option(0.0, help="0 = greedy")
+_TOP_K = typer.Option(None, "--top-k")
+_TOP_P = typer.Option(None, "--top-p")
+_MIN_P = typer.Option(None, "--min-p")
+_REP = typer.Option(1.0, "--repetition-penalty")
+_BEAMS = typer.Option(1, "--beams")
+_SEED = typer.Option(None)
+_INT8 = typer.Option(False, "--int8", help="int8 weight-only quantisation")
+_COMPILE = typer.Option(False, "--compile", help="compile the decode step (static cache)")
+
+
+@app.command("generate")
+def generate_cmd(
+    model: Path = _MODEL,
+    prompt: str = typer.Option(..., help="the text to continue"),
+    image: Path = typer.Option(None, help="an image, for image-text models"),
+    max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
+    min_p: float = _MIN_P, repetition_penalty: float = _REP, beams: int = _BEAMS, seed: int = _SEED,
+    int8: bool = _INT8, compile_: bool = _COMPILE,
+) -> None:
+    """Continue a prompt, streaming tokens as they come."""
+    from tatlas.generate.text import generate_text, load_text_model
+
+    try:
+        config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
+        tm = load_text_model(model, int8=int8)
+        generate_text(tm, prompt, config, image=image, on_text=lambda piece: print(piece, end="", flush=True))
+        print()
+    except ValueError as e:
+        _fail(str(e))
+    for note in tm.notes:
+        console.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
+
+
+@app.command()
+def chat(
+    model: Path = _MODEL,
+    system: str = typer.Option(None, help="a system message"),
+    max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
+    min_p: float = _MIN_P, repetition_penalty: float = _REP, seed: int = _SEED, int8: bool = _INT8,
+) -> None:
+    """Multi-turn chat through the chat template stored with the model (an empty line or EOF ends)."""
+    import sys
+
+    from tatlas.generate.text import generate_text, load_text_model
+
+    try:
+        config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
+        tm = load_text_model(model, int8=int8)
+    except ValueError as e:
+        _fail(str(e))
+    messages = [{"role": "system", "content": system}] if system else []
+    while True:
+        print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line.strip()})
+        print("model> ", end="", flush=True)
+        try:
+            reply = generate_text(tm, "", config, chat=messages, on_text=lambda p: print(p, end="", flush=True))
+        except ValueError as e:
+            _fail(str(e))
+        print()
+        messages.append({"role": "assistant", "content": reply})
 
 
 def main() -> None:

@@ -28,7 +28,10 @@ from .world import (
     train_pairs,
 )
 
+from .images import normalise, read_rgb, resize_square
+
 __all__ = [
+    "normalise", "read_rgb", "resize_square",
     "BOS", "EOS", "PAD", "COLOURS", "MODALITIES", "SHAPES", "SIZES", "SPLITS", "TEXTURES", "ByteTokenizer", "DigitsDataset",
     "Scene", "TextDataset", "WorldConfig", "WorldDataset", "WorldObject", "collate_scenes", "combinations",
     "corpus_text", "corpus_tokens", "held_out_pairs", "make_scene", "relation", "speech", "split_indices", "train_pairs",

@@ -1,0 +1,48 @@
+"""Reading images from disk for the systems' own jobs: any PIL-readable file, any mode (grayscale,
+RGBA over white, palette, CMYK …) converted to RGB, with one-line errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def read_rgb(path: str | Path) -> tuple[Tensor, str | None]:
+    """``path`` -> ``(pixels [3, H, W] float in [0, 1], note)``; ``note`` says what conversion was
+    done (``None`` if the file was already RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(background, rgba).convert("RGB")
+            else:
+                rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    note = None if mode == "RGB" else f"converted {mode} to RGB" + (" over white" if "A" in mode or mode == "P" else "")
+    array = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous(), note
+
+
+def resize_square(pixels: Tensor, size: int) -> Tensor:
+    """``[3, H, W] -> [3, size, size]`` (bicubic with antialiasing, clamped to [0, 1])."""
+    out = F.interpolate(pixels[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
+    return out.clamp(0.0, 1.0)
+
+
+def normalise(pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    m = torch.tensor(mean, dtype=pixels.dtype)[:, None, None]
+    s = torch.tensor(std, dtype=pixels.dtype)[:, None, None]
+    return (pixels - m) / s
