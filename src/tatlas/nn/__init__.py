@@ -15,6 +15,7 @@ from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
 from .init import init_normal_, initialise
+from .mla import LatentAttention
 from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
 from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d, PatchEmbed3d
@@ -30,7 +31,7 @@ from .positions import (
 from .vit import VisionTransformer
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "Int8Linear", "quantize_int8_",
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
     "chunked", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",

@@ -43,7 +43,8 @@ class DynamicKVCache:
 
 
 class StaticKVCache(torch.nn.Module):
-    """Preallocated cache ``[B, G, S_max, D]``; ``update`` writes slots ``input_pos [T]`` in place."""
+    """Preallocated cache ``k [B, G, S_max, D]``, ``v [B, G, S_max, D_v]``; ``update`` writes slots
+    ``input_pos [T]`` in place. (Multi-head latent attention caches its latent and rotary key here.)"""
 
     def __init__(
         self,
@@ -52,13 +53,14 @@ class StaticKVCache(torch.nn.Module):
         kv_heads: int,
         max_len: int,
         head_dim: int,
+        v_dim: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        shape = (batch, kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        shape = (batch, kv_heads, max_len)
+        self.register_buffer("k", torch.zeros(*shape, head_dim, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(*shape, v_dim or head_dim, dtype=dtype, device=device), persistent=False)
 
     def update(self, k: Tensor, v: Tensor, input_pos: Tensor) -> tuple[Tensor, Tensor]:
         if input_pos is None:
@@ -107,6 +109,7 @@ class DecoderCache:
         layers: int,
         kv_heads: int,
         head_dim: int,
+        v_dim: int | None = None,
         static: bool = True,
         cross: bool = False,
         dtype: torch.dtype = torch.float32,
@@ -115,7 +118,7 @@ class DecoderCache:
         self.batch, self.max_len, self.static = batch, max_len, static
         if static:
             self.layers = [
-                StaticKVCache(batch=batch, kv_heads=kv_heads, max_len=max_len, head_dim=head_dim,
+                StaticKVCache(batch=batch, kv_heads=kv_heads, max_len=max_len, head_dim=head_dim, v_dim=v_dim,
                               dtype=dtype, device=device)
                 for _ in range(layers)
             ]
