@@ -182,7 +182,7 @@ class CheckpointStore:
         staging = self.root / f".{step_dir_name(step)}.tmp"
         if self.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.root.glob(".step-*.tmp"):  # left by a run killed mid-save
+            for stale in [*self.root.glob(".step-*.tmp"), *self.root.glob(".trash-*")]:  # a run killed mid-save
                 shutil.rmtree(stale, ignore_errors=True)
             staging.mkdir()
         self.barrier()

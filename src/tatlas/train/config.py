@@ -32,7 +32,9 @@ class TrainConfig:
     - ``grad_clip``: clip the global gradient norm to this (``None``: measure it, do not clip).
     - ``seed``: seeds Python, NumPy and torch (``seed + rank``) and the data order (``seed``).
     - ``deterministic``: ``torch.use_deterministic_algorithms(True)`` for the duration of ``fit``.
-    - ``eval_every`` / ``checkpoint_every`` / ``log_every``: in optimizer steps (``None``: never).
+    - ``eval_every`` / ``checkpoint_every`` / ``log_every``: in optimizer steps. ``eval_every=None``:
+      evaluate only after the last step; ``checkpoint_every=None``: checkpoint only on Ctrl-C. A run
+      with ``checkpoint_every`` also checkpoints its last step (so it can be extended).
     - ``keep_checkpoints``: the newest K complete checkpoints are kept, older ones removed.
     - ``out_dir``: where checkpoints, ``metrics.jsonl``, ``metrics.png`` and the final
       ``model.safetensors`` go; ``None`` writes nothing (metrics stay in memory).

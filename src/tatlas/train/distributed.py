@@ -5,7 +5,8 @@
   :class:`LossModule`), so a loss that calls ``model.encode_image(...)`` or any other method still
   has its gradients all-reduced; ``loss_fn`` always receives the unwrapped model.
 - FSDP2: ``torch.distributed.fsdp.fully_shard`` (per-parameter sharding on DTensor; Zhao et al.
-  2023, "PyTorch FSDP"), one unit per :class:`tatlas.nn.TransformerBlock` plus the root. Rank 0's
+  2023, "PyTorch FSDP"), one unit per shared block of :mod:`tatlas.nn` (``TransformerBlock`` …;
+  a model may name its own with an ``fsdp_units`` attribute) plus the root. Rank 0's
   initial weights are broadcast first, as DDP does. Checkpoints are sharded through
   ``torch.distributed.checkpoint`` with ``get_state_dict`` / ``set_state_dict``.
 - Backends: NCCL on CUDA, gloo on CPU. The process group is created from the ``torchrun``
@@ -114,8 +115,14 @@ def setup(config: TrainConfig) -> DistEnv:
                    world_size=dist.get_world_size(), owns_group=owns)
 
 
-def teardown(env: DistEnv) -> None:
+def teardown(env: DistEnv, *, clean: bool) -> None:
+    """Destroy a process group created by :func:`setup`. After a clean finish the ranks first meet
+    at a barrier, so that none tears the group down (rank 0 also hosts the rendezvous store) while
+    another is still in a collective; after an error nobody waits (the others may never arrive).
+    The caller drops its DDP wrapper first: a reducer outliving the group aborts at exit."""
     if env.owns_group and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -131,10 +138,21 @@ class LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def shard_fsdp(model: nn.Module, *, units: tuple[type[nn.Module], ...] = (TransformerBlock,)) -> nn.Module:
-    """FSDP2 in place: ``fully_shard`` every module of the ``units`` types, then the root."""
+def block_types() -> tuple[type[nn.Module], ...]:
+    """The shared transformer blocks of :mod:`tatlas.nn` (its ``nn.Module`` classes named ``*Block``)."""
+    from .. import nn as blocks
+
+    found = tuple(v for k, v in vars(blocks).items() if k.endswith("Block") and isinstance(v, type)
+                  and issubclass(v, nn.Module))
+    return found or (TransformerBlock,)
+
+
+def shard_fsdp(model: nn.Module, *, units: tuple[type[nn.Module], ...] | None = None) -> nn.Module:
+    """FSDP2 in place: ``fully_shard`` every module of the ``units`` types, then the root.
+    ``units`` defaults to the model's ``fsdp_units`` attribute, else :func:`block_types`."""
     from torch.distributed.fsdp import fully_shard
 
+    units = units or getattr(model, "fsdp_units", None) or block_types()
     for module in list(model.modules()):
         if module is not model and isinstance(module, units):
             fully_shard(module)
