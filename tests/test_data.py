@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import stat
 import sys
 
@@ -447,3 +448,12 @@ def test_small_configs_still_split_correctly():
         assert not {(o["colour"], o["shape"]) for o in train[i]["objects"]} & held
         main = test[i]["objects"][0]
         assert (main["colour"], main["shape"]) in held
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian's espeak-ng is not installed")
+def test_real_speech_from_espeak():
+    wave = speech("a small red circle left of a large blue square")
+    assert wave.dim() == 1 and wave.dtype == torch.float32
+    seconds = wave.numel() / 16_000
+    assert 1.5 < seconds < 8, seconds
+    assert wave.abs().max() > 0.1 and torch.isfinite(wave).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -144,6 +145,8 @@ def train(
         result = train_system(system, cfg, preset=preset, overrides=overrides, resume=resume)
     except ValueError as e:
         _fail(str(e))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     console.print(f"trained {system} ({preset}) to step {result.steps}: loss {result.final_loss:.4f}"
                   + "".join(f", {k} {v:.4g}" for k, v in result.eval.items()))
     for label, path in (("weights", result.model_path), ("metrics", result.metrics_path), ("plot", result.plot_path)):

@@ -21,6 +21,9 @@ def train_system(
     system = get_system(name)
     if system.train_task is None:
         raise ValueError(f"system {name!r} has no training task yet")
+    import torch
+
+    torch.manual_seed(train_config.seed)  # the same initial weights on every rank and in every run
     model = tatlas.create(name, preset, **(overrides or {}))
     task = system.train_task(model.config, train_config.seed)
     trainer = Trainer(model, task.loss_fn, task.train_data, train_config, eval_fn=task.eval_fn,
