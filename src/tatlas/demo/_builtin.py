@@ -1,2 +1,3 @@
 """Imports every built-in demo so that it registers itself."""
 from . import llm as _llm  # noqa: F401
+from . import moe as _moe  # noqa: F401

@@ -13,10 +13,10 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import config_from_dict, config_to_dict
-from .convert import IDENTITY, TRANSPOSE, Fuse, KeyMap, Rename, Split, Transform, interleaved_to_half
+from .convert import IDENTITY, TRANSPOSE, Fuse, KeyMap, Rename, Split, Stack, Transform, Unstack, interleaved_to_half
 
 __all__ = [
-    "IDENTITY", "TRANSPOSE", "CheckpointError", "CheckpointMismatchError", "Fuse", "KeyMap", "Rename", "Split",
+    "IDENTITY", "TRANSPOSE", "CheckpointError", "CheckpointMismatchError", "Fuse", "KeyMap", "Rename", "Split", "Stack", "Unstack",
     "Transform", "check_state_dict", "config_from_dict", "config_to_dict", "interleaved_to_half",
     "load_state_strict", "load_torch_file", "read_checkpoint", "read_safetensors", "read_tensors",
     "save_checkpoint",

@@ -97,7 +97,36 @@ class Split:
         return Fuse(self.dsts, self.src, self.dim, self.sizes)
 
 
-Rule = Rename | Fuse | Split
+@dataclass(frozen=True)
+class Stack:
+    """Per-expert tensors -> one stacked tensor: each pattern in ``srcs`` (with an ``{index}``
+    placeholder, e.g. ``experts.{j}.w1.weight``) is stacked over ``index`` in increasing order into
+    ``[E, ...]``; several sources are then concatenated along ``cat_dim`` (fused gate/up).
+    Inverse: :class:`Unstack`."""
+
+    srcs: tuple[str, ...]
+    dst: str
+    cat_dim: int = 1
+    index: str = "j"
+
+    def inverted(self) -> Unstack:
+        return Unstack(self.dst, self.srcs, self.cat_dim, self.index)
+
+
+@dataclass(frozen=True)
+class Unstack:
+    """A stacked ``[E, ...]`` tensor -> per-expert tensors (split along ``cat_dim`` first into ``dsts``)."""
+
+    src: str
+    dsts: tuple[str, ...]
+    cat_dim: int = 1
+    index: str = "j"
+
+    def inverted(self) -> Stack:
+        return Stack(self.dsts, self.src, self.cat_dim, self.index)
+
+
+Rule = Rename | Fuse | Split | Stack | Unstack
 
 
 @dataclass(frozen=True)
@@ -130,7 +159,7 @@ class KeyMap:
                     if absent:
                         raise CheckpointError(f"cannot fuse into {rule.dst.format(**b)}: missing {absent}")
                     out[rule.dst.format(**b)] = torch.cat([remaining.pop(n) for n in names], dim=rule.dim)
-            else:
+            elif isinstance(rule, Split):
                 rx = _compile(rule.src)
                 for k in [k for k in remaining if rx.match(k)]:
                     b = rx.match(k).groupdict()
@@ -138,6 +167,36 @@ class KeyMap:
                     sizes = list(rule.sizes) if rule.sizes else t.shape[rule.dim] // len(rule.dsts)
                     for name, part in zip(rule.dsts, torch.split(t, sizes, dim=rule.dim), strict=True):
                         out[name.format(**b)] = part.contiguous()
+            elif isinstance(rule, Stack):
+                rx = _compile(rule.srcs[0])
+                groups: dict[tuple, list[int]] = {}
+                for k in remaining:
+                    m = rx.match(k)
+                    if m:
+                        b = m.groupdict()
+                        j = int(b.pop(rule.index))
+                        groups.setdefault(tuple(sorted(b.items())), []).append(j)
+                for key, js in groups.items():
+                    b = dict(key)
+                    js = sorted(js)
+                    if js != list(range(len(js))):
+                        raise CheckpointError(f"cannot stack into {rule.dst.format(**b)}: expert indices {js}")
+                    parts = []
+                    for pattern in rule.srcs:
+                        names = [pattern.format(**b, **{rule.index: j}) for j in js]
+                        absent = [n for n in names if n not in remaining]
+                        if absent:
+                            raise CheckpointError(f"cannot stack into {rule.dst.format(**b)}: missing {absent[:3]}")
+                        parts.append(torch.stack([remaining.pop(n) for n in names]))
+                    out[rule.dst.format(**b)] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=rule.cat_dim)
+            else:
+                rx = _compile(rule.src)
+                for k in [k for k in remaining if rx.match(k)]:
+                    b = rx.match(k).groupdict()
+                    t = remaining.pop(k)
+                    for name, part in zip(rule.dsts, t.chunk(len(rule.dsts), dim=rule.cat_dim), strict=True):
+                        for j in range(part.shape[0]):
+                            out[name.format(**b, **{rule.index: j})] = part[j].contiguous()
         if remaining:
             raise CheckpointError(f"no conversion rule for {len(remaining)} tensors: {', '.join(sorted(remaining))}")
         return out

@@ -6,6 +6,7 @@ Shape legend used in every docstring and beside every reshape:
     B  batch            T  query length       S  key length
     H  query heads      G  key/value heads    D  head dim
     C  width            N_res residues        N_seq sequences (MSA rows)
+    N  tokens (flattened)  E experts          k  experts per token   I expert width
     *  any leading dims
 """
 
@@ -16,6 +17,10 @@ from .chunk import chunked
 from .decoder import CachedDecoderMixin
 from .init import init_normal_, initialise
 from .mla import LatentAttention
+from .moe import (
+    DeepSeekRouter, ExpertChoiceRouter, Experts, MoE, Router, Routing, SwitchRouter, TopKRouter, hf_moe_keymap,
+    load_balancing_loss, pooled_balance_loss, router_z_loss, switch_from_hf,
+)
 from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
 from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d, PatchEmbed3d
@@ -31,7 +36,7 @@ from .positions import (
 from .vit import VisionTransformer
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "LatentAttention", "Int8Linear", "quantize_int8_",
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "Router", "Routing", "SwitchRouter", "TopKRouter", "hf_moe_keymap", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "switch_from_hf", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
     "chunked", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",

@@ -24,9 +24,12 @@ Experts (:class:`Experts`) are stacked weights, gate half first as in transforme
 ``gate_up [E, 2I, C]`` and ``down [E, C, I]`` (SwiGLU experts), or ``up [E, I, C]`` and ``down [E, C, I]``
 for plain two-layer experts (``gated=False``, Switch). Dispatch is dropless by default: the (token,
 expert) assignments are sorted by expert and every expert runs on its contiguous segment, through
-``torch._grouped_mm`` where the device and shapes allow, else through a loop over the segments; the
-outputs are combined with a weighted ``index_add_``. ``capacity_factor=`` gives the static-shape
-capacity-bounded dispatch of GShard (Lepikhin et al. 2020, §2.2): per-expert buffers
+``torch._grouped_mm`` where the device and shapes allow, else through a loop over the segments. The
+routing weight scales the narrower of the expert's hidden ``[S, I]`` and output ``[S, C]`` (the down
+projection is linear), and the rows are summed back per token by a sequential ``index_add_`` on CPU
+or a gather-and-sum on CUDA (deterministic both); the two permutations are each other's adjoint
+(:class:`_Dispatch`, :class:`_Combine`) and serve as each other's backward. ``capacity_factor=`` gives
+the static-shape capacity-bounded dispatch of GShard (Lepikhin et al. 2020, §2.2): per-expert buffers
 ``[E, capacity, C]``, first choices before second choices, overflow dropped.
 
 :class:`MoE` composes a router, experts and optional shared experts (DeepSeek-V3's always-on experts;
@@ -49,14 +52,14 @@ Router logits and weights are float32 whatever the input dtype ("selective preci
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io.convert import KeyMap, Rename
+from ..io.convert import KeyMap, Rename, Stack
 from .mlp import GatedMLP, activation
 
 # --------------------------------------------------------------------------- the routing record
@@ -97,9 +100,16 @@ class Routing:
 
 
 def _load(experts: Tensor, kept: Tensor | None, num_experts: int) -> Tensor:
-    """``[E]`` int64 counts of the (kept) assignments."""
-    ids = experts.reshape(-1) if kept is None else experts.reshape(-1)[kept.reshape(-1)]
-    return torch.bincount(ids, minlength=num_experts)
+    """``[E]`` int64 counts of the (kept) assignments (a scatter-add: no host synchronisation)."""
+    ids = experts.reshape(-1)
+    ones = torch.ones_like(ids) if kept is None else kept.reshape(-1).long()
+    return ids.new_zeros(num_experts).scatter_add_(0, ids, ones)
+
+
+def counts_per_expert(sorted_ids: Tensor, num_experts: int) -> Tensor:
+    """Rows per expert of ascending expert ids ``[S]`` -> ``[E]`` (no host synchronisation)."""
+    ends = torch.searchsorted(sorted_ids, torch.arange(num_experts, device=sorted_ids.device), right=True)
+    return torch.diff(ends, prepend=ends.new_zeros(1))
 
 
 def load_balancing_loss(probs: Tensor, counts: Tensor) -> Tensor:
@@ -110,6 +120,17 @@ def load_balancing_loss(probs: Tensor, counts: Tensor) -> Tensor:
     e, t = probs.shape[-1], probs.shape[-2]
     f = counts.to(probs.dtype) / t
     return e * (f * probs.mean(dim=-2)).sum(-1).mean()
+
+
+def pooled_balance_loss(routings: Sequence[Routing]) -> Tensor:
+    """The balance loss of several layers pooled as transformers' Mixtral / Qwen2-MoE models compute
+    their ``aux_loss`` (``load_balancing_loss_func`` over all layers' logits): ``E sum_e f_e P_e`` with
+    ``f`` and ``P`` averaged over every layer's tokens, not the mean of per-layer losses. Uses each
+    routing's ``load`` (its top-k choices) and softmaxed ``logits``."""
+    rows = sum(r.logits.shape[0] for r in routings)
+    f = sum(r.load.float() for r in routings) / rows
+    p = sum(r.logits.float().softmax(-1).sum(0) for r in routings) / rows
+    return routings[0].num_experts * (f * p).sum()
 
 
 def router_z_loss(logits: Tensor) -> Tensor:
@@ -215,7 +236,9 @@ class TopKRouter(Router):
     probabilities (Qwen2-MoE's ``norm_topk_prob=False``).
     Auxiliary loss ``"balance"``: Switch's eq. 4-6 pooled over all ``N`` tokens, ``f`` counting the k
     choices (so it is ``k`` when balanced), as transformers' Mixtral ``load_balancing_loss_func``.
-    Matches ``MixtralTopKRouter`` and ``Qwen2MoeTopKRouter``."""
+    Matches ``MixtralTopKRouter`` and ``Qwen2MoeTopKRouter``. ``jitter`` multiplies the router's input
+    only (transformers' Mixtral block jitters the experts' input too); model-level losses over several
+    layers: :func:`pooled_balance_loss`."""
 
     def __init__(self, *, dim: int, experts: int, k: int, normalize: bool = True, jitter: float = 0.0) -> None:
         super().__init__(dim=dim, experts=experts, k=k, jitter=jitter)
@@ -332,12 +355,14 @@ def grouped_mm_supported(x: Tensor, *weights: Tensor) -> bool:
     """Whether ``torch._grouped_mm`` runs ``x [S, K] @ w[e].T`` here. torch 2.13: CPU takes float32,
     bfloat16 and float16 with 16-byte aligned pointers and row strides (so ``C`` and ``I`` multiples of
     4 in float32, of 8 in 16-bit types); CUDA needs compute capability >= 8.0 and bfloat16."""
-    if not hasattr(torch, "_grouped_mm") or torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
+    if not hasattr(torch, "_grouped_mm"):
         return False
     if x.device.type == "cuda":
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
+    if torch.compiler.is_compiling():  # inductor lowers grouped_mm for bfloat16 only; no data pointers here
+        return x.dtype == torch.bfloat16 and x.shape[-1] % 8 == 0 and all(w.shape[-1] % 8 == 0 for w in weights)
     size = x.element_size()
     return all(t.data_ptr() % 16 == 0 and all(s * size % 16 == 0 for s in t.stride()[:-1] if s != 1)
                for t in (x, *weights)) and all(w.shape[-1] * size % 16 == 0 for w in weights)
@@ -347,6 +372,70 @@ def _grouped_linear(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
     """``x [S, in]`` with rows grouped by expert (ends at ``offsets [E]`` int32), ``weight [E, out, in]``
     -> ``[S, out]``: row block ``e`` times ``weight[e].T``."""
     return torch._grouped_mm(x, weight.transpose(-2, -1), offs=offsets)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """``silu(gate) * up`` of the fused ``[S, 2I]`` projection (gate half first) -> ``[S, I]``, whose
+    backward writes both halves' gradients into one ``[S, 2I]`` tensor instead of concatenating them."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor) -> Tensor:
+        ctx.save_for_backward(h)
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (h,) = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        dh = torch.empty_like(h)
+        i = gate.shape[-1]
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=dh[..., :i])
+        torch.mul(grad, F.silu(gate), out=dh[..., i:])
+        return dh
+
+
+class _Dispatch(torch.autograd.Function):
+    """Each row of ``x [N, C]`` copied to its ``k`` assignments in expert order: ``x[token]`` with
+    ``token = order // k`` ``-> [N k, C]``. Its backward is its adjoint :func:`_combine` (a sum over
+    the k copies), not autograd's generic scatter-add for indexing."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, token: Tensor, inverse: Tensor, k: int) -> Tensor:
+        ctx.save_for_backward(token, inverse)
+        ctx.k = k
+        return x.index_select(0, token)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        token, inverse = ctx.saved_tensors
+        return _combine(grad, token, inverse, ctx.k), None, None, None
+
+
+class _Combine(torch.autograd.Function):
+    """The adjoint of :class:`_Dispatch`: ``[N k, C]`` rows in expert order summed back per token
+    ``-> [N, C]``."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, token: Tensor, inverse: Tensor, k: int) -> Tensor:
+        ctx.save_for_backward(token, inverse)
+        ctx.k = k
+        return _combine(y, token, inverse, k)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        token, inverse = ctx.saved_tensors
+        return grad.index_select(0, token), None, None, None
+
+
+def _combine(y: Tensor, token: Tensor, inverse: Tensor, k: int) -> Tensor:
+    """``y [N k, C]`` in expert order summed per token -> ``[N, C]``. On CUDA a gather by ``inverse``
+    (where (token n, slot j) sits in ``y``) and a sum over the k slots: deterministic, unlike a
+    scatter-add with atomics. On CPU a sequential ``index_add_`` by ``token``: deterministic too, and it
+    allocates no ``[N k, C]`` temporary (fresh pages of large temporaries cost more than the adds)."""
+    if y.device.type == "cpu":
+        return y.new_zeros(inverse.shape[0] // k, y.shape[-1]).index_add_(0, token, y)
+    return y.index_select(0, inverse).view(-1, k, y.shape[-1]).sum(1)
 
 
 BACKENDS = ("auto", "grouped_mm", "loop")
@@ -393,6 +482,8 @@ class Experts(nn.Module):
         """``[S, 2I] -> [S, I]`` (gated) or ``[S, I] -> [S, I]``."""
         if not self.gated:
             return self.act(h)
+        if self.act_name == "silu" and torch.is_grad_enabled():
+            return _SwiGLU.apply(h)
         gate, up = h.chunk(2, dim=-1)
         return self.act(gate) * up
 
@@ -403,17 +494,25 @@ class Experts(nn.Module):
             return True
         return grouped_mm_supported(x, self.w_in, self.down)
 
-    def run_sorted(self, xs: Tensor, counts: Tensor) -> Tensor:
+    def run_sorted(self, xs: Tensor, counts: Tensor, scale: Tensor | None = None) -> Tensor:
         """Every expert on its rows: ``xs [S, C]`` grouped by local expert, ``counts [E]`` rows per
-        expert (summing to S) -> ``[S, C]``."""
+        expert (summing to S) -> ``[S, C]``, each row times ``scale [S]`` if given (applied to the
+        narrower of the expert's hidden ``[S, I]`` and its output ``[S, C]``: the down projection is
+        linear)."""
+        early = scale is not None and self.hidden < self.dim
+        late = scale is not None and not early
         if self.use_grouped_mm(xs):
             offsets = counts.cumsum(0).to(torch.int32)
-            return _grouped_linear(self._inner(_grouped_linear(xs, self.w_in, offsets)), self.down, offsets)
+            h = self._inner(_grouped_linear(xs, self.w_in, offsets))  # [S, I]
+            y = _grouped_linear(h * scale[:, None] if early else h, self.down, offsets)  # [S, C]
+            return y * scale[:, None] if late else y
         ys, start = [], 0
         for e, n in enumerate(counts.tolist()):
             if n:
-                seg = xs[start:start + n]
-                ys.append(F.linear(self._inner(F.linear(seg, self.w_in[e])), self.down[e]))
+                rows = slice(start, start + n)
+                h = self._inner(F.linear(xs[rows], self.w_in[e]))  # [n, I]
+                y = F.linear(h * scale[rows, None] if early else h, self.down[e])  # [n, C]
+                ys.append(y * scale[rows, None] if late else y)
                 start += n
         if not ys:  # no rows at all: an empty product keeps the weights in the graph (zero gradients)
             return F.linear(self._inner(F.linear(xs, self.w_in[0])), self.down[0])
@@ -422,10 +521,21 @@ class Experts(nn.Module):
     def forward(self, x: Tensor, routing: Routing) -> Tensor:
         """Dropless dispatch: ``x [N, C]``, ``routing`` over all ``E`` experts -> ``[N, C]``, the
         weighted sum of each token's kept experts (0 for a token with none)."""
-        token, weight, expert = sort_by_expert(routing)
-        counts = torch.bincount(expert, minlength=self.num_experts)
-        y = self.run_sorted(x[token], counts) * weight[:, None].to(x.dtype)  # [S, C]
-        return x.new_zeros(x.shape).index_add_(0, token, y)
+        if routing.kept is not None:  # some assignments dropped: gather the kept ones, scatter-add back
+            token, weight, expert = sort_by_expert(routing)
+            counts = counts_per_expert(expert, self.num_experts)
+            y = self.run_sorted(x.index_select(0, token), counts, weight.to(x.dtype))  # [S, C]
+            return x.new_zeros(x.shape).index_add_(0, token, y)
+        k = routing.k
+        expert = routing.experts.reshape(-1)  # [N k]
+        order = torch.argsort(expert, stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        token = order // k
+        counts = counts_per_expert(expert[order], self.num_experts)
+        weight = routing.weights.reshape(-1)[order].to(x.dtype)
+        y = self.run_sorted(_Dispatch.apply(x, token, inverse, k), counts, weight)  # [N k, C]
+        return _Combine.apply(y, token, inverse, k)
 
     def forward_capacity(self, x: Tensor, routing: Routing, capacity: int) -> tuple[Tensor, Tensor]:
         """Capacity-bounded dispatch (GShard, Lepikhin et al. 2020 §2.2) with static shapes: each expert
@@ -438,7 +548,7 @@ class Experts(nn.Module):
         valid = torch.ones_like(ids, dtype=torch.bool) if routing.kept is None else routing.kept.t().reshape(-1)
         ids = torch.where(valid, ids, e)  # already dropped -> a virtual expert E
         order = torch.argsort(ids, stable=True)
-        counts = torch.bincount(ids, minlength=e + 1)
+        counts = counts_per_expert(ids[order], e + 1)
         starts = counts.cumsum(0) - counts
         position = torch.empty_like(ids)
         position[order] = torch.arange(ids.numel(), device=ids.device) - starts[ids[order]]
@@ -494,7 +604,8 @@ class MoE(nn.Module):
     - ``backend``: :class:`Experts`' matmul backend.
 
     :meth:`forward` returns the output and keeps the :class:`Routing` in ``last_routing`` (to collect
-    auxiliary losses and loads after a forward); :meth:`forward_routed` returns both.
+    auxiliary losses and loads after a forward; it holds the autograd graph of its losses until the
+    next forward); :meth:`forward_routed` returns both.
     """
 
     def __init__(self, *, dim: int, hidden: int, experts: int, router: Router, act: str = "silu",
@@ -592,13 +703,10 @@ def switch_from_hf(state: Mapping[str, Tensor], *, src: str = "", dst: str = "")
     ``gated=False, act=dense_act_fn``): ``router.classifier.{weight,bias} -> router.{weight,bias}``;
     per-expert ``experts.expert_{j}.wi.weight [I, C]`` / ``wo.weight [C, I]`` stacked over ``j`` into
     ``experts.up [E, I, C]`` / ``experts.down [E, C, I]``. Strict: any other key under ``src`` is an error."""
-    keys = {k[len(src):]: v for k, v in state.items() if k.startswith(src)}
-    out = {dst + "router.weight": keys.pop("router.classifier.weight")}
-    if "router.classifier.bias" in keys:
-        out[dst + "router.bias"] = keys.pop("router.classifier.bias")
-    n = sum(1 for k in keys if k.endswith(".wi.weight"))
-    for ours, theirs in (("up", "wi"), ("down", "wo")):
-        out[f"{dst}experts.{ours}"] = torch.stack([keys.pop(f"experts.expert_{j}.{theirs}.weight") for j in range(n)])
-    if keys:
-        raise ValueError(f"switch_from_hf: no rule for {sorted(src + k for k in keys)}")
-    return out
+    keymap = KeyMap((
+        Rename(f"{src}router.classifier.weight", f"{dst}router.weight"),
+        Rename(f"{src}router.classifier.bias", f"{dst}router.bias"),
+        Stack((f"{src}experts.expert_{{j}}.wi.weight",), f"{dst}experts.up"),
+        Stack((f"{src}experts.expert_{{j}}.wo.weight",), f"{dst}experts.down"),
+    ))
+    return keymap.convert({k: v for k, v in state.items() if k.startswith(src)})

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .moe import Experts, Routing, sort_by_expert
+from .moe import Experts, Routing, counts_per_expert, sort_by_expert
 
 
 def shard_range(experts: int, world: int, rank: int) -> tuple[int, int]:
@@ -78,13 +78,13 @@ def expert_parallel_forward(experts: Experts, x: Tensor, routing: Routing, group
     world = dist.get_world_size(group)
     local, total = experts.num_experts, experts.total
     token, weight, expert = sort_by_expert(routing)  # rows for rank 0's experts first, then rank 1's ...
-    counts = torch.bincount(expert, minlength=total)  # [E]
+    counts = counts_per_expert(expert, total)  # [E]
     received = torch.empty_like(counts)
     dist.all_to_all_single(received, counts, group=group)  # [W E/W]: from source s, rows for my experts
     received = received.view(world, local)
     send_splits = counts.view(world, local).sum(1).tolist()
     recv_splits = received.sum(1).tolist()
-    xr = all_to_all(x[token], recv_splits, send_splits, group)  # [R, C], by (source, local expert)
+    xr = all_to_all(x.index_select(0, token), recv_splits, send_splits, group)  # [R, C], by (source, expert)
     local_id = torch.arange(local, device=x.device).repeat(world).repeat_interleave(received.reshape(-1))
     perm = torch.argsort(local_id, stable=True)  # regroup by local expert
     ys = experts.run_sorted(xr[perm], received.sum(0))

@@ -43,6 +43,50 @@ class VisionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MoEConfig:
+    """Mixture-of-experts feed-forward layers (:class:`tatlas.nn.moe.MoE`) in place of the dense MLP.
+
+    ``router``: ``"topk"`` (Mixtral; Qwen2-MoE with ``normalize=False`` and a gated shared expert)
+    or ``"deepseek"`` (DeepSeek-V3: sigmoid scores, bias-corrected group-limited top-k, ``scaling``).
+    ``layers``: indices of the MoE layers (``None``: every layer); the others keep the dense MLP.
+    ``aux_loss_weight``: weight of the load-balancing loss added by the training task."""
+
+    experts: int
+    k: int
+    hidden: int
+    router: str = "topk"
+    normalize: bool = True
+    shared_hidden: int = 0
+    shared_gate: bool = False
+    groups: int = 1
+    topk_groups: int = 1
+    scaling: float = 1.0
+    layers: tuple[int, ...] | None = None
+    aux_loss_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.router not in ("topk", "deepseek"):
+            raise ValueError(f"MoEConfig.router: expected 'topk' or 'deepseek', got {self.router!r}")
+        if not 1 <= self.k <= self.experts:
+            raise ValueError(f"MoEConfig: k must be in 1..experts ({self.experts}), got {self.k}")
+
+    def is_moe(self, layer: int) -> bool:
+        return self.layers is None or layer in self.layers
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatentConfig:
+    """Multi-head latent attention (DeepSeek-V2/V3): latent rank of keys/values (and queries), and
+    the per-head widths of the position-free part, the rotary part and the values."""
+
+    kv_rank: int
+    nope_dim: int
+    rope_dim: int
+    v_dim: int
+    q_rank: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class LLMConfig:
     vocab_size: int
     dim: int
@@ -67,6 +111,9 @@ class LLMConfig:
     final_softcap: float | None = None  # logits = cap * tanh(logits / cap)
     tie_embeddings: bool = False
     act: str = "silu"
+    rope_interleaved: bool = False  # rotate pairs (2i, 2i+1) (DeepSeek-V3) instead of (i, i + D/2)
+    moe: MoEConfig | None = None  # mixture-of-experts MLPs
+    latent: LatentConfig | None = None  # multi-head latent attention instead of GQA
     vision: VisionConfig | None = None  # an image encoder whose tokens replace image placeholders
     image_token_id: int | None = None
 
@@ -116,6 +163,20 @@ PRESETS: dict[str, LLMConfig] = {
         qk_norm=True, sandwich_norm=True, query_scale=16.0, sliding_window=32, layer_types=("sliding", "full"),
         tie_embeddings=True, act="gelu_tanh", image_token_id=258,
         vision=VisionConfig(image_size=32, patch=4, dim=32, layers=2, heads=2, mlp_hidden=64, tokens_per_image=16),
+    ),
+    "tiny-moe": LLMConfig(
+        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512,
+        moe=MoEConfig(experts=8, k=2, hidden=86, aux_loss_weight=0.01),
+    ),
+    "tiny-deepseek": LLMConfig(
+        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=4, mlp_hidden=172, max_positions=512, norm_eps=1e-6,
+        rope_interleaved=True, latent=LatentConfig(kv_rank=32, nope_dim=16, rope_dim=8, v_dim=16, q_rank=48),
+        moe=MoEConfig(experts=8, k=2, hidden=32, router="deepseek", groups=2, topk_groups=1, scaling=2.5,
+                      shared_hidden=32, layers=(1,)),
+    ),
+    "Mixtral-8x7B": LLMConfig(
+        vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336, max_positions=32_768,
+        rope_theta=1_000_000.0, norm_eps=1e-5, moe=MoEConfig(experts=8, k=2, hidden=14_336),
     ),
     "Llama-3.2-1B": LLMConfig(
         vocab_size=128_256, dim=2048, layers=16, heads=32, kv_heads=8, mlp_hidden=8192, head_dim=64,

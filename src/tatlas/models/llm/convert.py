@@ -14,10 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors
+from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors
 from ...io.checkpoint import _dedupe
+from ...nn.moe import hf_moe_keymap
 from ...nn.positions import Llama3Scaling
-from .config import LLMConfig, VisionConfig
+from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig
 
 
 def _decoder_rules(src: str) -> tuple[Rename, ...]:
@@ -88,10 +89,80 @@ GEMMA3_LEGACY_PREFIXES = KeyMap(rules=(
     Rename("lm_head.weight", "lm_head.weight"),
 ))
 
+def _moe_rules(kind: str) -> tuple[Rename | Stack, ...]:
+    """Both on-disk layouts: stacked experts (transformers 5 in memory) and one tensor per expert
+    (the hub's checkpoints, and what transformers 5's save_pretrained writes)."""
+    fused = hf_moe_keymap(kind, src="model.layers.{i}.mlp.", dst="layers.{i}.mlp.").rules
+    ours = "layers.{i}.mlp."
+    if kind == "mixtral":
+        hf = "model.layers.{i}.block_sparse_moe."
+        per_expert = (
+            Stack((f"{hf}experts.{{j}}.w1.weight", f"{hf}experts.{{j}}.w3.weight"), f"{ours}experts.gate_up"),
+            Stack((f"{hf}experts.{{j}}.w2.weight",), f"{ours}experts.down"),
+            Rename(f"{hf}gate.weight", f"{ours}router.weight"),
+        )
+    else:
+        hf = "model.layers.{i}.mlp."
+        per_expert = (
+            Stack((f"{hf}experts.{{j}}.gate_proj.weight", f"{hf}experts.{{j}}.up_proj.weight"), f"{ours}experts.gate_up"),
+            Stack((f"{hf}experts.{{j}}.down_proj.weight",), f"{ours}experts.down"),
+        )
+    return (*fused, *per_expert)
+
+
+_LLAMA_DENSE = HF_LLAMA.rules
+HF_MIXTRAL = KeyMap(rules=(*_LLAMA_DENSE, *_moe_rules("mixtral")), ignore=HF_LLAMA.ignore)
+HF_QWEN2_MOE = KeyMap(rules=(*_LLAMA_DENSE, *_moe_rules("qwen2_moe")), ignore=HF_LLAMA.ignore)
+HF_DEEPSEEK_V3 = KeyMap(
+    rules=(
+        *_LLAMA_DENSE,
+        *_moe_rules("deepseek_v3"),
+        *(Rename(f"model.layers.{{i}}.self_attn.{hf}.weight", f"layers.{{i}}.attn.{ours}.weight")
+          for hf, ours in (("q_a_proj", "q_a"), ("q_a_layernorm", "q_norm"), ("q_b_proj", "q_b"),
+                           ("kv_a_proj_with_mqa", "kv_a"), ("kv_a_layernorm", "kv_norm"), ("kv_b_proj", "kv_b"))),
+        *(Rename(f"model.layers.{{i}}.self_attn.{hf}.bias", f"layers.{{i}}.attn.{ours}.bias")
+          for hf, ours in (("q_a_proj", "q_a"), ("kv_a_proj_with_mqa", "kv_a"))),
+    ),
+    # multi-token-prediction layers (beyond num_hidden_layers) are not part of next-token decoding
+    ignore=(*HF_LLAMA.ignore,),
+)
+
 HF_ARCHITECTURES = {
     "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
     "gemma3_text": "Gemma3ForCausalLM", "gemma3": "Gemma3ForConditionalGeneration",
+    "mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
 }
+_KEYMAPS = {"mixtral": HF_MIXTRAL, "qwen2_moe": HF_QWEN2_MOE, "deepseek_v3": HF_DEEPSEEK_V3}
+
+
+def _moe_config(hf: dict[str, Any], model_type: str) -> tuple[MoEConfig, dict[str, Any]]:
+    """The MoE settings of a Mixtral / Qwen2-MoE / DeepSeek-V3 config, and LLMConfig extras."""
+    layers = hf["num_hidden_layers"]
+    if model_type == "mixtral":
+        return MoEConfig(experts=hf["num_local_experts"], k=hf["num_experts_per_tok"], hidden=hf["intermediate_size"],
+                         aux_loss_weight=float(hf.get("router_aux_loss_coef", 0.0))), {}
+    if model_type == "qwen2_moe":
+        step, dense = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
+        moe_layers = tuple(i for i in range(layers) if i not in dense and (i + 1) % step == 0)
+        return MoEConfig(experts=hf["num_experts"], k=hf["num_experts_per_tok"], hidden=hf["moe_intermediate_size"],
+                         normalize=bool(hf.get("norm_topk_prob", False)),
+                         shared_hidden=hf.get("shared_expert_intermediate_size", 0),
+                         shared_gate=bool(hf.get("shared_expert_intermediate_size", 0)),
+                         layers=None if len(moe_layers) == layers else moe_layers,
+                         aux_loss_weight=float(hf.get("router_aux_loss_coef", 0.0))), {}
+    first, freq = hf.get("first_k_dense_replace", 0), hf.get("moe_layer_freq", 1)
+    moe_layers = tuple(i for i in range(layers) if i >= first and i % freq == 0)
+    if hf.get("topk_method", "noaux_tc") != "noaux_tc":
+        raise CheckpointError(f"DeepSeek topk_method {hf['topk_method']!r} is not supported (only noaux_tc)")
+    moe = MoEConfig(experts=hf["n_routed_experts"], k=hf["num_experts_per_tok"], hidden=hf["moe_intermediate_size"],
+                    router="deepseek", normalize=bool(hf.get("norm_topk_prob", True)),
+                    shared_hidden=hf.get("n_shared_experts", 0) * hf["moe_intermediate_size"],
+                    groups=hf.get("n_group", 1), topk_groups=hf.get("topk_group", 1),
+                    scaling=float(hf.get("routed_scaling_factor", 1.0)),
+                    layers=None if len(moe_layers) == layers else moe_layers)
+    latent = LatentConfig(kv_rank=hf["kv_lora_rank"], nope_dim=hf["qk_nope_head_dim"], rope_dim=hf["qk_rope_head_dim"],
+                          v_dim=hf["v_head_dim"], q_rank=hf.get("q_lora_rank"))
+    return moe, {"latent": latent, "rope_interleaved": bool(hf.get("rope_interleave", True))}
 
 
 def _rope(params: dict[str, Any], legacy: dict[str, Any] | None = None, theta: float = 10_000.0
@@ -161,16 +232,21 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
                                    image_token_id=hf.get("image_token_id", hf.get("image_token_index")))
     theta, scaling = _rope(hf.get("rope_parameters") or {}, hf.get("rope_scaling"), float(hf.get("rope_theta", 10_000.0)))
     heads = hf["num_attention_heads"]
-    window = hf.get("sliding_window") if model_type == "mistral" else None
-    if model_type == "qwen2" and hf.get("use_sliding_window"):
-        raise CheckpointError("Qwen2 with use_sliding_window=True is not supported")
+    window = hf.get("sliding_window") if model_type in ("mistral", "mixtral") else None
+    if model_type in ("qwen2", "qwen2_moe") and hf.get("use_sliding_window"):
+        raise CheckpointError(f"{model_type} with use_sliding_window=True is not supported")
+    extra: dict[str, Any] = {}
+    if model_type in _KEYMAPS:
+        extra["moe"], more = _moe_config(hf, model_type)
+        extra.update(more)
     return LLMConfig(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], layers=hf["num_hidden_layers"], heads=heads,
         kv_heads=hf.get("num_key_value_heads") or heads, mlp_hidden=hf["intermediate_size"],
         head_dim=hf.get("head_dim"), max_positions=hf.get("max_position_embeddings", 2048),
         rope_theta=theta, rope_scaling=scaling, norm_eps=hf.get("rms_norm_eps", 1e-6),
-        qkv_bias=bool(hf.get("attention_bias", model_type == "qwen2")), sliding_window=window,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), act=hf.get("hidden_act", "silu"),
+        qkv_bias=bool(hf.get("attention_bias", hf.get("qkv_bias", model_type in ("qwen2", "qwen2_moe")))),
+        sliding_window=window, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        act=hf.get("hidden_act", "silu"), **extra,
     )
 
 
@@ -183,6 +259,10 @@ def from_hf(folder: Path) -> tuple[LLMConfig, dict[str, Tensor]]:
         state = HF_GEMMA3.convert(GEMMA3_LEGACY_PREFIXES.convert(tensors))
     elif hf["model_type"] == "gemma3_text":
         state = HF_GEMMA3_TEXT.convert(tensors)
+    elif hf["model_type"] in _KEYMAPS:
+        layers = config.layers  # DeepSeek's multi-token-prediction layers come after the decoder's
+        extra = [k for k in tensors if k.startswith("model.layers.") and int(k.split(".")[2]) >= layers]
+        state = _KEYMAPS[hf["model_type"]].convert({k: v for k, v in tensors.items() if k not in extra})
     else:
         state = HF_LLAMA.convert(tensors)
     if config.tie_embeddings:
@@ -196,7 +276,8 @@ def to_hf(model, folder: str | Path) -> Path:
 
     c: LLMConfig = model.config
     llama_like = (c.sliding_window is None and not c.sandwich_norm and not c.qk_norm and not c.embed_scale
-                  and c.norm_offset == 0.0 and c.query_scale is None and c.final_softcap is None and c.vision is None)
+                  and c.norm_offset == 0.0 and c.query_scale is None and c.final_softcap is None and c.vision is None
+                  and c.moe is None and c.latent is None and not c.rope_interleaved)
     if not llama_like:
         raise ValueError("only Llama-architecture models export to a Llama folder (this config would change outputs)")
     folder = Path(folder)

@@ -2,7 +2,8 @@
 
 A Llama-style decoder (Touvron et al. 2023, "LLaMA", §2.2): token embedding, pre-RMSNorm blocks
 of rotary grouped-query attention and a gated MLP, final RMSNorm, LM head. Config switches give
-Mistral (sliding-window attention), Qwen2 (q/k/v biases) and Gemma 3 (Gemma Team 2025: (1 + w)
+Mistral (sliding-window attention), Qwen2 (q/k/v biases), mixture-of-experts MLPs (Mixtral,
+Qwen2-MoE, DeepSeek-V3 with multi-head latent attention) and Gemma 3 (Gemma Team 2025: (1 + w)
 RMSNorm, √d embedding scale, QK-norm, norms around each sublayer, local sliding-window layers
 interleaved with global ones, each with its own rotary base, GeGLU).
 
@@ -25,6 +26,7 @@ from ...nn import (
     CachedDecoderMixin,
     DecoderCache,
     GatedMLP,
+    LatentAttention,
     RMSNorm,
     RotaryEmbedding,
     SandwichBlock,
@@ -32,6 +34,7 @@ from ...nn import (
     VisionTransformer,
     causal_mask,
 )
+from ...nn.moe import DeepSeekRouter, MoE, TopKRouter
 from .config import LLMConfig, VisionConfig
 
 
@@ -60,28 +63,45 @@ def image_blocks(is_image: Tensor) -> Tensor:
     return torch.where(is_image, start.long().cumsum(dim=1) - 1, -1)
 
 
+def _attention(c: LLMConfig, norm) -> nn.Module:
+    if c.latent is not None:
+        a = c.latent
+        return LatentAttention(dim=c.dim, heads=c.heads, kv_rank=a.kv_rank, nope_dim=a.nope_dim, rope_dim=a.rope_dim,
+                               v_dim=a.v_dim, q_rank=a.q_rank, bias=c.qkv_bias, eps=c.norm_eps)
+    return Attention(dim=c.dim, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.head_size, qkv_bias=c.qkv_bias,
+                     qk_norm=norm if c.qk_norm else None,
+                     scale=None if c.query_scale is None else c.query_scale**-0.5)
+
+
+def _mlp(c: LLMConfig, layer: int) -> nn.Module:
+    m = c.moe
+    if m is None or not m.is_moe(layer):
+        return GatedMLP(dim=c.dim, hidden=c.mlp_hidden, act=c.act)
+    if m.router == "deepseek":
+        router = DeepSeekRouter(dim=c.dim, experts=m.experts, k=m.k, groups=m.groups, topk_groups=m.topk_groups,
+                                scaling=m.scaling, normalize=m.normalize)
+    else:
+        router = TopKRouter(dim=c.dim, experts=m.experts, k=m.k, normalize=m.normalize)
+    return MoE(dim=c.dim, hidden=m.hidden, experts=m.experts, router=router, act=c.act,
+               shared_hidden=m.shared_hidden, shared_gate=m.shared_gate)
+
+
 class LLM(CachedDecoderMixin, nn.Module):
     def __init__(self, config: LLMConfig) -> None:
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        self.rotary = RotaryEmbedding(dim=c.head_size, theta=c.rope_theta, scaling=c.rope_scaling)
+        rotary_dim = c.latent.rope_dim if c.latent is not None else c.head_size
+        self.rotary = RotaryEmbedding(dim=rotary_dim, theta=c.rope_theta, scaling=c.rope_scaling,
+                                      interleaved=c.rope_interleaved)
         if "sliding" in c.kinds and c.rope_local_theta is not None:
-            self.rotary_local = RotaryEmbedding(dim=c.head_size, theta=c.rope_local_theta)
+            self.rotary_local = RotaryEmbedding(dim=rotary_dim, theta=c.rope_local_theta, interleaved=c.rope_interleaved)
         else:
             self.rotary_local = None
         norm = partial(RMSNorm, eps=c.norm_eps, offset=c.norm_offset)
         block = SandwichBlock if c.sandwich_norm else TransformerBlock
         self.layers = nn.ModuleList(
-            block(
-                dim=c.dim,
-                attn=Attention(dim=c.dim, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.head_size,
-                               qkv_bias=c.qkv_bias, qk_norm=norm if c.qk_norm else None,
-                               scale=None if c.query_scale is None else c.query_scale**-0.5),
-                mlp=GatedMLP(dim=c.dim, hidden=c.mlp_hidden, act=c.act),
-                norm=norm,
-            )
-            for _ in range(c.layers)
+            block(dim=c.dim, attn=_attention(c, norm), mlp=_mlp(c, i), norm=norm) for i in range(c.layers)
         )
         self.norm = norm(c.dim)
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
@@ -105,10 +125,14 @@ class LLM(CachedDecoderMixin, nn.Module):
     ) -> DecoderCache:
         if max_len > self.config.max_positions:
             raise ValueError(f"cache of {max_len} slots exceeds the model's {self.config.max_positions} positions")
+        c = self.config
+        if c.latent is not None:  # the latent and the shared rotary key are cached, one "head"
+            kv_heads, head_dim, v_dim = 1, c.latent.kv_rank, c.latent.rope_dim
+        else:
+            kv_heads, head_dim, v_dim = c.kv_heads, c.head_size, None
         return DecoderCache(
-            batch=batch, max_len=max_len, layers=self.config.layers, kv_heads=self.config.kv_heads,
-            head_dim=self.config.head_size, static=static, dtype=dtype or self.embed.weight.dtype,
-            device=device or self.embed.weight.device,
+            batch=batch, max_len=max_len, layers=c.layers, kv_heads=kv_heads, head_dim=head_dim, v_dim=v_dim,
+            static=static, dtype=dtype or self.embed.weight.dtype, device=device or self.embed.weight.device,
         )
 
     def encode_images(self, pixels: Tensor) -> Tensor:

@@ -10,15 +10,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import ByteTokenizer, TextDataset
+from ...nn.moe import MoE, pooled_balance_loss
 from ..registry import TrainTask
 from .config import LLMConfig
 
 
-def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """Mean next-token cross-entropy (nats) of ``batch["tokens"] [B, T + 1]``."""
+def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+    """Mean next-token cross-entropy (nats) of ``batch["tokens"] [B, T + 1]``; for a mixture-of-
+    experts model with ``aux_loss_weight > 0`` also the pooled load-balancing loss (Switch §2.2),
+    as ``{"loss": ce + w * balance, "ce": ce, "balance": balance}``."""
     tokens = batch["tokens"]
     logits = model(tokens[:, :-1])  # [B, T, V]
-    return F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+    moe = getattr(model, "config", None) is not None and getattr(model.config, "moe", None)
+    if not moe or moe.aux_loss_weight == 0:
+        return ce
+    routings = [m.last_routing for m in model.modules() if isinstance(m, MoE) and m.last_routing is not None]
+    balance = pooled_balance_loss(routings)
+    return {"loss": ce + moe.aux_loss_weight * balance, "ce": ce, "balance": balance}
 
 
 @torch.no_grad()
@@ -31,7 +40,8 @@ def evaluate_lm(model: nn.Module, data: TextDataset, *, batch_size: int = 16, ma
     n = min(len(data), batch_size * max_batches)
     for start in range(0, n, batch_size):
         tokens = torch.stack([data[i]["tokens"] for i in range(start, min(n, start + batch_size))]).to(device)
-        total += lm_loss(model, {"tokens": tokens}).item() * tokens.shape[0]
+        out = lm_loss(model, {"tokens": tokens})
+        total += (out["ce"] if isinstance(out, dict) else out).item() * tokens.shape[0]
         count += tokens.shape[0]
     model.train(was_training)
     loss = total / max(1, count)
