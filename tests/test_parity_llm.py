@@ -152,3 +152,16 @@ def test_moe_causal_lms_equal_reference(case, tmp_path, gen):
     mine = generate(ours, prompt, GenerationConfig(max_new_tokens=32)).tokens
     assert mine.tolist() == hf_greedy(ref, prompt, 32).tolist(), f"{case}: greedy tokens differ"
     print(f"{case}: max abs logit diff {diff:.2e}")
+
+
+def test_export_with_qkv_bias_is_qwen2(tmp_path, gen):
+    from transformers import AutoModelForCausalLM
+
+    ours = perturb_(tatlas.create("llm", "tiny", vocab_size=50, dim=32, heads=4, kv_heads=2, mlp_hidden=40,
+                                  qkv_bias=True, tie_embeddings=True), seed=3).eval()
+    ref = AutoModelForCausalLM.from_pretrained(to_hf(ours, tmp_path / "q")).eval()
+    assert type(ref).__name__ == "Qwen2ForCausalLM"
+    tokens = torch.randint(0, 50, (2, 9), generator=gen)
+    with torch.no_grad():
+        assert_close(ours(tokens), ref(tokens).logits, atol=1e-4, what="exported Qwen2 logits")
+    assert tatlas.load(tmp_path / "q").config == ours.config

@@ -239,10 +239,11 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
     if model_type in _KEYMAPS:
         extra["moe"], more = _moe_config(hf, model_type)
         extra.update(more)
+    head_dim = hf.get("head_dim")
     return LLMConfig(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], layers=hf["num_hidden_layers"], heads=heads,
         kv_heads=hf.get("num_key_value_heads") or heads, mlp_hidden=hf["intermediate_size"],
-        head_dim=hf.get("head_dim"), max_positions=hf.get("max_position_embeddings", 2048),
+        head_dim=None if head_dim == hf["hidden_size"] // heads else head_dim, max_positions=hf.get("max_position_embeddings", 2048),
         rope_theta=theta, rope_scaling=scaling, norm_eps=hf.get("rms_norm_eps", 1e-6),
         qkv_bias=bool(hf.get("attention_bias", hf.get("qkv_bias", model_type in ("qwen2", "qwen2_moe")))),
         sliding_window=window, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
@@ -271,7 +272,9 @@ def from_hf(folder: Path) -> tuple[LLMConfig, dict[str, Tensor]]:
 
 
 def to_hf(model, folder: str | Path) -> Path:
-    """Write a Llama-architecture ``model`` as a Hugging Face ``LlamaForCausalLM`` folder."""
+    """Write a Llama-architecture ``model`` as a Hugging Face folder: ``LlamaForCausalLM``, or
+    ``Qwen2ForCausalLM`` when it has q/k/v biases (Llama's ``attention_bias`` would add one to the
+    output projection too)."""
     from safetensors.torch import save_file
 
     c: LLMConfig = model.config
@@ -292,8 +295,9 @@ def to_hf(model, folder: str | Path) -> Path:
         rope = {"rope_type": "llama3", "rope_theta": c.rope_theta, "factor": s.factor,
                 "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
                 "original_max_position_embeddings": s.original_max_positions}
+    arch, model_type = ("Qwen2ForCausalLM", "qwen2") if c.qkv_bias else ("LlamaForCausalLM", "llama")
     hf_config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
+        "architectures": [arch], "model_type": model_type, "vocab_size": c.vocab_size,
         "hidden_size": c.dim, "intermediate_size": c.mlp_hidden, "num_hidden_layers": c.layers,
         "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "head_dim": c.head_size,
         "max_position_embeddings": c.max_positions, "rms_norm_eps": c.norm_eps, "rope_parameters": rope,
