@@ -231,6 +231,35 @@ def chat(
         messages.append({"role": "assistant", "content": reply})
 
 
+imagegpt_app = typer.Typer(no_args_is_help=True, help="ImageGPT: complete images pixel by pixel.")
+app.add_typer(imagegpt_app, name="imagegpt")
+
+
+@imagegpt_app.command("complete")
+def imagegpt_complete(
+    image: Path = typer.Argument(..., help="an image file (PNG, or any format Pillow reads), any mode and size"),
+    out: Path = typer.Option(..., help="the PNG grid to write: original, masked input, samples"),
+    model: Path = typer.Option(None, help="a tatlas ImageGPT checkpoint or a Hugging Face ImageGPT folder"),
+    top_half: bool = typer.Option(False, "--top-half", help="keep the top half of the image (the default)"),
+    fraction: float = typer.Option(None, help="keep the first F of the pixels, in raster order"),
+    samples: int = typer.Option(4, help="completions to sample"),
+    temperature: float = typer.Option(1.0, help="0 = greedy"),
+    top_k: int = typer.Option(None, "--top-k", help="sample among the k most likely colours"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Complete an image from its top half (or its first fraction of pixels) with ImageGPT."""
+    from tatlas.demo.imagegpt import complete_image_file
+
+    try:
+        report = complete_image_file(image, out=out, model=model, fraction=fraction, top_half=top_half,
+                                     samples=samples, temperature=temperature, top_k=top_k, seed=seed)
+    except ValueError as e:  # unreadable image, bad checkpoint, bad options: one line
+        _fail(str(e))
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print(f"kept {report.kept} of {report.total} pixels; grid: {report.out}", soft_wrap=True)
+
+
 def main() -> None:
     app()
 

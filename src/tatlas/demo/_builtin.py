@@ -1,3 +1,4 @@
 """Imports every built-in demo so that it registers itself."""
 from . import llm as _llm  # noqa: F401
 from . import moe as _moe  # noqa: F401
+from . import imagegpt as _imagegpt  # noqa: F401

@@ -1,3 +1,4 @@
 """Imports every built-in system so that it registers itself."""
 
 from .llm import system as _llm  # noqa: F401
+from .imagegpt import system as _imagegpt  # noqa: F401

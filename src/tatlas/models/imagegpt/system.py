@@ -1,0 +1,35 @@
+"""Registers the ``imagegpt`` system."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import System, register
+from .config import PRESETS, ImageGPTConfig
+from .convert import from_hf
+from .model import ImageGPT
+from .task import train_task
+
+
+def _sample(model: ImageGPT, gen: torch.Generator) -> dict:
+    pixels = torch.randint(0, model.config.clusters, (2, 11), generator=gen)
+    tokens = torch.cat([torch.full((2, 1), model.config.sos_token), pixels], dim=1)
+    return {"tokens": tokens.to(model.embed.weight.device)}
+
+
+SYSTEM = register(System(
+    name="imagegpt",
+    summary="ImageGPT: k-means colour tokens, GPT-2 over pixels, image completion, linear probes",
+    config_cls=ImageGPTConfig,
+    model_cls=ImageGPT,
+    presets=PRESETS,
+    sample_input=_sample,
+    hf_model_types={"imagegpt": from_hf},
+    train_task=train_task,
+    diagram=(
+        "image [3,S,S] -> k-means palette -> colour tokens [S*S] -> [SOS, p0 .. p(N-2)]\n"
+        "  -> embed + learned positions -> [ RMSNorm -> causal MHA (fused qkv, KV cache) -> + ->\n"
+        "     RMSNorm -> MLP (quick_gelu) -> + ] x layers -> RMSNorm -> head over K colours -> next pixel\n"
+        "  linear probe: mean over pixels of rms-normalised block-l output -> logistic regression"
+    ),
+))
