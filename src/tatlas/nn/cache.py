@@ -67,7 +67,10 @@ class StaticKVCache(torch.nn.Module):
             raise ValueError("a static KV cache needs input_pos (the slots to write)")
         self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
         self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k, self.v
+        if torch.compiler.is_compiling():  # fixed shapes: attend over every slot (masked)
+            return self.k, self.v
+        s = int(input_pos[-1]) + 1  # eager: only the slots up to the newest can be attended
+        return self.k[:, :, :s], self.v[:, :, :s]
 
     def reorder(self, index: Tensor) -> None:
         self.k.copy_(self.k.index_select(0, index))
@@ -145,10 +148,11 @@ class DecoderCache:
     def mask(self, input_pos: Tensor, *, window: int | None = None) -> Tensor:
         """Boolean attention mask ``[B, 1, T, S]`` for queries in slots ``input_pos [T]``.
 
-        ``S`` is ``S_max`` for a static cache, the slots written so far for a dynamic one.
+        ``S`` is ``S_max`` for a static cache under ``torch.compile`` (fixed shapes), else the slots up
+        to the newest query (keys beyond it can never be attended).
         ``window``: sliding-window attention (a query sees at most the last ``window`` keys).
         """
-        s = self.max_len if self.static else int(input_pos[-1]) + 1
+        s = self.max_len if self.static and torch.compiler.is_compiling() else int(input_pos[-1]) + 1
         k_slot = torch.arange(s, device=input_pos.device)
         q_slot = input_pos[:, None]
         allowed = k_slot[None, :] <= q_slot  # [T, S]
