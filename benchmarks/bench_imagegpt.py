@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
+from _timing import best_time
 
 SHAPES = {
     # name: (preset, overrides)
     "tiny": ("tiny", {}),  # 16 colours, 12x12, 64 wide, 4 layers: 72 new tokens per image
     "mid": ("iGPT-S", {"dim": 256, "layers": 8, "heads": 8}),  # 512 colours, 32x32: 512 new tokens per image
 }
-
-
-def bench(fn, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
@@ -74,7 +64,7 @@ def main() -> None:
             ccfg = GenerationConfig(max_new_tokens=new, temperature=1.0, top_k=40, seed=0, compile=True)
             runs["tatlas compiled"] = lambda: generate(ours, prompt, ccfg)
         with torch.inference_mode():
-            times = {k: bench(fn, args.repeats) for k, fn in runs.items()}
+            times = {k: best_time(fn, args.repeats) for k, fn in runs.items()}
         tps = {k: args.batch * new / t for k, t in times.items()}
         line = ", ".join(f"{k} {v:.0f} tok/s" for k, v in tps.items())
         print(f"{shape} ({c.clusters} colours, {c.image_size}x{c.image_size}, dim {c.dim}, {c.layers} layers, "

@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
-
-
-def bench(fn, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best_time
 
 
 def main() -> None:
@@ -64,7 +54,7 @@ def main() -> None:
                 ccfg = GenerationConfig(max_new_tokens=args.new, compile=True)
                 runs["tatlas compiled"] = lambda: generate(ours, prompt, ccfg)
             with torch.inference_mode():
-                times = {k: bench(fn, args.repeats) for k, fn in runs.items()}
+                times = {k: best_time(fn, args.repeats) for k, fn in runs.items()}
             tps = {k: b * args.new / t for k, t in times.items()}
             line = ", ".join(f"{k} {v:.0f} tok/s" for k, v in tps.items())
             print(f"{shape} batch {b}: {line}; ratio tatlas/transformers {tps['tatlas'] / tps['transformers']:.2f}x, "

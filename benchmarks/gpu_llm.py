@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
+from _timing import best_time
 
 
 def timed(fn, repeats: int = 3) -> float:
-    fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_time(fn, repeats, sync=torch.cuda.synchronize)
 
 
 def bandwidth() -> float:
