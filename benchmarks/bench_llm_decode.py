@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time tatlas with a compiled decode step")
     args = ap.parse_args()
 
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     import tatlas
     from tatlas.generate import GenerationConfig, generate
@@ -36,7 +36,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         ours = tatlas.create("llm", shape, max_positions=4096).eval()
         with tempfile.TemporaryDirectory() as d:
-            ref = LlamaForCausalLM.from_pretrained(to_hf(ours, d)).eval()
+            ref = AutoModelForCausalLM.from_pretrained(to_hf(ours, d)).eval()
         for b in map(int, args.batches.split(",")):
             prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt))
             cfg = GenerationConfig(max_new_tokens=args.new)

@@ -55,11 +55,11 @@ def main() -> None:
         t = timed(lambda cfg=cfg: generate(model, prompt, cfg))
         results[name] = args.new / t
     with tempfile.TemporaryDirectory() as d:
-        from transformers import LlamaForCausalLM
+        from transformers import AutoModelForCausalLM
 
         to_hf(model.float().cpu(), d)
         model.to("cuda", torch.bfloat16)
-        ref = LlamaForCausalLM.from_pretrained(d, dtype=torch.bfloat16).cuda().eval()
+        ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).cuda().eval()
     kw = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=args.new, min_new_tokens=args.new,
               do_sample=False, eos_token_id=None, pad_token_id=0)
     results["transformers"] = args.new / timed(lambda: ref.generate(prompt, **kw))

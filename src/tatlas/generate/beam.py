@@ -42,7 +42,8 @@ def beam_search(
     cache = model.new_cache(b * k, t0 + config.max_new_tokens, static=config.static_cache)
     mask = None if attention_mask is None else attention_mask[rows]
     model_kwargs = {n: (v[rows] if isinstance(v, Tensor) else v) for n, v in model_kwargs.items()}
-    logits = model.prefill(tokens[rows], cache, attention_mask=mask, chunk=config.prefill_chunk, **model_kwargs)[:, -1]
+    logits = model.prefill(tokens[rows], cache, attention_mask=mask, chunk=config.prefill_chunk, last_only=True,
+                           **model_kwargs)[:, -1]
 
     beam_scores = torch.zeros(b, k, device=device)
     beam_scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first

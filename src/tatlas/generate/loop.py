@@ -91,7 +91,8 @@ def generate(
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
 
-    logits = model.prefill(tokens, cache, attention_mask=mask, chunk=config.prefill_chunk, **model_kwargs)[:, -1]
+    logits = model.prefill(tokens, cache, attention_mask=mask, chunk=config.prefill_chunk, last_only=True,
+                           **model_kwargs)[:, -1]
     step = model.decode_step
     if config.compile:
         step = torch.compile(model.decode_step, dynamic=False)

@@ -16,9 +16,11 @@ from .cache import DecoderCache
 
 class CachedDecoderMixin:
     def prefill(self, tokens: Tensor, cache: DecoderCache, *, attention_mask: Tensor | None = None,
-                chunk: int | None = None, **kwargs) -> Tensor:
-        """``tokens [B, T0]`` (left-padded where ``attention_mask`` is False) -> logits ``[B, T0, V]``.
-        ``chunk``: feed the prompt ``chunk`` slots at a time (bounded activation memory)."""
+                chunk: int | None = None, last_only: bool = False, **kwargs) -> Tensor:
+        """``tokens [B, T0]`` (left-padded where ``attention_mask`` is False) -> logits ``[B, T0, V]``
+        (``[B, 1, V]`` with ``last_only``: what generation needs, without the LM head over the whole
+        prompt). ``chunk``: feed the prompt ``chunk`` slots at a time (bounded activation memory).
+        Models take ``forward(tokens, cache=, input_pos=, last_only=)``."""
         if attention_mask is not None:
             cache.set_padding(attention_mask)
         t0 = tokens.shape[1]
@@ -28,9 +30,10 @@ class CachedDecoderMixin:
         outs = []
         for start in range(0, t0, step):
             input_pos = torch.arange(start, min(t0, start + step), device=tokens.device)
-            outs.append(self(tokens[:, start : start + step], cache=cache, input_pos=input_pos, **kwargs))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+            outs.append(self(tokens[:, start : start + step], cache=cache, input_pos=input_pos, last_only=last_only,
+                             **kwargs))
+        return outs[-1] if last_only else (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))
 
     def decode_step(self, tokens: Tensor, cache: DecoderCache, input_pos: Tensor, **kwargs) -> Tensor:
         """``tokens [B, 1]`` written at slot ``input_pos [1]`` -> next-token logits ``[B, V]``."""
-        return self(tokens, cache=cache, input_pos=input_pos, **kwargs)[:, -1]
+        return self(tokens, cache=cache, input_pos=input_pos, last_only=True, **kwargs)[:, -1]

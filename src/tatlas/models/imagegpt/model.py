@@ -137,12 +137,14 @@ class ImageGPT(CachedDecoderMixin, nn.Module):
         return x
 
     def forward(
-        self, tokens: Tensor, *, cache: DecoderCache | None = None, input_pos: Tensor | None = None
+        self, tokens: Tensor, *, cache: DecoderCache | None = None, input_pos: Tensor | None = None,
+        last_only: bool = False,
     ) -> Tensor:
-        """``tokens [B, T]`` (colours ``0..K-1``, SOS ``K``) -> logits over the K colours ``[B, T, K]``.
-        With a ``cache``, the tokens go to slots ``input_pos [T]`` and attend everything cached before."""
+        """``tokens [B, T]`` (colours ``0..K-1``, SOS ``K``) -> logits over the K colours ``[B, T, K]``
+        (``[B, 1, K]`` for the last position only with ``last_only``). With a ``cache``, the tokens go
+        to slots ``input_pos [T]`` and attend everything cached before."""
         x = self._hidden(tokens, cache, input_pos, self.config.layers)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x[:, -1:] if last_only else x))
 
     # ------------------------------------------------------------------ linear-probe features
 

@@ -167,9 +167,10 @@ class LLM(CachedDecoderMixin, nn.Module):
 
     def forward(
         self, tokens: Tensor, *, pixels: Tensor | None = None, cache: DecoderCache | None = None,
-        input_pos: Tensor | None = None,
+        input_pos: Tensor | None = None, last_only: bool = False,
     ) -> Tensor:
-        """``tokens [B, T]`` -> logits ``[B, T, V]``. ``pixels [N_img, C, H, W]``: images whose tokens
+        """``tokens [B, T]`` -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head
+        on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images whose tokens
         replace the placeholders (``image_token_id``), in order. With a ``cache``, the tokens go to
         slots ``input_pos [T]`` and attend everything cached before them."""
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
@@ -212,14 +213,14 @@ class LLM(CachedDecoderMixin, nn.Module):
             mask = masks[kinds[i]]
             x = layer(x, mask=mask, causal=mask is None, rope=ropes[kinds[i]],
                       cache=None if cache is None else cache.layers[i], input_pos=input_pos)
-        logits = self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x[:, -1:] if last_only else x))
         if c.final_softcap is not None:
             logits = torch.tanh(logits / c.final_softcap) * c.final_softcap
         return logits
 
     def prefill(self, tokens: Tensor, cache: DecoderCache, *, attention_mask: Tensor | None = None,
-                chunk: int | None = None, pixels: Tensor | None = None) -> Tensor:
+                chunk: int | None = None, last_only: bool = False, pixels: Tensor | None = None) -> Tensor:
         if pixels is not None and chunk is not None and chunk < tokens.shape[1]:
             raise ValueError("chunked prefill with images is not supported: an image block must be in one chunk")
-        return super().prefill(tokens, cache, attention_mask=attention_mask, chunk=chunk,
+        return super().prefill(tokens, cache, attention_mask=attention_mask, chunk=chunk, last_only=last_only,
                                **({} if pixels is None else {"pixels": pixels}))
