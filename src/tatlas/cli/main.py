@@ -260,6 +260,10 @@ def imagegpt_complete(
     console.print(f"kept {report.kept} of {report.total} pixels; grid: {report.out}", soft_wrap=True)
 
 
+from tatlas.cli.clip import app as _clip_app
+app.add_typer(_clip_app, name="clip")
+
+
 def main() -> None:
     app()
 

@@ -2,3 +2,4 @@
 from . import llm as _llm  # noqa: F401
 from . import moe as _moe  # noqa: F401
 from . import imagegpt as _imagegpt  # noqa: F401
+from . import clip as _clip  # noqa: F401

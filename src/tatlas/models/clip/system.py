@@ -1,0 +1,45 @@
+"""Registers the ``clip`` system."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import System, register
+from .config import PRESETS, CLIPConfig
+from .convert import from_hf, from_open_clip, from_openai
+from .model import CLIP
+from .task import train_task
+
+
+def _sample(model: CLIP, gen: torch.Generator) -> dict:
+    """One image and one text. (The logits pair every image with every text, so the contract's
+    batched-equals-single check slices both inputs; batch invariance of each encoder is tested
+    in tests/test_clip.py.)"""
+    c = model.config
+    device = model.logit_scale.device
+    t = c.text
+    end = t.eos_token_id if t.pool == "eos" else t.vocab_size - 1
+    body = torch.randint(0, end, (1, min(8, t.context_length - 2)), generator=gen)
+    tokens = torch.cat([body[:, :1], body, torch.full((1, 1), end)], dim=1)
+    pixels = torch.randn(1, c.vision.channels, c.vision.image_size, c.vision.image_size, generator=gen)
+    return {"pixels": pixels.to(device), "tokens": tokens.to(device)}
+
+
+SYSTEM = register(System(
+    name="clip",
+    summary="CLIP: ViT image and causal text towers, contrastive loss, zero-shot classification",
+    config_cls=CLIPConfig,
+    model_cls=CLIP,
+    presets=PRESETS,
+    sample_input=_sample,
+    hf_model_types={"clip": from_hf},
+    formats={"open_clip": from_open_clip, "openai-clip": from_openai},
+    train_task=train_task,
+    diagram=(
+        "pixels [B,3,S,S] -> patch conv (no bias) -> [CLS] + patches + positions -> ln_pre\n"
+        "  -> [ LN -> MHA -> + -> LN -> MLP (QuickGELU) -> + ] x L -> ln_post(CLS) -> W_i -> image embedding\n"
+        "tokens [B,T] (<SOT> ... <EOT>) -> embed + positions\n"
+        "  -> [ LN -> causal MHA -> + -> LN -> MLP -> + ] x L -> LN -> state at <EOT> -> W_t -> text embedding\n"
+        "logits = exp(logit_scale) * cos(image, text); loss = symmetric cross-entropy over the batch"
+    ),
+))
