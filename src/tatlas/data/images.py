@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def read_rgb(path: str | Path) -> tuple[Tensor, str | None]:
-    """``path`` -> ``(pixels [3, H, W] float in [0, 1], note)``; ``note`` says what conversion was
-    done (``None`` if the file was already RGB)."""
+def _open(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -22,15 +20,32 @@ def read_rgb(path: str | Path) -> tuple[Tensor, str | None]:
     try:
         with Image.open(path) as img:
             img.load()
-            mode = img.mode
-            if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                rgb = Image.alpha_composite(background, rgba).convert("RGB")
-            else:
-                rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            return to_rgb(img), img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def to_rgb(img):
+    """A ``PIL.Image`` of any mode -> RGB; transparency (an alpha band, or a palette/colour-key
+    ``transparency``) is composited over white, as transformers' ``convert_to_rgb`` does."""
+    from PIL import Image
+
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | Path):
+    """``path`` -> an RGB ``PIL.Image`` (any mode converted); one-line errors naming the file."""
+    return _open(path)[0]
+
+
+def read_rgb(path: str | Path) -> tuple[Tensor, str | None]:
+    """``path`` -> ``(pixels [3, H, W] float in [0, 1], note)``; ``note`` says what conversion was
+    done (``None`` if the file was already RGB)."""
+    rgb, mode = _open(path)
     note = None if mode == "RGB" else f"converted {mode} to RGB" + (" over white" if "A" in mode or mode == "P" else "")
     array = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), note
@@ -43,6 +58,7 @@ def resize_square(pixels: Tensor, size: int) -> Tensor:
 
 
 def normalise(pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    m = torch.tensor(mean, dtype=pixels.dtype)[:, None, None]
-    s = torch.tensor(std, dtype=pixels.dtype)[:, None, None]
+    """``[*, 3, H, W]`` in [0, 1] -> ``(x - mean) / std`` per channel."""
+    m = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+    s = torch.tensor(std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
     return (pixels - m) / s

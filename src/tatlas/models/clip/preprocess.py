@@ -20,35 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...data.images import normalise as _normalise
+from ...data.images import open_rgb, to_rgb  # noqa: F401  (re-exported: CLIP's image reading)
 from .config import CLIP_MEAN, CLIP_STD
-
-
-def open_rgb(path: str | Path) -> Any:
-    """``path`` -> an RGB ``PIL.Image``; transparency (an alpha band or a palette/colour-key
-    ``transparency``) is composited over white, as transformers' ``convert_to_rgb`` and
-    :func:`tatlas.data.read_rgb` do."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-
-
-def to_rgb(img: Any) -> Any:
-    """A ``PIL.Image`` of any mode -> RGB (transparency over white)."""
-    from PIL import Image
-
-    if "A" in img.getbands() or img.info.get("transparency") is not None:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def resize_crop(img: Any, size: int) -> Any:
@@ -66,10 +40,8 @@ def resize_crop(img: Any, size: int) -> Any:
 
 
 def normalise(pixels: Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> Tensor:
-    """``[*, 3, H, W]`` in [0, 1] -> ``(x - mean) / std`` per channel."""
-    m = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
-    s = torch.tensor(std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
-    return (pixels - m) / s
+    """``[*, 3, H, W]`` in [0, 1] -> ``(x - mean) / std`` with CLIP's statistics by default."""
+    return _normalise(pixels, tuple(mean), tuple(std))
 
 
 def preprocess(
