@@ -40,3 +40,17 @@ def test_demo_unknown_system(tmp_path):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "tatlas.cli.main", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "explain" in out.stdout
+
+
+def test_demo_quick_writes_a_report(tmp_path):
+    """The README's main job, shortened: demos train, compare with their baseline, write a report."""
+    import json
+
+    res = runner.invoke(app, ["demo", "llm", "moe", "--quick", "--out", str(tmp_path)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["system"] for r in results] == ["llm", "moe"]
+    for r in results:
+        assert r["value"] == r["value"] and r["baseline_value"] == r["baseline_value"]  # finite, not NaN
+    assert (tmp_path / "README.md").is_file() and (tmp_path / "moe" / "expert_load.png").is_file()
+    assert (tmp_path / "llm" / "sample.txt").read_text().startswith("The import statement")
