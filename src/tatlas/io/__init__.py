@@ -11,6 +11,7 @@ from .checkpoint import (
     read_safetensors,
     read_tensors,
     save_checkpoint,
+    write_hf_folder,
 )
 from .config import config_from_dict, config_to_dict
 from .convert import IDENTITY, TRANSPOSE, Fuse, KeyMap, Rename, Split, Stack, Transform, Unstack, interleaved_to_half
@@ -19,5 +20,5 @@ __all__ = [
     "IDENTITY", "TRANSPOSE", "CheckpointError", "CheckpointMismatchError", "Fuse", "KeyMap", "Rename", "Split", "Stack", "Unstack",
     "Transform", "check_state_dict", "config_from_dict", "config_to_dict", "interleaved_to_half",
     "load_state_strict", "load_torch_file", "read_checkpoint", "read_safetensors", "read_tensors",
-    "save_checkpoint",
+    "save_checkpoint", "write_hf_folder",
 ]

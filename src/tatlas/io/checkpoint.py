@@ -168,3 +168,17 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
             state = state["state_dict"]
         return state
     raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .pt, .pth, .bin or a folder)")
+
+
+def write_hf_folder(folder: str | Path, config: dict[str, Any], tensors: Mapping[str, Tensor], *,
+                    extra_json: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write a Hugging Face style folder: ``config.json``, ``model.safetensors`` (tensors stored
+    contiguous, ``format: pt``) and any further JSON files (e.g. ``preprocessor_config.json``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name, content in (extra_json or {}).items():
+        (folder / name).write_text(json.dumps(content, indent=2))
+    save_file({k: t.detach().contiguous() for k, t in tensors.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    return folder

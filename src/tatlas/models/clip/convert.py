@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Split, read_tensors
+from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Split, read_tensors, write_hf_folder
 from .config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 _BLOCK = ("attn_norm", "attn.q", "attn.k", "attn.v", "attn.out", "mlp_norm", "mlp.fc1", "mlp.fc2")
@@ -130,12 +130,8 @@ def from_hf(folder: str | Path) -> tuple[CLIPConfig, dict[str, Tensor]]:
 def to_hf(model, folder: str | Path) -> Path:
     """Write ``model`` as a Hugging Face ``CLIPModel`` folder (``config.json`` +
     ``model.safetensors`` + ``preprocessor_config.json``) that ``CLIPModel.from_pretrained`` loads."""
-    from safetensors.torch import save_file
-
     c: CLIPConfig = model.config
     v, t = c.vision, c.text
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     hf_state = HF_CLIP.inverted().convert(dict(model.state_dict()))
     text_config = {
         "model_type": "clip_text_model", "vocab_size": t.vocab_size, "max_position_embeddings": t.context_length,
@@ -162,10 +158,7 @@ def to_hf(model, folder: str | Path) -> Path:
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
         "image_mean": list(v.image_mean), "image_std": list(v.image_std),
     }
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
-    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    save_file({k: x.contiguous() for k, x in hf_state.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
+    return write_hf_folder(folder, hf_config, hf_state, extra_json={"preprocessor_config.json": preprocessor})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors
+from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
 from .config import ImageGPTConfig
 from .palette import default_colours, from_signed, to_signed
 
@@ -106,11 +106,7 @@ def from_hf(folder: Path) -> tuple[ImageGPTConfig, dict[str, Tensor]]:
 def to_hf(model, folder: str | Path) -> Path:
     """Write ``model`` as a Hugging Face ImageGPT folder: ``config.json``, ``model.safetensors``
     and ``preprocessor_config.json`` holding the palette (in [-1, 1], as the image processor has it)."""
-    from safetensors.torch import save_file
-
     c: ImageGPTConfig = model.config
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if k != "palette.clusters"}
     hf_state = HF_IMAGEGPT.inverted().convert(state)
     act = {"gelu_tanh": "gelu_new"}.get(c.act, c.act)
@@ -121,13 +117,9 @@ def to_hf(model, folder: str | Path) -> Path:
         "layer_norm_epsilon": c.norm_eps, "tie_word_embeddings": False, "scale_attn_weights": True,
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "torch_dtype": "float32",
     }
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
     clusters = to_signed(model.palette.clusters.detach().float().cpu())
     pre = {
         "image_processor_type": "ImageGPTImageProcessor", "clusters": clusters.tolist(), "do_color_quantize": True,
         "do_normalize": True, "do_resize": True, "resample": 2, "size": {"height": c.image_size, "width": c.image_size},
     }
-    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
-    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
-    return folder
+    return write_hf_folder(folder, hf_config, hf_state, extra_json={"preprocessor_config.json": pre})

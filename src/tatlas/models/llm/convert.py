@@ -14,8 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors
-from ...io.checkpoint import _dedupe
+from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors, write_hf_folder
 from ...nn.moe import hf_moe_keymap
 from ...nn.positions import Llama3Scaling
 from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig
@@ -275,16 +274,12 @@ def to_hf(model, folder: str | Path) -> Path:
     """Write a Llama-architecture ``model`` as a Hugging Face folder: ``LlamaForCausalLM``, or
     ``Qwen2ForCausalLM`` when it has q/k/v biases (Llama's ``attention_bias`` would add one to the
     output projection too)."""
-    from safetensors.torch import save_file
-
     c: LLMConfig = model.config
     llama_like = (c.sliding_window is None and not c.sandwich_norm and not c.qk_norm and not c.embed_scale
                   and c.norm_offset == 0.0 and c.query_scale is None and c.final_softcap is None and c.vision is None
                   and c.moe is None and c.latent is None and not c.rope_interleaved)
     if not llama_like:
         raise ValueError("only Llama-architecture models export to a Llama folder (this config would change outputs)")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = dict(model.state_dict())
     if c.tie_embeddings:
         state.pop("lm_head.weight")
@@ -304,7 +299,4 @@ def to_hf(model, folder: str | Path) -> Path:
         "attention_bias": c.qkv_bias, "mlp_bias": False, "tie_word_embeddings": c.tie_embeddings,
         "hidden_act": c.act, "torch_dtype": "float32",
     }
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
-    tensors, _ = _dedupe(hf_state)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
+    return write_hf_folder(folder, hf_config, hf_state)
