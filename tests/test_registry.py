@@ -9,7 +9,16 @@ from tatlas.models import systems
 
 SYSTEMS = sorted(systems())
 PRESETS = [(s, p) for s in SYSTEMS for p in systems()[s].presets]
-TINY = [(s, p) for s, p in PRESETS if p.startswith("tiny")]  # every small preset runs the contract
+
+
+def _small(name: str, preset: str) -> bool:
+    """A ``tiny*`` preset of under 5M parameters (Whisper's released "tiny" has 39M: not a toy)."""
+    model = tatlas.create(name, preset, device="meta")
+    return preset.startswith("tiny") and sum(p.numel() for p in model.parameters()) < 5_000_000
+
+
+TINY = [(s, p) for s, p in PRESETS if p.startswith("tiny") and _small(s, p)]  # every small preset runs the contract
+FIRST_TINY = {s: p for s, p in reversed(TINY)}  # one small preset per system
 
 
 def _float_outputs(out):
@@ -73,7 +82,7 @@ def test_contract_save_load_round_trip(name, preset, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SYSTEMS)
 def test_contract_compiles(name):
-    model = tatlas.create(name, "tiny").eval()
+    model = tatlas.create(name, FIRST_TINY[name]).eval()
     sample = systems()[name].sample_input(model, torch.Generator().manual_seed(0))
     compiled = torch.compile(model)
     with torch.no_grad():

@@ -46,10 +46,18 @@ class TransformerBlock(nn.Module):
         input_pos: Tensor | None = None,
         context_mask: Tensor | None = None,
         cross_cache=None,
+        cross_weights: list[Tensor] | None = None,
     ) -> Tensor:
+        """``cross_weights``: a list that receives the cross-attention weights ``[*, H, T, S]`` (the
+        explicit-softmax path; Whisper's word alignment reads them)."""
         x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
         if self.cross_attn is not None:
-            x = x + self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache)
+            h = self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache,
+                                return_weights=cross_weights is not None)
+            if cross_weights is not None:
+                h, weights = h
+                cross_weights.append(weights)
+            x = x + h
         return x + self.mlp(self.mlp_norm(x))
 
 

@@ -1,0 +1,37 @@
+"""Registers the ``whisper`` system."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import System, register
+from .config import PRESETS, WhisperConfig
+from .convert import from_hf, from_openai
+from .model import Whisper
+
+
+def _sample(model: Whisper, gen: torch.Generator) -> dict:
+    c = model.config
+    mel = torch.randn(2, c.mels, c.n_frames, generator=gen)
+    tokens = torch.randint(0, c.vocab_size, (2, 6), generator=gen)
+    device = model.decoder.embed.weight.device
+    return {"tokens": tokens.to(device), "mel": mel.to(device)}
+
+
+SYSTEM = register(System(
+    name="whisper",
+    summary="Whisper: log-Mel encoder-decoder speech recognition, timestamps, long-form, real tiny.en weights",
+    config_cls=WhisperConfig,
+    model_cls=Whisper,
+    presets=PRESETS,
+    sample_input=_sample,
+    hf_model_types={"whisper": from_hf},
+    formats={"openai-whisper": from_openai},
+    diagram=(
+        "audio 16 kHz -> 30-s window -> log-Mel [mels, 3000]\n"
+        "  encoder: conv3 + GELU -> conv3/2 + GELU -> + sinusoids -> [ LN -> MHA -> + -> LN -> MLP(GELU) -> + ] x L -> LN\n"
+        "  decoder: [SOT, lang, task, (notimestamps)] tokens -> embed + learned positions ->\n"
+        "     [ LN -> causal MHA (KV cache) -> + -> LN -> cross-attn to audio (K/V once per window) -> + ->\n"
+        "       LN -> MLP -> + ] x L -> LN -> x @ embed^T -> next token (text, timestamps <|t.tt|>, <|endoftext|>)"
+    ),
+))
