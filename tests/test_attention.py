@@ -51,6 +51,26 @@ def test_sdpa_equals_softmax_twin_and_definition(heads, kv_heads, kind, gen):
     torch.testing.assert_close(weights.sum(-1), torch.ones(b, heads, t), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (4, 1)])
+@pytest.mark.parametrize("mask_shape", [None, (2, 1, 1, 7), (1, 7), (7,), (2, 4, 1, 7), (4, 1, 7)])
+@pytest.mark.parametrize("lead", [(2,), (3, 2)])
+def test_one_query_decode_path_equals_definition(heads, kv_heads, mask_shape, lead, gen):
+    """A single query under no_grad on the CPU takes the matrix-vector path of ``sdpa``."""
+    q = torch.randn(*lead, heads, 1, 8, generator=gen)
+    k = torch.randn(*lead, kv_heads, 7, 8, generator=gen)
+    v = torch.randn(*lead, kv_heads, 7, 8, generator=gen)
+    for kind in ("bool", "float"):
+        mask = None
+        if mask_shape is not None:
+            mask = torch.rand(mask_shape, generator=gen) > 0.4 if kind == "bool" else torch.randn(mask_shape, generator=gen)
+            if kind == "bool":
+                mask[..., 0] = True
+        with torch.no_grad():
+            fast = sdpa(q, k, v, attn_mask=mask)
+        ref = naive(q, k, v, mask if kind == "bool" else None, mask if kind == "float" else None)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_causal_mask_aligned_bottom_right():
     m = causal_mask(2, 5)
     assert m.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]

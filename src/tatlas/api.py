@@ -19,6 +19,7 @@ from .io import (
     save_checkpoint,
 )
 from .models.registry import System, get_system, system_of, systems
+from .io.ctranslate2 import read_ct2
 
 
 def _build(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> nn.Module:
@@ -84,6 +85,14 @@ def load(
             raise ValueError(f"unknown checkpoint format {format!r}; known formats: {known}")
         config, state = owners[0].formats[format](path)
         return _finish(owners[0], config, state, path, system, device, dtype)
+    if path.is_dir() and (path / "model.bin").is_file():  # a CTranslate2 folder (e.g. faster-whisper's)
+        spec = read_ct2(path).spec
+        for owner in systems().values():
+            if spec in owner.ct2_specs:
+                config, state = owner.ct2_specs[spec](path)
+                return _finish(owner, config, state, path, system, device, dtype)
+        known = sorted(t for s in systems().values() for t in s.ct2_specs)
+        raise CheckpointError(f"{path}: CTranslate2 model spec {spec!r} is not supported; supported: {known}")
     if path.is_dir() and (path / "config.json").is_file():
         hf = json.loads((path / "config.json").read_text())
         model_type = hf.get("model_type")

@@ -39,6 +39,7 @@ class System:
     sample_input: Callable[[nn.Module, torch.Generator], dict[str, Any]]
     hf_model_types: Mapping[str, Converter] = field(default_factory=dict)  # config.json model_type -> converter
     formats: Mapping[str, Converter] = field(default_factory=dict)  # named foreign formats
+    ct2_specs: Mapping[str, Converter] = field(default_factory=dict)  # CTranslate2 model.bin spec name -> converter
     diagram: str = ""  # shown by `tatlas explain`
     # (config, seed) -> the system's training task on embedded data
     train_task: Callable[[Any, int], TrainTask] | None = None

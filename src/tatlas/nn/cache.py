@@ -89,7 +89,8 @@ class CrossKVCache:
         return self.k is not None
 
     def store(self, k: Tensor, v: Tensor) -> None:
-        self.k, self.v = k, v
+        # contiguous once, so that every decode step's batched matmuls over them need no copy
+        self.k, self.v = k.contiguous(), v.contiguous()
 
     def reorder(self, index: Tensor) -> None:
         if self.k is not None:

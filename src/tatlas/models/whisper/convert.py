@@ -12,6 +12,7 @@ key bias; our fused self-attention projection gets a zero key-bias slice (see :m
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...io import CheckpointError, Fuse, KeyMap, Rename, load_torch_file, read_tensors, write_hf_folder
+from ...io import CheckpointError, Fuse, KeyMap, Rename, Split, load_torch_file, read_tensors, write_hf_folder
 from .config import WhisperConfig
 
 # Our block: attn_norm, attn.{qkv,out}, cross_norm, cross_attn.{q,k,v,out}, mlp_norm, mlp.{fc1,fc2}.
@@ -247,3 +248,72 @@ def to_openai(model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": dims, "model_state_dict": {k: v.detach().contiguous() for k, v in state.items()}}, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------- CTranslate2
+
+# CTranslate2's WhisperSpec names (faster-whisper's conversions): fused self-attention q/k/v
+# (``linear_0``, whose key-bias slice is zero), cross-attention q (``linear_0``) and fused k/v
+# (``linear_1``), LayerNorms as gamma/beta, no transposes.
+def _ct2_keymap() -> KeyMap:
+    def norm(src: str, dst: str) -> list[Rename]:
+        return [Rename(f"{src}/gamma", f"{dst}.weight"), Rename(f"{src}/beta", f"{dst}.bias")]
+
+    def linear(src: str, dst: str) -> list[Rename]:
+        return [Rename(f"{src}/weight", f"{dst}.weight"), Rename(f"{src}/bias", f"{dst}.bias")]
+
+    rules: list = [*linear("encoder/conv1", "encoder.conv1"), *linear("encoder/conv2", "encoder.conv2"),
+                   *norm("encoder/layer_norm", "encoder.norm"), *norm("decoder/layer_norm", "decoder.norm"),
+                   Rename("decoder/embeddings/weight", "decoder.embed.weight"),
+                   Rename("decoder/position_encodings/encodings", "decoder.positions.weight")]
+    for side in ("encoder", "decoder"):
+        src, dst = f"{side}/layer_{{i}}", f"{side}.layers.{{i}}"
+        rules += [*norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_norm"),
+                  *linear(f"{src}/self_attention/linear_0", f"{dst}.attn.qkv"),
+                  *linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out"),
+                  *norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_norm"),
+                  *linear(f"{src}/ffn/linear_0", f"{dst}.mlp.fc1"), *linear(f"{src}/ffn/linear_1", f"{dst}.mlp.fc2")]
+    src, dst = "decoder/layer_{i}/attention", "decoder.layers.{i}.cross_attn"
+    rules += [*norm(f"{src}/layer_norm", "decoder.layers.{i}.cross_norm"), *linear(f"{src}/linear_0", f"{dst}.q"),
+              *linear(f"{src}/linear_2", f"{dst}.out"),
+              Split(f"{src}/linear_1/weight", (f"{dst}.k.weight", f"{dst}.v.weight")),
+              Split(f"{src}/linear_1/bias", (f"{dst}.k.bias", f"{dst}.v.bias"))]
+    return KeyMap(rules=tuple(rules), ignore=("encoder/position_encodings/encodings", "decoder/projection/weight"))
+
+
+CT2_WHISPER = _ct2_keymap()
+
+
+def from_ct2(path: Path) -> tuple[WhisperConfig, dict[str, Tensor]]:
+    """A CTranslate2 Whisper folder (``model.bin`` of spec ``WhisperSpec``; float32, float16,
+    bfloat16 or int8 weights, dequantised to float32) -> (config, state dict)."""
+    from ...io.ctranslate2 import dequantize, read_ct2
+
+    ct2 = read_ct2(path)
+    if ct2.spec != "WhisperSpec":
+        raise CheckpointError(f"{ct2.path}: a CTranslate2 {ct2.spec!r} model, not a Whisper model (WhisperSpec)")
+    tensors = dequantize(ct2.tensors)
+    scalars = {k: v for k, v in tensors.items() if v.dim() == 0}
+    state = {k: v for k, v in tensors.items() if v.dim() > 0}
+    layers = {side: len({k.split("/")[1] for k in state if re.match(rf"{side}/layer_\d+/", k)})
+              for side in ("encoder", "decoder")}
+    try:
+        conv1, enc_pos = state["encoder/conv1/weight"], state["encoder/position_encodings/encodings"]
+        embed, dec_pos = state["decoder/embeddings/weight"], state["decoder/position_encodings/encodings"]
+        heads = {side: int(scalars[f"{side}/num_heads"]) for side in ("encoder", "decoder")}
+    except KeyError as e:
+        raise CheckpointError(f"{ct2.path}: missing Whisper variable {e.args[0]!r}") from None
+    cfg = ct2.config or {}
+    config = WhisperConfig(
+        mels=conv1.shape[1], audio_ctx=enc_pos.shape[0], audio_dim=conv1.shape[0], audio_heads=heads["encoder"],
+        audio_layers=layers["encoder"], vocab_size=embed.shape[0], text_ctx=dec_pos.shape[0], text_dim=embed.shape[1],
+        text_heads=heads["decoder"], text_layers=layers["decoder"],
+        alignment_heads=tuple(tuple(h) for h in cfg["alignment_heads"]) if cfg.get("alignment_heads") else None,
+    )
+    _check_positions(state, "encoder/position_encodings/encodings", config)
+    out = CT2_WHISPER.convert(state)
+    for i in range(config.text_layers):
+        k_bias = out.pop(f"decoder.layers.{i}.cross_attn.k.bias")
+        if k_bias.abs().max() > 0:  # cannot change attention (see model.py), but our layer has no slot for it
+            raise CheckpointError(f"{ct2.path}: decoder layer {i} has a non-zero cross-attention key bias")
+    return config, out

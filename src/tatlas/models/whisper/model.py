@@ -109,7 +109,7 @@ class TextDecoder(nn.Module):
                 cross_weights=cross_weights,
             )
         x = self.norm(x[:, -1:] if last_only else x)
-        return x @ self.embed.weight.to(x.dtype).T  # output tied to the token embedding
+        return F.linear(x, self.embed.weight.to(x.dtype))  # output tied to the token embedding
 
 
 class Whisper(CachedDecoderMixin, nn.Module):

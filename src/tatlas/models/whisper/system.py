@@ -6,7 +6,7 @@ import torch
 
 from ..registry import System, register
 from .config import PRESETS, WhisperConfig
-from .convert import from_hf, from_openai
+from .convert import from_ct2, from_hf, from_openai
 from .model import Whisper
 
 
@@ -26,7 +26,8 @@ SYSTEM = register(System(
     presets=PRESETS,
     sample_input=_sample,
     hf_model_types={"whisper": from_hf},
-    formats={"openai-whisper": from_openai},
+    formats={"openai-whisper": from_openai, "ctranslate2": from_ct2},
+    ct2_specs={"WhisperSpec": from_ct2},
     diagram=(
         "audio 16 kHz -> 30-s window -> log-Mel [mels, 3000]\n"
         "  encoder: conv3 + GELU -> conv3/2 + GELU -> + sinusoids -> [ LN -> MHA -> + -> LN -> MLP(GELU) -> + ] x L -> LN\n"
