@@ -682,6 +682,8 @@ def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     cost Whisper tiny.en whole words on espeak-ng speech.)"""
     import soxr
 
+    if orig_rate <= 0 or new_rate <= 0:
+        raise ValueError(f"sample rates: expected positive, got {orig_rate} -> {new_rate}")
     x = np.asarray(x, dtype=np.float32)
     if orig_rate == new_rate or len(x) == 0:
         return x.copy()
