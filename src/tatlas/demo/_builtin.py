@@ -3,3 +3,4 @@ from . import llm as _llm  # noqa: F401
 from . import moe as _moe  # noqa: F401
 from . import imagegpt as _imagegpt  # noqa: F401
 from . import clip as _clip  # noqa: F401
+from . import decision_transformer as _decision_transformer  # noqa: F401
