@@ -417,5 +417,5 @@ def test_demo_quick(tmp_path):
     assert result.system == "decision_transformer" and np.isfinite(result.value)
     assert 0 < result.baseline_value < result.details["data_best"] <= 500
     assert (tmp_path / "target_vs_achieved.png").stat().st_size > 0
-    assert load_dataset(tmp_path / "cartpole.npz").env_id == "CartPole-v1"
+    assert load_dataset(tmp_path / "cartpole-mixed-v0").env_id == "CartPole-v1"
     assert tatlas.load(tmp_path / "run" / "model.safetensors").return_scale.item() == result.details["data_best"]

@@ -57,10 +57,30 @@ def test_collect_train_evaluate(tmp_path):
            "does not fit CartPole-v1", "state_dim is 3")
 
 
+def test_collect_a_minari_dataset_of_the_sparse_environment_and_train_on_it(tmp_path):
+    folder = tmp_path / "mountaincar-sparse-v0"
+    out = _ok(["dt", "collect", "MountainCarSparse-v0", "--episodes", "3", "--mix", "random=1,expert=2", "--out", str(folder)])
+    assert "3 episodes" in out and "best 1.0, worst 0.0" in out and f"wrote {folder}" in out
+    assert (folder / "data" / "main_data.hdf5").is_file() and (folder / "data" / "metadata.json").is_file()
+    assert "MountainCarSparse-v0: 3 episodes" in _ok(["dt", "info", str(folder / "data")])
+    run = tmp_path / "run"
+    out = _ok(["dt", "train", str(folder), "--out", str(run), "--preset", "tiny-discrete", "--steps", "2",
+               "--batch-size", "4", "--context", "3", "--eval-episodes", "1", "--no-progress"])
+    assert "trained to step 2" in out and "target_return 1" in out
+    named = tmp_path / "elsewhere"
+    _ok(["dt", "collect", "CartPole-v1", "--episodes", "1", "--mix", "random=1", "--out", str(named),
+         "--dataset-id", "tatlas/cartpole-random-v3"])
+    assert '"dataset_id": "tatlas/cartpole-random-v3"' in (named / "data" / "metadata.json").read_text()
+
+
 def test_errors_are_one_line(tmp_path):
     _error(["dt", "collect", "Nope-v9", "--out", str(tmp_path / "x.npz")], "no scripted policies for 'Nope-v9'")
     _error(["dt", "collect", "CartPole-v1", "--out", str(tmp_path / "x.npz"), "--mix", "lucky=1"], "unknown policies")
-    _error(["dt", "collect", "CartPole-v1", "--out", str(tmp_path / "x.txt")], "expected a file name ending in .npz")
+    _error(["dt", "collect", "CartPole-v1", "--out", str(tmp_path / "x.txt")], "expected a file name ending in .npz",
+           "or a Minari dataset folder named NAME-v<VERSION>")
+    _error(["dt", "collect", "CartPole-v1", "--out", str(tmp_path / "d"), "--dataset-id", "no version"],
+           "dataset_id: expected Minari's (NAMESPACE/)NAME-v<VERSION>")
+    assert not (tmp_path / "d").exists()
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
     _error(["dt", "train", str(empty), "--out", str(tmp_path / "run")], "the file is empty")

@@ -1,6 +1,7 @@
 """``tatlas dt``: Decision Transformer from offline data: collect episodes of a gymnasium environment
-with policies of mixed quality, train on them, and evaluate asked for target returns. Thin:
-arguments -> one call into :mod:`tatlas.demo.decision_transformer` (imported when a command runs)."""
+with policies of mixed quality (saved as .npz or as a Minari dataset), train on them, and evaluate
+asked for target returns. Thin: arguments -> calls into :mod:`tatlas.data.offline_rl` and
+:mod:`tatlas.demo.decision_transformer` (imported when a command runs)."""
 
 from __future__ import annotations
 
@@ -31,18 +32,23 @@ def _targets(text: str) -> list[float]:
 
 @app.command("collect")
 def collect_cmd(
-    env: str = typer.Argument(..., help="a gymnasium environment: CartPole-v1, Pendulum-v1 or MountainCar-v0"),
-    out: Path = typer.Option(..., "--out", help="the dataset file to write (.npz, Minari's per-episode fields)"),
+    env: str = typer.Argument(..., help="a gymnasium environment: CartPole-v1, Pendulum-v1, MountainCar-v0 or "
+                                        "MountainCarSparse-v0 (reward 1 at the flag, else 0)"),
+    out: Path = typer.Option(..., "--out", help="where to write: a .npz file, or a Minari dataset folder named "
+                                                "NAME-v<VERSION> (data/main_data.hdf5 + data/metadata.json)"),
+    dataset_id: str = typer.Option(None, "--dataset-id", help="the Minari dataset id, (NAMESPACE/)NAME-v<VERSION> "
+                                                              "(default: the --out folder's name)"),
     episodes: int = typer.Option(200, help="episodes to roll out"),
     mix: str = typer.Option(_MIX, help="policy weights: random, scripted, expert, noisy (expert + random actions)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Roll out episodes of ENV with policies of mixed quality and save them as an offline dataset."""
-    from tatlas.data.offline_rl import describe
-    from tatlas.demo.decision_transformer import collect_dataset
+    from tatlas.data.offline_rl import collect, dataset_layout, describe
 
     try:
-        path, data = collect_dataset(env, out, episodes=episodes, mix=mix, seed=seed)
+        dataset_layout(out, dataset_id)  # a bad --out fails before the rollouts
+        data = collect(env, episodes=episodes, mix=mix, seed=seed)
+        path = data.save(out, dataset_id=dataset_id)
     except (ValueError, OSError) as e:
         _fail(str(e))
     typer.echo(describe(data))
@@ -50,7 +56,8 @@ def collect_cmd(
 
 
 @app.command("info")
-def info_cmd(dataset: Path = typer.Argument(..., help="an offline dataset (.npz, folder of .npy, or D4RL arrays)")) -> None:
+def info_cmd(dataset: Path = typer.Argument(..., help="an offline dataset: .npz, a Minari dataset folder, a folder "
+                                                     "of .npy, or D4RL arrays")) -> None:
     """Describe an offline dataset: episodes, steps, returns per policy."""
     from tatlas.data.offline_rl import describe, load_dataset
 
@@ -66,7 +73,8 @@ def info_cmd(dataset: Path = typer.Argument(..., help="an offline dataset (.npz,
 
 @app.command("train")
 def train_cmd(
-    dataset: Path = typer.Argument(..., help="an offline dataset (from `tatlas dt collect`, or in its layout)"),
+    dataset: Path = typer.Argument(..., help="an offline dataset (from `tatlas dt collect`, a Minari dataset folder, "
+                                             "or in their layouts)"),
     out: Path = typer.Option(..., "--out", help="run folder: metrics.jsonl, metrics.png, model.safetensors"),
     preset: str = typer.Option("tiny", help="model preset; its state/action sizes come from the data"),
     steps: int = typer.Option(1000),

@@ -2,18 +2,24 @@
 Transformer, Chen et al. 2021, §4-5, made here instead of downloaded from D4RL).
 
 - Environments: gymnasium's classic control ``CartPole-v1`` (discrete, dense reward),
-  ``Pendulum-v1`` (continuous, dense) and ``MountainCar-v0`` (discrete, sparse: nothing but a
-  -1 time penalty until the car reaches the flag).
+  ``Pendulum-v1`` (continuous, dense), ``MountainCar-v0`` (discrete: nothing but a -1 time penalty
+  until the car reaches the flag) and our ``MountainCarSparse-v0`` (the same car, sparse reward: 1
+  on the step that reaches the flag, 0 on every other; registered with gymnasium when first made).
 - Policies of mixed quality (:data:`POLICIES`): ``random``; ``scripted``, a simple hand-written rule
   of middling quality; ``expert``, a good controller; ``noisy``, the expert taking a random action
   with a probability drawn per episode from U(0, 1), which spreads the returns between the two.
 - Layout (:class:`OfflineDataset`): Minari's per-episode fields, ``observations [T + 1, S]``,
   ``actions [T]`` (discrete) or ``[T, A]``, ``rewards [T]``, ``terminations [T]``, ``truncations [T]``,
-  saved as one ``.npz`` whose members are ``episode_<i>/<field>`` plus a ``metadata`` JSON string (the
-  environment, the action space, and each episode's policy). :func:`load_dataset` also reads a
-  folder of ``episode_<i>/<field>.npy`` files and D4RL's flat arrays (``observations``, ``actions``,
+  saved either as one ``.npz`` whose members are ``episode_<i>/<field>`` plus a ``metadata`` JSON
+  string (the environment, the action space, and each episode's policy), or as a Minari dataset
+  folder (Minari 0.5's HDF5 storage: ``<dataset>/data/main_data.hdf5`` with a group ``episode_<i>``
+  of those fields per episode, and ``<dataset>/data/metadata.json``), which ``minari.load_dataset``
+  opens. :func:`load_dataset` reads both, Minari folders written by Minari itself (a ``Dict`` or
+  ``Tuple`` observation is flattened, its parts concatenated in key order), a folder of
+  ``episode_<i>/<field>.npy`` files, and D4RL's flat arrays (``observations``, ``actions``,
   ``rewards``, ``terminals``/``terminations``, ``timeouts``/``truncations``, optionally
-  ``next_observations``), and names the field of any malformed one.
+  ``next_observations``; in an ``.npz`` or D4RL's ``.hdf5``), and names the episode and field of any
+  malformed one.
 - Training windows (:class:`TrajectoryWindows`): ``K`` consecutive steps starting anywhere in the
   data (episodes weighted by length, as in the paper's code), with the undiscounted returns-to-go
   ``R̂_t = Σ_{t'≥t} r_t'`` (:func:`returns_to_go`), padded on the right (so causal attention never
@@ -22,6 +28,7 @@ Transformer, Chen et al. 2021, §4-5, made here instead of downloaded from D4RL)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -35,11 +42,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-ENVIRONMENTS: tuple[str, ...] = ("CartPole-v1", "Pendulum-v1", "MountainCar-v0")
+ENVIRONMENTS: tuple[str, ...] = ("CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarSparse-v0")
 POLICIES: tuple[str, ...] = ("random", "scripted", "expert", "noisy")
 FIELDS: tuple[str, ...] = ("observations", "actions", "rewards", "terminations", "truncations")
 FORMAT = "tatlas.offline_rl"
 FORMAT_VERSION = 1
+MINARI_VERSION = "0.5.4"  # the Minari layout written (one of ``minari.supported_dataset_versions``)
+MINARI_FILE = "main_data.hdf5"
+# Minari's dataset ids: ``(namespace/)name-v<version>``; a folder saved as Minari is named ``name-v<version>``
+_MINARI_ID = re.compile(r"(?:[-\w][-\w/]*[-\w]/)?[-\w]+?-v\d+\Z")
+_MINARI_NAME = re.compile(r"[-\w]+?-v\d+\Z")
 
 
 class DatasetError(ValueError):
@@ -177,11 +189,14 @@ class OfflineDataset:
             "episode_policies": [e.policy for e in self.episodes], **self.info,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write one ``.npz`` (``episode_<i>/<field>`` members and a ``metadata`` JSON string)."""
+    def save(self, path: str | Path, *, dataset_id: str | None = None) -> Path:
+        """Write the dataset where :func:`dataset_layout` says: one ``.npz`` (``episode_<i>/<field>``
+        members and a ``metadata`` JSON string), or a Minari dataset folder ``path/data/`` holding
+        ``main_data.hdf5`` and ``metadata.json`` (:func:`save_minari`; ``dataset_id`` defaults to the
+        folder's name). Returns the file or folder written."""
         path = Path(path)
-        if path.suffix != ".npz":
-            raise ValueError(f"{path}: expected a file name ending in .npz")
+        if dataset_layout(path, dataset_id) == "minari":
+            return save_minari(self, path, dataset_id or path.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(self.metadata()))}
         for i, e in enumerate(self.episodes):
@@ -192,6 +207,106 @@ class OfflineDataset:
             np.savez_compressed(f, **arrays)
         tmp.replace(path)
         return path
+
+
+def dataset_layout(path: str | Path, dataset_id: str | None = None) -> str:
+    """How :meth:`OfflineDataset.save` writes ``path``: ``"npz"`` for a name ending in ``.npz``,
+    ``"minari"`` for a folder named like a Minari dataset (``NAME-v<VERSION>``, e.g.
+    ``cartpole-mixed-v0``) or when a ``dataset_id`` (``(namespace/)NAME-v<VERSION>``) is given.
+    Anything else is a ``ValueError``: a bad path fails before any episode is rolled out."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if dataset_id is not None:
+            raise ValueError(f"dataset_id: only a Minari dataset folder has one, {path} is an .npz file")
+        return "npz"
+    if dataset_id is not None:
+        if not _MINARI_ID.match(dataset_id):
+            raise ValueError(f"dataset_id: expected Minari's (NAMESPACE/)NAME-v<VERSION>, e.g. "
+                             f"'tatlas/cartpole-mixed-v0', got {dataset_id!r}")
+        return "minari"
+    if _MINARI_NAME.match(path.name):
+        return "minari"
+    raise ValueError(f"{path}: expected a file name ending in .npz or a Minari dataset folder named "
+                     f"NAME-v<VERSION> (e.g. cartpole-mixed-v0)")
+
+
+# ---------------------------------------------------------------------- Minari's HDF5 layout
+
+
+def _minari_action_space(space: ActionSpace) -> dict[str, Any]:
+    """``space`` as ``minari.serialization.serialize_space`` writes gymnasium's Discrete and Box."""
+    if space.discrete:
+        return {"type": "Discrete", "dtype": "int64", "start": 0, "n": space.n}
+    return {"type": "Box", "dtype": "float32", "shape": [space.dim], "low": list(space.low), "high": list(space.high)}
+
+
+def _minari_env_facts(env_id: str | None, state_dim: int) -> tuple[dict[str, Any], str | None]:
+    """The serialised observation space (the environment's, when it is a Box of ``state_dim``;
+    else an unbounded float32 Box) and the environment's ``EnvSpec`` JSON (``None`` if unknown)."""
+    import gymnasium as gym
+
+    obs: dict[str, Any] = {"type": "Box", "dtype": "float32", "shape": [state_dim],
+                           "low": [-math.inf] * state_dim, "high": [math.inf] * state_dim}
+    if env_id is None:
+        return obs, None
+    try:
+        env = make_env(env_id)
+    except ValueError:
+        return obs, None
+    try:
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Box) and space.shape == (state_dim,):
+            obs = {"type": "Box", "dtype": str(space.dtype), "shape": [state_dim], "low": space.low.tolist(),
+                   "high": space.high.tolist()}
+        try:
+            spec = env.spec.to_json() if env.spec is not None else None
+        except (TypeError, ValueError):  # kwargs that JSON cannot hold: Minari too saves no spec then
+            spec = None
+        return obs, spec
+    finally:
+        env.close()
+
+
+def save_minari(data: OfflineDataset, path: str | Path, dataset_id: str) -> Path:
+    """Write ``data`` as a Minari dataset folder (Minari 0.5's HDF5 storage): ``path/data/main_data.hdf5``
+    with a group ``episode_<i>`` per episode (the five fields; attributes ``id``, ``total_steps`` and
+    ``policy``) and ``path/data/metadata.json`` (``dataset_id``, ``minari_version``, ``data_format``,
+    the serialised spaces, the environment's ``env_spec``, and our own metadata under ``"tatlas"``).
+    With ``path = $MINARI_DATASETS_PATH/<dataset_id>``, ``minari.load_dataset(dataset_id)`` opens it.
+    Existing files are replaced (each written to a temporary name first)."""
+    import h5py
+
+    path = Path(path)
+    if not _MINARI_ID.match(dataset_id):
+        raise ValueError(f"dataset_id: expected Minari's (NAMESPACE/)NAME-v<VERSION>, got {dataset_id!r}")
+    folder = path / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (MINARI_FILE + ".tmp")
+    with h5py.File(tmp, "w", track_order=True) as f:
+        for i, e in enumerate(data.episodes):
+            group = f.create_group(f"episode_{i}")
+            group.attrs["id"] = i
+            group.attrs["total_steps"] = len(e)
+            if e.policy:
+                group.attrs["policy"] = e.policy
+            for name in FIELDS:
+                group.create_dataset(name, data=getattr(e, name))
+    tmp.replace(folder / MINARI_FILE)
+    obs_space, env_spec = _minari_env_facts(data.env_id, data.state_dim)
+    meta: dict[str, Any] = {
+        "dataset_id": dataset_id, "minari_version": MINARI_VERSION, "data_format": "hdf5", "jpeg_encoding": False,
+        "total_episodes": len(data.episodes), "total_steps": data.total_steps,
+        "dataset_size": round((folder / MINARI_FILE).stat().st_size / 1e6, 1),
+        "observation_space": json.dumps(obs_space), "action_space": json.dumps(_minari_action_space(data.action_space)),
+        "algorithm_name": "tatlas.data.offline_rl.collect" if "policy_mix" in data.info else "tatlas",
+        "description": describe(data), "tatlas": data.metadata(),
+    }
+    if env_spec is not None:
+        meta["env_spec"] = env_spec
+    tmp = folder / "metadata.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(folder / "metadata.json")
+    return path
 
 
 # ---------------------------------------------------------------------- loading and validation
@@ -295,13 +410,18 @@ _EPISODE = re.compile(r"episode_(\d+)/(\w+)\Z")
 
 
 def load_dataset(path: str | Path) -> OfflineDataset:
-    """Read a dataset saved by :meth:`OfflineDataset.save`, a folder of ``episode_<i>/<field>.npy``
-    (with an optional ``metadata.json``), or D4RL's flat arrays in an ``.npz``. Errors name the field."""
+    """Read a dataset saved by :meth:`OfflineDataset.save`: an ``.npz``, or a Minari dataset (its
+    folder, the folder's ``data/``, or ``main_data.hdf5``; written by tatlas or by Minari); a folder
+    of ``episode_<i>/<field>.npy`` (with an optional ``metadata.json``), or D4RL's flat arrays in an
+    ``.npz`` or an ``.hdf5`` file. Errors name the file, the episode and the field."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     if path.is_file() and path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty")
+    minari = _minari_location(path)
+    if minari is not None:
+        return _load_minari(*minari)
     members = _Members(path)
     try:
         meta: dict[str, Any] = {}
@@ -344,34 +464,222 @@ def _space_from_meta(path: Path, meta: Mapping[str, Any]) -> ActionSpace | None:
         raise DatasetError(f"{path}: field 'metadata.action_space' is malformed ({e})") from None
 
 
-def _load_episodes(path: Path, members: _Members, found: dict[int, dict[str, str]], meta: Mapping[str, Any]) -> OfflineDataset:
-    indices = sorted(found)
+def _check_numbering(path: Path, indices: list[int]) -> None:
     if indices != list(range(len(indices))):
         gap = next(i for i, j in enumerate(indices) if i != j)
         raise DatasetError(f"{path}: episodes are not numbered 0..{len(indices) - 1}: 'episode_{gap}' is missing")
-    space = _space_from_meta(path, meta)
-    policies = list(meta.get("episode_policies") or [])
-    raw = []
-    for i in indices:
-        names = found[i]
-        raw.append({k: members.get(names[k]) for k in FIELDS if k in names})
-        missing = [f for f in FIELDS if f not in names]
+
+
+def _assemble(entries: list[tuple[str, dict[str, np.ndarray], str]], space: ActionSpace | None,
+              env_id: str | None, info: dict[str, Any]) -> OfflineDataset:
+    """Episodes from ``(where, fields, policy)``: every field present, the action space inferred
+    from the actions when not known, each episode validated (:func:`_check_episode`)."""
+    for where, arrays, _ in entries:
+        missing = [f for f in FIELDS if f not in arrays]
         if missing:
-            raise DatasetError(f"{path}: episode_{i}: missing field {missing[0]!r} (an episode has {', '.join(FIELDS)})")
+            raise DatasetError(f"{where}: missing field {missing[0]!r} (an episode has {', '.join(FIELDS)})")
     if space is None:
-        space = _infer_space([r["actions"] for r in raw], f"{path}: episode_0")
+        space = _infer_space([arrays["actions"] for _, arrays, _ in entries], entries[0][0])
     state_dim = None
     episodes = []
-    for i, arrays in zip(indices, raw, strict=True):
-        policy = str(policies[i]) if i < len(policies) else ""
-        ep = _check_episode(f"{path}: episode_{i}", arrays, space, state_dim, policy)
+    for where, arrays, policy in entries:
+        ep = _check_episode(where, arrays, space, state_dim, policy)
         state_dim = ep.observations.shape[1]
         episodes.append(ep)
+    return OfflineDataset(episodes, space, env_id, info)
+
+
+def _load_episodes(path: Path, members: _Members, found: dict[int, dict[str, str]], meta: Mapping[str, Any]) -> OfflineDataset:
+    indices = sorted(found)
+    _check_numbering(path, indices)
+    space = _space_from_meta(path, meta)
+    policies = list(meta.get("episode_policies") or [])
+    entries = []
+    for i in indices:
+        names = found[i]
+        arrays = {k: members.get(names[k]) for k in FIELDS if k in names}
+        entries.append((f"{path}: episode_{i}", arrays, str(policies[i]) if i < len(policies) else ""))
     info = {k: v for k, v in meta.items() if k in ("policy_mix", "seed", "noise")}
-    return OfflineDataset(episodes, space, meta.get("env_id"), info)
+    return _assemble(entries, space, meta.get("env_id"), info)
 
 
-def _load_flat(path: Path, members: _Members, meta: Mapping[str, Any]) -> OfflineDataset:
+def _minari_location(path: Path) -> tuple[Path, Path] | None:
+    """``(data folder, main_data.hdf5)`` when ``path`` is a Minari dataset folder, its ``data/``
+    folder, or an ``.hdf5`` file; ``None`` for anything else."""
+    if path.is_file():
+        return (path.parent, path) if path.suffix in (".hdf5", ".h5") else None
+    for folder in (path, path / "data"):
+        if (folder / MINARI_FILE).is_file():
+            return folder, folder / MINARI_FILE
+        try:  # Minari's metadata without its HDF5 file: another storage, or a broken copy
+            if "data_format" in json.loads((folder / "metadata.json").read_text()):
+                return folder, folder / MINARI_FILE
+        except (OSError, ValueError, TypeError):
+            pass
+    return None
+
+
+def _minari_action_space_of(where: str, meta: Mapping[str, Any]) -> ActionSpace | None:
+    """The action space of Minari's metadata (a JSON string of ``serialize_space``); ``None`` when
+    absent or a Box with unbounded dims (then it comes from the environment or the data)."""
+    if "action_space" not in meta:
+        return None
+    try:
+        d = json.loads(meta["action_space"]) if isinstance(meta["action_space"], str) else dict(meta["action_space"])
+        kind = d["type"]
+        if kind == "Discrete":
+            if int(d.get("start", 0)) != 0:
+                raise DatasetError(f"{where}: field 'action_space' is Discrete(n={d['n']}, start={d['start']}); "
+                                   f"tatlas reads discrete actions numbered from 0")
+            return ActionSpace(discrete=True, n=int(d["n"]))
+        if kind == "Box":
+            if len(d["shape"]) != 1:
+                raise DatasetError(f"{where}: field 'action_space' is a Box of shape {d['shape']}; tatlas reads 1-D boxes")
+            low = np.broadcast_to(np.asarray(d["low"], np.float64), d["shape"])
+            high = np.broadcast_to(np.asarray(d["high"], np.float64), d["shape"])
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                return None
+            return ActionSpace(discrete=False, low=tuple(map(float, low)), high=tuple(map(float, high)))
+    except DatasetError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: field 'action_space' is malformed ({e})") from None
+    raise DatasetError(f"{where}: field 'action_space' is a {kind} space; tatlas reads Discrete and 1-D Box actions")
+
+
+def _minari_env_id(where: str, meta: Mapping[str, Any]) -> str | None:
+    spec = meta.get("env_spec")
+    if spec is None:
+        return None
+    try:
+        env_id = (json.loads(spec) if isinstance(spec, str) else spec)["id"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: field 'env_spec' is malformed ({e})") from None
+    return str(env_id)
+
+
+def _read_h5(node: Any, where: str, name: str) -> np.ndarray:
+    """One field of an episode group: a dataset, or (observations only) a group of a Dict or Tuple
+    space, flattened: its leaves ``[T + 1, *]`` concatenated in key order (a Tuple's ``_index_<i>``
+    in index order)."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):
+        return node[()]
+    if name != "observations":
+        raise DatasetError(f"{where}: field {name!r} is a group ({', '.join(node)}) of a Dict or Tuple space; "
+                           f"tatlas reads {name} as one array")
+    leaves: list[tuple[str, np.ndarray]] = []
+
+    def walk(group: Any, prefix: str) -> None:
+        keys = sorted(group, key=lambda k: (0, int(k[7:]), k) if re.fullmatch(r"_index_\d+", k) else (1, 0, k))
+        for key in keys:
+            child = group[key]
+            if isinstance(child, h5py.Group):
+                walk(child, f"{prefix}/{key}")
+            else:
+                leaves.append((f"{prefix}/{key}", child[()]))
+
+    walk(node, name)
+    if not leaves:
+        raise DatasetError(f"{where}: field {name!r} is an empty group")
+    rows = len(leaves[0][1]) if np.ndim(leaves[0][1]) else 0
+    parts = []
+    for field_name, value in leaves:
+        if np.ndim(value) == 0 or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise DatasetError(f"{where}: field {field_name!r} must be a numeric array [T + 1, ...], got "
+                               f"{value.dtype} {list(np.shape(value))}")
+        if len(value) != rows:
+            raise DatasetError(f"{where}: field {field_name!r} has {len(value)} rows, {leaves[0][0]!r} {rows}")
+        parts.append(value.reshape(rows, -1).astype(np.float64))
+    return np.concatenate(parts, axis=1)
+
+
+class _H5Arrays:
+    """The top-level arrays of an open HDF5 file by name, as :class:`_Members` gives them (D4RL's
+    files hold ``observations``, ``actions``, ``rewards``, ``terminals``, ``timeouts`` there)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.names = [k for k in f if hasattr(f[k], "shape")]
+
+    def get(self, name: str) -> np.ndarray:
+        return self.f[name][()]
+
+
+def _load_minari(folder: Path, file: Path) -> OfflineDataset:
+    """A Minari dataset in HDF5 storage: ``metadata.json`` (optional here) and ``main_data.hdf5``;
+    or an HDF5 file of D4RL's flat arrays (:func:`_load_flat`)."""
+    import h5py
+
+    meta_path = folder / "metadata.json"
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as e:
+            raise DatasetError(f"{meta_path}: not JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{meta_path}: expected a JSON object")
+    fmt = meta.get("data_format", "hdf5")
+    if fmt != "hdf5":
+        raise DatasetError(f"{meta_path}: field 'data_format' is {fmt!r}; tatlas reads Minari's 'hdf5' storage")
+    if not file.is_file():
+        raise DatasetError(f"{folder}: no {MINARI_FILE} (Minari's HDF5 storage)")
+    if file.stat().st_size == 0:
+        raise DatasetError(f"{file}: the file is empty")
+    own = meta.get("tatlas") if isinstance(meta.get("tatlas"), dict) else {}
+    space = _space_from_meta(meta_path, own) or _minari_action_space_of(str(meta_path), meta)
+    env_id = own.get("env_id") or _minari_env_id(str(meta_path), meta)
+    policies = list(own.get("episode_policies") or [])
+    try:
+        f = h5py.File(file, "r")
+    except OSError as e:
+        raise DatasetError(f"{file}: not a readable HDF5 file ({e})") from None
+    with f:
+        if "rewards" in f and not isinstance(f["rewards"], h5py.Group):  # D4RL's own HDF5 file: flat arrays
+            return _load_flat(file, _H5Arrays(f), meta)
+        index: dict[int, str] = {}
+        for name in f:
+            m = re.fullmatch(r"episode_(\d+)", name)
+            if m is None:
+                raise DatasetError(f"{file}: unexpected entry {name!r} (Minari's file holds only 'episode_<i>' groups)")
+            index[int(m.group(1))] = name
+        if not index:
+            raise DatasetError(f"{file}: no episodes (Minari's file holds 'episode_<i>' groups)")
+        _check_numbering(file, sorted(index))
+        total = meta.get("total_episodes")
+        if total is not None and total != len(index):
+            raise DatasetError(f"{meta_path}: field 'total_episodes' is {total}, {file.name} holds {len(index)} episodes")
+        entries = []
+        for i in sorted(index):
+            where, group = f"{file}: episode_{i}", f[index[i]]
+            if not isinstance(group, h5py.Group):
+                raise DatasetError(f"{where}: expected a group of fields, got a dataset")
+            arrays = {k: _read_h5(group[k], where, k) for k in FIELDS if k in group}
+            steps, rewards = group.attrs.get("total_steps"), arrays.get("rewards")
+            if steps is not None and rewards is not None and np.ndim(rewards) == 1 and int(steps) != len(rewards):
+                raise DatasetError(f"{where}: attribute 'total_steps' is {int(steps)}, field 'rewards' has "
+                                   f"{len(rewards)} steps")
+            policy = group.attrs.get("policy", policies[i] if i < len(policies) else "")
+            entries.append((where, arrays, policy.decode() if isinstance(policy, bytes) else str(policy)))
+    if space is None and env_id is not None:  # Minari's fallback too: the spaces of the environment
+        try:
+            env = make_env(env_id)
+        except ValueError:
+            env = None
+        if env is not None:
+            try:
+                space = ActionSpace.of_env(env)
+            except ValueError:
+                space = None
+            finally:
+                env.close()
+    info = {k: v for k, v in own.items() if k in ("policy_mix", "seed", "noise")}
+    return _assemble(entries, space, env_id, info)
+
+
+def _load_flat(path: Path, members: _Members | _H5Arrays, meta: Mapping[str, Any]) -> OfflineDataset:
     """D4RL's flat arrays: one row per step; an episode ends where ``terminals``/``terminations``
     or ``timeouts``/``truncations`` is set (and at the end of the arrays, as a truncation). The final
     observation comes from ``next_observations`` when present, else the last one is repeated."""
@@ -420,10 +728,42 @@ def _load_flat(path: Path, members: _Members, meta: Mapping[str, Any]) -> Offlin
 # ---------------------------------------------------------------------- environments and policies
 
 
+@functools.cache
+def _mountain_car_sparse() -> type:
+    """``MountainCarSparseEnv``, made on first use (gymnasium is imported lazily): gymnasium's
+    ``MountainCarEnv`` paying 1 on the step that reaches the flag (its only termination) and 0 on
+    every other step. A subclass, not a wrapper, so that the environment's ``EnvSpec`` (saved in
+    Minari's metadata) makes the same environment again."""
+    from gymnasium.envs.classic_control.mountain_car import MountainCarEnv
+
+    class MountainCarSparseEnv(MountainCarEnv):
+        def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+            obs, _, terminated, truncated, info = super().step(action)
+            return obs, 1.0 if terminated else 0.0, terminated, truncated, info
+
+    return MountainCarSparseEnv
+
+
+def sparse_mountain_car(**kwargs: Any) -> Any:
+    """The entry point of ``MountainCarSparse-v0``: the dynamics, observations and 200-step limit of
+    ``MountainCar-v0``, rewarded 1 on reaching the flag and 0 on every other step instead of -1 per step."""
+    return _mountain_car_sparse()(**kwargs)
+
+
+# our environments, registered with gymnasium by :func:`make_env` when first made (no import-time side effects)
+_OWN_ENVS: dict[str, dict[str, Any]] = {
+    "MountainCarSparse-v0": {"entry_point": "tatlas.data.offline_rl:sparse_mountain_car", "max_episode_steps": 200,
+                             "reward_threshold": 1.0},
+}
+
+
 def make_env(env_id: str, **kwargs: Any) -> Any:
-    """``gymnasium.make(env_id)`` for any registered environment, with a clear error for unknown ids."""
+    """``gymnasium.make(env_id)`` for any registered environment and ours (``MountainCarSparse-v0``),
+    with a clear error for unknown ids."""
     import gymnasium as gym
 
+    if env_id in _OWN_ENVS and env_id not in gym.registry:
+        gym.register(env_id, **_OWN_ENVS[env_id])
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:
@@ -472,6 +812,7 @@ def _mountaincar(kind: str) -> Policy:
 
 _CONTROLLERS: dict[str, Callable[[str], Policy]] = {
     "CartPole-v1": _cartpole, "Pendulum-v1": _pendulum, "MountainCar-v0": _mountaincar,
+    "MountainCarSparse-v0": _mountaincar,
 }
 
 
@@ -622,7 +963,7 @@ def describe(data: OfflineDataset) -> str:
 
 
 __all__ = [
-    "ENVIRONMENTS", "FIELDS", "POLICIES", "ActionSpace", "DatasetError", "Episode", "OfflineDataset",
-    "TrajectoryWindows", "collect", "describe", "load_dataset", "make_env", "max_episode_steps", "parse_mix",
-    "returns_to_go",
+    "ENVIRONMENTS", "FIELDS", "MINARI_VERSION", "POLICIES", "ActionSpace", "DatasetError", "Episode", "OfflineDataset",
+    "TrajectoryWindows", "collect", "dataset_layout", "describe", "load_dataset", "make_env", "max_episode_steps",
+    "parse_mix", "returns_to_go", "save_minari", "sparse_mountain_car",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.offline_rl import OfflineDataset, collect, load_dataset
+from ..data.offline_rl import OfflineDataset, collect, dataset_layout, load_dataset
 from ..models.decision_transformer.act import ActOptions
 from ..models.decision_transformer.rollout import RolloutResult, evaluate_targets
 from ..models.decision_transformer.task import config_for, dataset_task
@@ -36,10 +36,10 @@ from . import DemoOptions, DemoResult, register_demo
 
 def collect_dataset(env_id: str, out: str | Path, *, episodes: int = 200,
                     mix: str = "random=1,scripted=1,expert=1,noisy=3", seed: int = 0) -> tuple[Path, OfflineDataset]:
-    """Roll mixed-quality episodes of ``env_id`` and save them (``.npz``, Minari's per-episode fields)."""
+    """Roll mixed-quality episodes of ``env_id`` and save them: a Minari dataset folder (named
+    ``NAME-v<VERSION>``) or an ``.npz`` of Minari's per-episode fields (see :func:`dataset_layout`)."""
     out = Path(out)
-    if out.suffix != ".npz":
-        raise ValueError(f"{out}: expected a file name ending in .npz")
+    dataset_layout(out)  # a bad name fails before any episode is rolled out
     data = collect(env_id, episodes=episodes, mix=mix, seed=seed)
     return data.save(out), data
 
@@ -149,7 +149,7 @@ def run(options: DemoOptions) -> DemoResult:
     episodes, steps, batch = (30, 20, 16) if quick else (DEMO_EPISODES, DEMO_STEPS, 32)
     targets = (DEMO_TARGETS[1], DEMO_TARGETS[-1]) if quick else DEMO_TARGETS
     eval_episodes = 3 if quick else DEMO_EVAL_EPISODES
-    path, data = collect_dataset(DEMO_ENV, options.out_dir / "cartpole.npz", episodes=episodes, seed=options.seed)
+    path, data = collect_dataset(DEMO_ENV, options.out_dir / "cartpole-mixed-v0", episodes=episodes, seed=options.seed)
     result = train_on_dataset(data, options.out_dir / "run", DTTrainOptions(
         preset="tiny-discrete", steps=steps, batch_size=batch, lr=1e-3, seed=options.seed, eval_episodes=0,
         progress=options.progress))
