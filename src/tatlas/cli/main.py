@@ -110,13 +110,17 @@ def demo(
         table.add_row(r.system, r.claim, f"{mark} {r.metric} = {r.value:.4g}", f"{r.baseline} = {r.baseline_value:.4g}",
                       f"{r.seconds:.0f} s")
     console.print(table)
+    for r in results:  # the figures beside the headline one (e.g. Whisper: the real tiny.en's WER)
+        if r.details:
+            console.print(f"{r.system}: " + ", ".join(f"{k} = {v:.4g}" for k, v in list(r.details.items())[:4]))
     console.print(f"report: {out}")
 
 
 @app.command()
 def train(
     system: str = typer.Argument(..., help="a registered system"),
-    preset: str = typer.Option("tiny", help="an exact preset name"),
+    preset: str = typer.Option(None, help="an exact preset name (default: the system's training preset, e.g. "
+                                          "tiny; tiny-speech for whisper)"),
     steps: int = typer.Option(200, help="optimizer steps"),
     out: Path = typer.Option(..., help="run folder: checkpoints, metrics.jsonl, metrics.png, model.safetensors"),
     resume: bool = typer.Option(False, help="continue from the newest complete checkpoint in --out"),
@@ -147,7 +151,7 @@ def train(
         _fail(str(e))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    console.print(f"trained {system} ({preset}) to step {result.steps}: loss {result.final_loss:.4f}"
+    console.print(f"trained {system} ({preset or get_system(system).train_preset}) to step {result.steps}: loss {result.final_loss:.4f}"
                   + "".join(f", {k} {v:.4g}" for k, v in result.eval.items()))
     for label, path in (("weights", result.model_path), ("metrics", result.metrics_path), ("plot", result.plot_path)):
         if path is not None:
@@ -262,6 +266,13 @@ def imagegpt_complete(
 
 from tatlas.cli.clip import app as _clip_app
 app.add_typer(_clip_app, name="clip")
+
+
+from tatlas.cli.dt import app as dt_app
+app.add_typer(dt_app, name="dt")
+
+from tatlas.cli.transcribe import transcribe_cmd as _transcribe_cmd
+app.command("transcribe")(_transcribe_cmd)
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ class System:
     diagram: str = ""  # shown by `tatlas explain`
     # (config, seed) -> the system's training task on embedded data
     train_task: Callable[[Any, int], TrainTask] | None = None
+    train_preset: str = "tiny"  # what `tatlas train SYSTEM` builds unless told otherwise
 
     def preset(self, name: str) -> Any:
         try:

