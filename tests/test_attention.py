@@ -151,3 +151,17 @@ def test_leading_dims_with_gqa_and_any_mask_rank(mask_shape, gen):
     ref = naive(q, k, v, bias=bias)
     torch.testing.assert_close(sdpa(q, k, v, attn_mask=bias), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(softmax_attention(q, k, v, attn_mask=bias)[0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_rows_sharing_one_source(gen):
+    """Beams of one source: keys/values stored once for ``g`` adjacent query rows equal the same
+    keys/values repeated for every row."""
+    attn = Attention(dim=16, heads=4, qkv_bias=True, k_bias=False, out_bias=True).eval()
+    x = torch.randn(6, 3, 16, generator=gen)  # 2 sources x 3 rows, 3 queries each
+    context = torch.randn(2, 9, 16, generator=gen)
+    shared, repeated = CrossKVCache(), CrossKVCache()
+    shared.store(*attn.project_kv(context))
+    repeated.store(*attn.project_kv(context.repeat_interleave(3, dim=0)))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, cache=shared), attn(x, cache=repeated), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(attn(x[:, -1:], cache=shared), attn(x[:, -1:], cache=repeated), atol=1e-6, rtol=1e-6)

@@ -19,13 +19,7 @@ from tatlas.models.decision_transformer.rollout import rollout
 from tatlas.models.decision_transformer.task import action_loss, dataset_task, train_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models, a few tokens per call: one intra-op thread (a second one only waits on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _model(preset="tiny", **overrides):

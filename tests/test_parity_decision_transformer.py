@@ -15,13 +15,7 @@ from tatlas.models.decision_transformer.convert import to_hf
 STATE, ACT, T = 11, 3, 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models, a few tokens per call: one intra-op thread (a second one only waits on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

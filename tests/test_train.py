@@ -45,14 +45,7 @@ _spec.loader.exec_module(_tiny)
 RandomBytes, next_token_loss, tiny_model = _tiny.RandomBytes, _tiny.next_token_loss, _tiny.tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads
-    contending with other processes make each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def config(**overrides) -> TrainConfig:

@@ -35,14 +35,7 @@ EN_VOCAB, ML_VOCAB = 51864, 51865
 NO_TIMESTAMP_TOKENS = [-1, *range(50363, EN_VOCAB)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models and single-row decode steps: one thread is fastest (and thread hand-offs on a
-    busy machine cost milliseconds per op)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _shaped_pair(tmp_path_factory, n_vocab: int, *, no_speech: float = 0.0):

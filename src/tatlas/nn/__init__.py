@@ -11,7 +11,7 @@ Shape legend used in every docstring and beside every reshape:
 """
 
 from .attention import Attention, causal_mask, combine_mask, sdpa, softmax_attention
-from .block import SandwichBlock, TransformerBlock
+from .block import SandwichBlock, TransformerBlock, classic_block
 from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
@@ -39,6 +39,6 @@ __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "Router", "Routing", "SwitchRouter", "TopKRouter", "hf_moe_keymap", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "switch_from_hf", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
-    "chunked", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
+    "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]

@@ -101,6 +101,18 @@ def _one_query(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale:
     return out.reshape(*lead, h, 1, v.shape[-1])
 
 
+def _grouped_rows(q: Tensor, k: Tensor, v: Tensor, scale: float | None, dropout_p: float) -> Tensor:
+    """Cross-attention where ``g`` adjacent query rows share one source (the beams or samples of one
+    Whisper window): ``q [B*g, H, T, D]``, ``k/v [B, G, S, D]`` -> ``[B*g, H, T, D_v]``. The rows'
+    queries are stacked as ``g*T`` queries of their source, so its keys/values are read once per
+    step instead of once per row (they dominate the memory traffic of a decode step)."""
+    b, g = k.shape[0], q.shape[0] // k.shape[0]
+    h, t = q.shape[1], q.shape[2]
+    qs = q.unflatten(0, (b, g)).transpose(1, 2).reshape(b, h, g * t, q.shape[-1])  # [B, H, g*T, D]
+    out = sdpa(qs, k, v, scale=scale, dropout_p=dropout_p)  # [B, H, g*T, D_v]
+    return out.unflatten(2, (g, t)).transpose(1, 2).flatten(0, 1)  # [B*g, H, T, D_v]
+
+
 def softmax_attention(
     q: Tensor,
     k: Tensor,
@@ -253,6 +265,9 @@ class Attention(nn.Module):
             else:
                 k, v = self.project_kv(context)
 
+        if (q.dim() == 4 and k.shape[0] != q.shape[0] and q.shape[0] % k.shape[0] == 0 and mask is None
+                and bias is None and not causal and not return_weights):
+            return self._out(_grouped_rows(q, k, v, self.scale, self.dropout if self.training else 0.0), x)
         t, s = q.shape[-2], k.shape[-2]
         attn_mask = combine_mask(mask, bias, q.dtype)
         is_causal = causal and attn_mask is None and t == s
@@ -269,11 +284,14 @@ class Attention(nn.Module):
             )
         else:
             out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, dropout_p=dropout)
+        out = self._out(out, x)
+        return (out, weights) if return_weights else out
+
+    def _out(self, out: Tensor, x: Tensor) -> Tensor:
         out = out.transpose(-2, -3).flatten(-2)  # [*, H, T, D] -> [*, T, H*D]
         if self.gate is not None:
             out = out * torch.sigmoid(self.gate(x))
-        out = self.out(out)
-        return (out, weights) if return_weights else out
+        return self.out(out)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"

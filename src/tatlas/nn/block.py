@@ -11,6 +11,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from .attention import Attention
+from .mlp import MLP
 from .positions import Rope
 
 
@@ -77,3 +78,19 @@ class SandwichBlock(nn.Module):
         h = self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
         x = x + self.attn_post_norm(h)
         return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
+
+
+def classic_block(
+    *, dim: int, heads: int, mlp_hidden: int, norm: Callable[[int], nn.Module], act: str = "gelu",
+    fused_qkv: bool = False, cross: bool = False,
+) -> TransformerBlock:
+    """The block of GPT-2, ViT, CLIP, ImageGPT, the Decision Transformer and Whisper: biased q/k/v
+    and output projections (fused into one ``qkv`` matrix, or separate ``q``, ``k``, ``v``), a
+    two-layer biased MLP, and with ``cross`` a cross-attention whose keys have no bias (Whisper)."""
+    return TransformerBlock(
+        dim=dim,
+        attn=Attention(dim=dim, heads=heads, fused_qkv=fused_qkv, qkv_bias=True, out_bias=True),
+        cross_attn=Attention(dim=dim, heads=heads, qkv_bias=True, k_bias=False, out_bias=True) if cross else None,
+        mlp=MLP(dim=dim, hidden=mlp_hidden, act=act),
+        norm=norm,
+    )

@@ -78,7 +78,9 @@ class StaticKVCache(torch.nn.Module):
 
 
 class CrossKVCache:
-    """Cross-attention keys/values ``[*, G, S, D]`` computed once from the source and reused."""
+    """Cross-attention keys/values ``[*, G, S, D]`` computed once from the source and reused. The
+    keys may have fewer rows than the queries, ``B`` for ``B * g`` query rows whose ``g`` adjacent
+    rows share a source (beams of one window): each source's keys/values are then stored once."""
 
     def __init__(self) -> None:
         self.k: Tensor | None = None

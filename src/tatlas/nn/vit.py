@@ -11,9 +11,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from .attention import Attention
-from .block import TransformerBlock
-from .mlp import MLP
+from .block import classic_block
 from .norms import LayerNorm
 from .patch import PatchEmbed2d
 from .positions import LearnedPositions
@@ -50,12 +48,7 @@ class VisionTransformer(nn.Module):
         norm = partial(LayerNorm, eps=eps)
         self.pre_norm = norm(dim) if pre_norm else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(
-                dim=dim,
-                attn=Attention(dim=dim, heads=heads, qkv_bias=True, out_bias=True),
-                mlp=MLP(dim=dim, hidden=mlp_hidden, act=act),
-                norm=norm,
-            )
+            classic_block(dim=dim, heads=heads, mlp_hidden=mlp_hidden, act=act, norm=norm)
             for _ in range(layers)
         )
         self.post_norm = norm(dim) if post_norm else None

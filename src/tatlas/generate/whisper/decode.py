@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...models.whisper.decoding import (
@@ -62,14 +61,14 @@ def _fill_cross(model: Whisper, cache, audio: Tensor) -> None:
 
 def _expand_cache(model: Whisper, base, group: int, slots: int, max_len: int):
     """A cache of ``group`` rows per row of ``base`` (the beams or samples of a window), holding its
-    first ``slots`` self-attention slots and its cross-attention keys/values: the prompt is run
-    once per window, not once per beam."""
+    first ``slots`` self-attention slots and its cross-attention keys/values (once per window, shared
+    by its rows): the prompt is run once per window, not once per beam."""
     cache = model.new_cache(base.batch * group, max_len, dtype=base.layers[0].k.dtype, device=base.key_valid.device)
     for src, dst in zip(base.layers, cache.layers, strict=True):
         dst.k[:, :, :slots] = src.k[:, :, :slots].repeat_interleave(group, dim=0)
         dst.v[:, :, :slots] = src.v[:, :, :slots].repeat_interleave(group, dim=0)
     for src, dst in zip(base.cross, cache.cross, strict=True):
-        dst.store(src.k.repeat_interleave(group, dim=0), src.v.repeat_interleave(group, dim=0))
+        dst.store(src.k, src.v)  # one copy per window: its rows' queries are stacked on it (nn.attention)
     cache.key_valid = base.key_valid.repeat_interleave(group, dim=0)
     cache.pad = base.pad.repeat_interleave(group, dim=0)
     return cache

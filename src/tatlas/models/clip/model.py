@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import MLP, Attention, LayerNorm, LearnedPositions, TransformerBlock, VisionTransformer
+from ...nn import LayerNorm, LearnedPositions, TransformerBlock, VisionTransformer, classic_block
 from ...nn.fastpath import cpu_inference
 from .config import CLIPConfig, CLIPTextConfig
 
@@ -59,12 +59,7 @@ class TextTransformer(nn.Module):
         self.positions = LearnedPositions(c.context_length, c.dim)
         norm = partial(LayerNorm, eps=c.eps)
         self.blocks = nn.ModuleList(
-            TransformerBlock(
-                dim=c.dim,
-                attn=Attention(dim=c.dim, heads=c.heads, qkv_bias=True, out_bias=True),
-                mlp=MLP(dim=c.dim, hidden=c.mlp_hidden, act=c.act),
-                norm=norm,
-            )
+            classic_block(dim=c.dim, heads=c.heads, mlp_hidden=c.mlp_hidden, act=c.act, norm=norm)
             for _ in range(c.layers)
         )
         self.norm = norm(c.dim)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import MLP, Attention, DecoderCache, LayerNorm, TransformerBlock, init_normal_
+from ...nn import DecoderCache, LayerNorm, classic_block, init_normal_
 from .config import DecisionTransformerConfig
 
 _INT = (torch.long, torch.int32, torch.int64, torch.int16, torch.uint8)
@@ -60,12 +60,8 @@ class DecisionTransformer(nn.Module):
         self.embed_action = nn.Linear(c.act_dim, c.dim)
         self.embed_norm = LayerNorm(c.dim, eps=1e-5)
         self.layers = nn.ModuleList(
-            TransformerBlock(
-                dim=c.dim,
-                attn=Attention(dim=c.dim, heads=c.heads, fused_qkv=True, qkv_bias=True, out_bias=True),
-                mlp=MLP(dim=c.dim, hidden=c.mlp_width, act=c.act),
-                norm=partial(LayerNorm, eps=c.norm_eps),
-            )
+            classic_block(dim=c.dim, heads=c.heads, mlp_hidden=c.mlp_width, act=c.act, fused_qkv=True,
+                          norm=partial(LayerNorm, eps=c.norm_eps))
             for _ in range(c.layers)
         )
         self.norm = LayerNorm(c.dim, eps=c.norm_eps)

@@ -20,13 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn import (
-    MLP,
-    Attention,
     CachedDecoderMixin,
     DecoderCache,
     LearnedPositions,
     RMSNorm,
-    TransformerBlock,
+    classic_block,
     init_normal_,
 )
 from .config import ImageGPTConfig
@@ -41,12 +39,8 @@ class ImageGPT(CachedDecoderMixin, nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.positions = LearnedPositions(c.max_positions, c.dim)
         self.layers = nn.ModuleList(
-            TransformerBlock(
-                dim=c.dim,
-                attn=Attention(dim=c.dim, heads=c.heads, fused_qkv=True, qkv_bias=True, out_bias=True),
-                mlp=MLP(dim=c.dim, hidden=c.mlp_width, act=c.act),
-                norm=partial(RMSNorm, eps=c.norm_eps),
-            )
+            classic_block(dim=c.dim, heads=c.heads, mlp_hidden=c.mlp_width, act=c.act, fused_qkv=True,
+                          norm=partial(RMSNorm, eps=c.norm_eps))
             for _ in range(c.layers)
         )
         self.norm = RMSNorm(c.dim, eps=c.norm_eps)

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nn.fastpath import cpu_inference
 
 if TYPE_CHECKING:
     from .model import Whisper

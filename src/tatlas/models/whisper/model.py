@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn import (
-    MLP,
-    Attention,
     CachedDecoderMixin,
     DecoderCache,
     LayerNorm,
     LearnedPositions,
     TransformerBlock,
+    classic_block,
     init_normal_,
     sinusoidal_positions,
 )
@@ -37,13 +36,8 @@ from .config import WhisperConfig
 
 
 def _block(dim: int, heads: int, eps: float, *, cross: bool) -> TransformerBlock:
-    return TransformerBlock(
-        dim=dim,
-        attn=Attention(dim=dim, heads=heads, fused_qkv=True, qkv_bias=True, out_bias=True),
-        cross_attn=Attention(dim=dim, heads=heads, qkv_bias=True, k_bias=False, out_bias=True) if cross else None,
-        mlp=MLP(dim=dim, hidden=4 * dim, act="gelu"),
-        norm=partial(LayerNorm, eps=eps),
-    )
+    return classic_block(dim=dim, heads=heads, mlp_hidden=4 * dim, norm=partial(LayerNorm, eps=eps), fused_qkv=True,
+                         cross=cross)
 
 
 class AudioEncoder(nn.Module):
