@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ...io import CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ..gpt2 import hf_gpt2_activation, hf_gpt2_block_rules
 from .config import DecisionTransformerConfig
 
 HF_DECISION_TRANSFORMER = KeyMap(
@@ -34,16 +35,7 @@ HF_DECISION_TRANSFORMER = KeyMap(
         Rename("embed_state.{path}", "embed_state.{path}"),
         Rename("embed_action.{path}", "embed_action.{path}"),
         Rename("embed_ln.{path}", "embed_norm.{path}"),
-        Rename("encoder.h.{i}.ln_1.{path}", "layers.{i}.attn_norm.{path}"),
-        Rename("encoder.h.{i}.attn.c_attn.weight", "layers.{i}.attn.qkv.weight", TRANSPOSE),
-        Rename("encoder.h.{i}.attn.c_attn.bias", "layers.{i}.attn.qkv.bias"),
-        Rename("encoder.h.{i}.attn.c_proj.weight", "layers.{i}.attn.out.weight", TRANSPOSE),
-        Rename("encoder.h.{i}.attn.c_proj.bias", "layers.{i}.attn.out.bias"),
-        Rename("encoder.h.{i}.ln_2.{path}", "layers.{i}.mlp_norm.{path}"),
-        Rename("encoder.h.{i}.mlp.c_fc.weight", "layers.{i}.mlp.fc1.weight", TRANSPOSE),
-        Rename("encoder.h.{i}.mlp.c_fc.bias", "layers.{i}.mlp.fc1.bias"),
-        Rename("encoder.h.{i}.mlp.c_proj.weight", "layers.{i}.mlp.fc2.weight", TRANSPOSE),
-        Rename("encoder.h.{i}.mlp.c_proj.bias", "layers.{i}.mlp.fc2.bias"),
+        *hf_gpt2_block_rules("encoder.h", "layers"),
         Rename("encoder.ln_f.{path}", "norm.{path}"),
         Rename("predict_state.{path}", "predict_state.{path}"),
         Rename("predict_action.0.{path}", "predict_action.{path}"),
@@ -53,26 +45,10 @@ HF_DECISION_TRANSFORMER = KeyMap(
     ignore=("encoder.wpe.weight", "encoder.wte.weight", "encoder.h.{i}.attn.bias", "encoder.h.{i}.attn.masked_bias"),
 )
 
-# Hugging Face activation names -> ours
-_ACTS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-         "quick_gelu": "quick_gelu", "silu": "silu", "tanh": "tanh"}
-
-
 def config_from_hf(hf: dict[str, Any]) -> DecisionTransformerConfig:
     if hf.get("model_type") != "decision_transformer":
         raise CheckpointError(f"model_type {hf.get('model_type')!r} is not a Decision Transformer")
-    unsupported = [
-        name for name, bad in (
-            ("add_cross_attention", bool(hf.get("add_cross_attention", False))),
-            ("scale_attn_by_inverse_layer_idx", bool(hf.get("scale_attn_by_inverse_layer_idx", False))),
-            ("scale_attn_weights=False", not hf.get("scale_attn_weights", True)),
-        ) if bad
-    ]
-    if unsupported:
-        raise CheckpointError(f"Decision Transformer options not supported: {', '.join(unsupported)}")
-    act = hf.get("activation_function", "relu")
-    if act not in _ACTS:
-        raise CheckpointError(f"Decision Transformer activation {act!r} is not supported ({sorted(_ACTS)})")
+    act = hf_gpt2_activation(hf, "Decision Transformer", "relu")
     n_positions = int(hf.get("n_positions", 1024))
     if n_positions < 3:
         raise CheckpointError(f"n_positions={n_positions}: fewer than one (return, state, action) step")
@@ -81,7 +57,7 @@ def config_from_hf(hf: dict[str, Any]) -> DecisionTransformerConfig:
         action_head="tanh" if hf.get("action_tanh", True) else "linear", context=n_positions // 3,
         max_ep_len=int(hf.get("max_ep_len", 4096)), dim=int(hf.get("hidden_size", 128)),
         layers=int(hf.get("n_layer", 3)), heads=int(hf.get("n_head", 1)), mlp_hidden=hf.get("n_inner"),
-        act=_ACTS[act], norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        act=act, norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
     )
 
 

@@ -25,7 +25,6 @@ context: :meth:`DecisionTransformer.new_cache`, the per-kind token embeddings an
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import NamedTuple
 
@@ -33,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import DecoderCache, LayerNorm, classic_block, init_normal_
+from ...nn import DecoderCache, LayerNorm, classic_block
+from ..gpt2 import init_gpt2_
 from .config import DecisionTransformerConfig
 
 _INT = (torch.long, torch.int32, torch.int64, torch.int16, torch.uint8)
@@ -76,11 +76,7 @@ class DecisionTransformer(nn.Module):
 
     def _init_weights(self) -> None:
         """GPT-2: N(0, 0.02), the residual-branch outputs scaled by 1/sqrt(2 * layers)."""
-        init_normal_(self, std=0.02)
-        with torch.no_grad():
-            for layer in self.layers:
-                for proj in (layer.attn.out, layer.mlp.fc2):
-                    proj.weight.normal_(std=0.02 / math.sqrt(2 * self.config.layers))
+        init_gpt2_(self, self.layers, self.config.layers)
 
     @torch.no_grad()
     def set_normalisation(self, state_mean: Tensor, state_std: Tensor, return_scale: float | Tensor) -> None:

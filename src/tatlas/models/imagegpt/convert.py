@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ...io import CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ..gpt2 import hf_gpt2_activation, hf_gpt2_block_rules
 from .config import ImageGPTConfig
 from .palette import default_colours, from_signed, to_signed
 
@@ -23,16 +24,7 @@ HF_IMAGEGPT = KeyMap(
     rules=(
         Rename("transformer.wte.weight", "embed.weight"),
         Rename("transformer.wpe.weight", "positions.weight"),
-        Rename("transformer.h.{i}.ln_1.weight", "layers.{i}.attn_norm.weight"),
-        Rename("transformer.h.{i}.attn.c_attn.weight", "layers.{i}.attn.qkv.weight", TRANSPOSE),
-        Rename("transformer.h.{i}.attn.c_attn.bias", "layers.{i}.attn.qkv.bias"),
-        Rename("transformer.h.{i}.attn.c_proj.weight", "layers.{i}.attn.out.weight", TRANSPOSE),
-        Rename("transformer.h.{i}.attn.c_proj.bias", "layers.{i}.attn.out.bias"),
-        Rename("transformer.h.{i}.ln_2.weight", "layers.{i}.mlp_norm.weight"),
-        Rename("transformer.h.{i}.mlp.c_fc.weight", "layers.{i}.mlp.fc1.weight", TRANSPOSE),
-        Rename("transformer.h.{i}.mlp.c_fc.bias", "layers.{i}.mlp.fc1.bias"),
-        Rename("transformer.h.{i}.mlp.c_proj.weight", "layers.{i}.mlp.fc2.weight", TRANSPOSE),
-        Rename("transformer.h.{i}.mlp.c_proj.bias", "layers.{i}.mlp.fc2.bias"),
+        *hf_gpt2_block_rules("transformer.h", "layers"),
         Rename("transformer.ln_f.weight", "norm.weight"),
         Rename("lm_head.weight", "lm_head.weight"),
     ),
@@ -40,26 +32,10 @@ HF_IMAGEGPT = KeyMap(
     ignore=("transformer.h.{i}.attn.bias", "transformer.h.{i}.attn.masked_bias"),
 )
 
-# Hugging Face activation names -> ours
-_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-         "relu": "relu", "silu": "silu", "tanh": "tanh"}
-
-
 def config_from_hf(hf: dict[str, Any]) -> ImageGPTConfig:
     if hf.get("model_type") != "imagegpt":
         raise CheckpointError(f"model_type {hf.get('model_type')!r} is not an ImageGPT model")
-    unsupported = [
-        name for name, bad in (
-            ("add_cross_attention", bool(hf.get("add_cross_attention", False))),
-            ("scale_attn_by_inverse_layer_idx", bool(hf.get("scale_attn_by_inverse_layer_idx", False))),
-            ("scale_attn_weights=False", not hf.get("scale_attn_weights", True)),
-        ) if bad
-    ]
-    if unsupported:
-        raise CheckpointError(f"ImageGPT options not supported: {', '.join(unsupported)}")
-    act = hf.get("activation_function", "quick_gelu")
-    if act not in _ACTS:
-        raise CheckpointError(f"ImageGPT activation {act!r} is not supported ({sorted(_ACTS)})")
+    act = hf_gpt2_activation(hf, "ImageGPT", "quick_gelu")
     n = int(hf.get("n_positions", 1024))
     side = math.isqrt(n)
     if side * side != n:
@@ -67,7 +43,7 @@ def config_from_hf(hf: dict[str, Any]) -> ImageGPTConfig:
     return ImageGPTConfig(
         clusters=int(hf.get("vocab_size", 513)) - 1, image_size=side, dim=int(hf.get("n_embd", 512)),
         layers=int(hf.get("n_layer", 24)), heads=int(hf.get("n_head", 8)), mlp_hidden=hf.get("n_inner"),
-        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), act=_ACTS[act],
+        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), act=act,
     )
 
 

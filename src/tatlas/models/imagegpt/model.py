@@ -12,7 +12,6 @@ normalised and average-pooled over the sequence (:meth:`ImageGPT.features`).
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -25,8 +24,8 @@ from ...nn import (
     LearnedPositions,
     RMSNorm,
     classic_block,
-    init_normal_,
 )
+from ..gpt2 import init_gpt2_
 from .config import ImageGPTConfig
 from .palette import Palette
 
@@ -49,11 +48,7 @@ class ImageGPT(CachedDecoderMixin, nn.Module):
 
     def _init_weights(self) -> None:
         """GPT-2: N(0, 0.02), the residual-branch outputs scaled by 1/sqrt(2 * layers)."""
-        init_normal_(self, std=0.02)
-        with torch.no_grad():
-            for layer in self.layers:
-                for proj in (layer.attn.out, layer.mlp.fc2):
-                    proj.weight.normal_(std=0.02 / math.sqrt(2 * self.config.layers))
+        init_gpt2_(self, self.layers, self.config.layers)
 
     # ------------------------------------------------------------------ images <-> tokens
 
