@@ -190,3 +190,35 @@ def test_initialisers():
     assert abs(big.weight.std().item() - (2 / 1000) ** 0.5) < 2e-3
     with pytest.raises(ValueError, match="unknown initialiser"):
         initialise(lin, "zeros!")
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "relu"])
+def test_mlp_fuses_its_activation_into_the_onednn_matmul(act, gen, monkeypatch):
+    """Inside ``cpu_inference`` the MLP's first projection and a GELU run as one oneDNN call (the
+    activation as the matmul's post-op), equal to the two steps; outside it nothing is fused."""
+    from tatlas.nn import MLP
+    from tatlas.nn.fastpath import cpu_inference, onednn_available
+
+    if not onednn_available():
+        pytest.skip("no oneDNN in this torch build")
+    mlp = MLP(dim=16, hidden=64, act=act).eval()
+    x = torch.randn(2, 5, 16, generator=gen)
+    attrs = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __call__(self, *args):
+            attrs.append(args[3])
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Spy())
+    with torch.no_grad():
+        ref = mlp.fc2(mlp.act(mlp.fc1(x)))
+        assert attrs == []  # no fast path outside the context
+        with cpu_inference(x):
+            out = mlp(x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    if act.startswith("gelu"):  # fc1 with its GELU post-op, fc2 plain: no unfused fc1
+        assert "gelu" in attrs and attrs.count("none") == 1, attrs
+    else:
+        assert attrs == ["none", "none"]

@@ -34,6 +34,16 @@ def onednn_available() -> bool:
 class OneDNNLinear(TorchFunctionMode):
     """Routes ``F.linear`` on CPU float32/bfloat16 tensors that need no gradient to oneDNN."""
 
+    active = 0  # how many are entered (so that :func:`linear_act` knows whether to fuse)
+
+    def __enter__(self):
+        OneDNNLinear.active += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        OneDNNLinear.active -= 1
+        return super().__exit__(*exc)
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
@@ -52,6 +62,20 @@ def _routable(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         and all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)  # no tensor subclasses (DTensor ...)
     )
+
+
+# our activation name -> oneDNN's post-op (attribute, algorithm): computed in the matmul's epilogue
+_FUSED_ACTS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
+
+
+def linear_act(x: Tensor, linear: torch.nn.Linear, act: str) -> Tensor | None:
+    """``act(linear(x))`` in one oneDNN call (the activation fused into the matmul: one pass over
+    the ``[*, hidden]`` output fewer, bit-identical to the two steps), when inside
+    :func:`cpu_inference` and the tensors qualify; else ``None`` (the caller does the two steps)."""
+    if not OneDNNLinear.active or act not in _FUSED_ACTS or not _routable(x, linear.weight, linear.bias):
+        return None
+    attr, algorithm = _FUSED_ACTS[act]
+    return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, attr, [], algorithm)
 
 
 def cpu_inference(x: Tensor, *, enabled: bool = True) -> contextlib.AbstractContextManager:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fastpath import linear_act
+
 
 def quick_gelu(x: Tensor) -> Tensor:
     """The sigmoid approximation of GELU used by OpenAI's CLIP and ImageGPT: ``x * sigmoid(1.702 x)``."""
@@ -54,7 +56,8 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = linear_act(x, self.fc1, self.act_name)  # fused on the CPU inference path, else None
+        return self.fc2(self.act(self.fc1(x)) if h is None else h)
 
     def extra_repr(self) -> str:
         return f"act={self.act_name}"
