@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, Fuse, KeyMap, Rename, Split, load_torch_file, read_tensors, write_hf_folder
-from .config import WhisperConfig
+from .config import ENGLISH_VOCAB, MULTILINGUAL_VOCAB, WhisperConfig
 
 # Our block: attn_norm, attn.{qkv,out}, cross_norm, cross_attn.{q,k,v,out}, mlp_norm, mlp.{fc1,fc2}.
 # Per format: the source name of each part of a block (q/k/v/out of both attentions, norms, MLP).
@@ -317,3 +317,58 @@ def from_ct2(path: Path) -> tuple[WhisperConfig, dict[str, Tensor]]:
         if k_bias.abs().max() > 0:  # cannot change attention (see model.py), but our layer has no slot for it
             raise CheckpointError(f"{ct2.path}: decoder layer {i} has a non-zero cross-attention key bias")
     return config, out
+
+
+# Scalar attributes of CTranslate2's WhisperSpec as faster-whisper's conversions store them
+# (``decoder/alignment_*`` are leftovers of the generic decoder spec; the heads are in config.json).
+def _ct2_scalars(c: WhisperConfig) -> dict[str, Tensor]:
+    i8, i16 = torch.int8, torch.int16
+    return {
+        "decoder/activation": torch.tensor(3, dtype=i8),  # GELU
+        "decoder/alibi": torch.tensor(0, dtype=i8),
+        "decoder/alignment_heads": torch.tensor(1, dtype=i16),
+        "decoder/alignment_layer": torch.tensor(-1, dtype=i16),
+        "decoder/num_heads": torch.tensor(c.text_heads, dtype=i16),
+        "decoder/pre_norm": torch.tensor(1, dtype=i8),
+        "decoder/scale_embeddings": torch.tensor(0, dtype=i8),
+        "decoder/start_from_zero_embedding": torch.tensor(0, dtype=i8),
+        "encoder/num_heads": torch.tensor(c.audio_heads, dtype=i16),
+    }
+
+
+def to_ct2(model, folder: str | Path) -> Path:
+    """Write ``model`` as a CTranslate2 Whisper folder (float32 ``model.bin``, ``config.json`` with
+    the alignment heads and suppressed ids, ``vocabulary.json``) that CTranslate2 and faster-whisper
+    load. The vocabulary is openai-whisper's, so the model must have a released vocabulary size."""
+    from ...io.ctranslate2 import write_ct2
+    from ...nn import sinusoidal_positions
+    from .decoding import suppress_token_ids
+    from .tokenizer import _byte_decoder, get_tokenizer
+
+    c: WhisperConfig = model.config
+    if c.vocab_size not in (ENGLISH_VOCAB, MULTILINGUAL_VOCAB, MULTILINGUAL_VOCAB + 1):
+        raise ValueError(f"CTranslate2 export needs openai-whisper's vocabulary (51864, 51865 or 51866 ids), "
+                         f"the model has {c.vocab_size}")
+    tok = get_tokenizer(c.multilingual, num_languages=max(c.num_languages, 99))
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    for i in range(c.text_layers):  # the fused k/v bias has a zero key half (see model.py)
+        state[f"decoder.layers.{i}.cross_attn.k.bias"] = torch.zeros(c.text_dim)
+    tensors = {**_ct2_scalars(c), **CT2_WHISPER.inverted().convert(state),
+               "encoder/position_encodings/encodings": sinusoidal_positions(c.audio_ctx, c.audio_dim)}
+    vocabulary = _ct2_vocabulary(tok, {b: ch for ch, b in _byte_decoder().items()})
+    config = {
+        "alignment_heads": [list(h) for h in c.heads_for_alignment],
+        "lang_ids": list(tok.all_language_tokens),
+        "suppress_ids": suppress_token_ids(tok, "-1"),
+        "suppress_ids_begin": [tok.encode(" ")[0], tok.eot],
+    }
+    return write_ct2(folder, "WhisperSpec", 3, tensors, {"decoder/projection/weight": "decoder/embeddings/weight"},
+                     config, vocabulary)
+
+
+def _ct2_vocabulary(tok, printable: dict[int, str]) -> list[str]:
+    """Every id's token as CTranslate2 lists it: BPE tokens in GPT-2's printable byte characters
+    (``"Ġthe"``), special tokens by name."""
+    specials = {i: name for name, i in tok.special_tokens.items()}
+    return [specials[i] if i in specials else "".join(printable[b] for b in tok.decode_bytes([i]))
+            for i in range(tok.n_vocab)]
