@@ -99,8 +99,8 @@ def test_pooled_shortcuts_equal_the_plain_towers(gen, tok):
                                    atol=2e-6, rtol=1e-5)
 
 
-def test_onednn_linear_only_without_gradients(gen):
-    from tatlas.nn.fastpath import OneDNNLinear, cpu_inference
+def test_onednn_linear_only_without_gradients(gen, monkeypatch):
+    from tatlas.nn.fastpath import CPUInference, OneDNNLinear, apply_linear, cpu_inference, linear
 
     lin = torch.nn.Linear(8, 6)
     x = torch.randn(2, 3, 8, generator=gen)
@@ -121,8 +121,25 @@ def test_onednn_linear_only_without_gradients(gen):
     assert lin.weight.grad is not None and calls == [False, True]
     assert isinstance(cpu_inference(x), contextlib.nullcontext)  # grad mode on
     with torch.no_grad():
-        assert isinstance(cpu_inference(x), OneDNNLinear) and isinstance(cpu_inference(x, enabled=False),
+        assert isinstance(cpu_inference(x), CPUInference) and isinstance(cpu_inference(x, enabled=False),
                                                                          contextlib.nullcontext)
+    # the blocks' helpers: oneDNN only inside the context, without gradients, for plain nn.Linear
+    routed = []
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: routed.append(1) or real(*a))
+    with torch.no_grad():
+        apply_linear(lin, x), linear(x, lin.weight, lin.bias)
+        assert routed == []
+        with cpu_inference(x):
+            torch.testing.assert_close(apply_linear(lin, x), F.linear(x, lin.weight, lin.bias))
+            linear(x, lin.weight)
+            hooked = torch.nn.Linear(8, 6)
+            hooked.register_forward_hook(lambda *a: None)
+            apply_linear(hooked, x)  # a hook must run: no shortcut
+        assert routed == [1, 1]
+    with cpu_inference(x):  # grad mode: the context is a no-op
+        apply_linear(lin, x).sum().backward()
+    assert routed == [1, 1]
+    monkeypatch.undo()
     assert real is torch.ops.mkldnn._linear_pointwise
 
 

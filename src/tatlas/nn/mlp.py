@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fastpath import linear_act
+from .fastpath import apply_linear, linear_act
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -57,7 +57,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = linear_act(x, self.fc1, self.act_name)  # fused on the CPU inference path, else None
-        return self.fc2(self.act(self.fc1(x)) if h is None else h)
+        h = self.act(apply_linear(self.fc1, x)) if h is None else h
+        return apply_linear(self.fc2, h)
 
     def extra_repr(self) -> str:
         return f"act={self.act_name}"
@@ -77,7 +78,7 @@ class GatedMLP(nn.Module):
         self.down = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        return apply_linear(self.down, self.act(apply_linear(self.gate, x)) * apply_linear(self.up, x))
 
     def extra_repr(self) -> str:
         return f"act={self.act_name}"

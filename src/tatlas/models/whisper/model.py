@@ -31,7 +31,7 @@ from ...nn import (
     init_normal_,
     sinusoidal_positions,
 )
-from ...nn.fastpath import cpu_inference
+from ...nn.fastpath import cpu_inference, linear
 from .config import WhisperConfig
 
 
@@ -103,7 +103,7 @@ class TextDecoder(nn.Module):
                 cross_weights=cross_weights,
             )
         x = self.norm(x[:, -1:] if last_only else x)
-        return F.linear(x, self.embed.weight.to(x.dtype))  # output tied to the token embedding
+        return linear(x, self.embed.weight.to(x.dtype))  # output tied to the token embedding
 
 
 class Whisper(CachedDecoderMixin, nn.Module):
