@@ -19,7 +19,7 @@ from .io import (
     save_checkpoint,
 )
 from .models.registry import System, get_system, system_of, systems
-from .io.ctranslate2 import read_ct2
+from .io.ctranslate2 import ct2_spec
 
 
 def _build(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> nn.Module:
@@ -79,29 +79,15 @@ def load(
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if format is not None:
-        owners = [s for s in systems().values() if format in s.formats]
-        if not owners:
-            known = sorted(f for s in systems().values() for f in s.formats)
-            raise ValueError(f"unknown checkpoint format {format!r}; known formats: {known}")
-        config, state = owners[0].formats[format](path)
-        return _finish(owners[0], config, state, path, system, device, dtype)
+        return _load_by(path, "formats", format, "unknown checkpoint format {key!r}; known formats: {known}", system,
+                        device, dtype, error=ValueError)
     if path.is_dir() and (path / "model.bin").is_file():  # a CTranslate2 folder (e.g. faster-whisper's)
-        spec = read_ct2(path).spec
-        for owner in systems().values():
-            if spec in owner.ct2_specs:
-                config, state = owner.ct2_specs[spec](path)
-                return _finish(owner, config, state, path, system, device, dtype)
-        known = sorted(t for s in systems().values() for t in s.ct2_specs)
-        raise CheckpointError(f"{path}: CTranslate2 model spec {spec!r} is not supported; supported: {known}")
+        return _load_by(path, "ct2_specs", ct2_spec(path), "{path}: CTranslate2 model spec {key!r} is not supported; "
+                        "supported: {known}", system, device, dtype)
     if path.is_dir() and (path / "config.json").is_file():
-        hf = json.loads((path / "config.json").read_text())
-        model_type = hf.get("model_type")
-        for owner in systems().values():
-            if model_type in owner.hf_model_types:
-                config, state = owner.hf_model_types[model_type](path)
-                return _finish(owner, config, state, path, system, device, dtype)
-        known = sorted(t for s in systems().values() for t in s.hf_model_types)
-        raise CheckpointError(f"{path}: Hugging Face model_type {model_type!r} is not supported; supported: {known}")
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        return _load_by(path, "hf_model_types", model_type, "{path}: Hugging Face model_type {key!r} is not "
+                        "supported; supported: {known}", system, device, dtype)
     if path.is_file() and path.suffix == ".safetensors":
         state, system_name, config_dict, _ = read_checkpoint(path)
         owner = get_system(system_name)
@@ -110,6 +96,20 @@ def load(
         f"{path}: not a tatlas checkpoint (.safetensors with tatlas metadata) nor a folder with config.json; "
         "name the format with format=..."
     )
+
+
+def _load_by(path: Path, table: str, key: Any, unknown: str, expected: str | None, device: Any,
+             dtype: torch.dtype | None, *, error: type[Exception] = CheckpointError) -> nn.Module:
+    """Load ``path`` with the converter registered under ``key`` in the systems' ``table``
+    (``formats``, ``ct2_specs`` or ``hf_model_types``); an unknown key is ``error(unknown)``, the
+    message formatted with ``path``, ``key`` and the ``known`` keys."""
+    for owner in systems().values():
+        converters = getattr(owner, table)
+        if key in converters:
+            config, state = converters[key](path)
+            return _finish(owner, config, state, path, expected, device, dtype)
+    known = sorted(k for s in systems().values() for k in getattr(s, table))
+    raise error(unknown.format(path=path, key=key, known=known))
 
 
 def _finish(owner: System, config: Any, state: dict, path: Path, expected: str | None,

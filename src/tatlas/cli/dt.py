@@ -43,12 +43,11 @@ def collect_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Roll out episodes of ENV with policies of mixed quality and save them as an offline dataset."""
-    from tatlas.data.offline_rl import collect, dataset_layout, describe
+    from tatlas.data.offline_rl import describe
+    from tatlas.demo.decision_transformer import collect_dataset
 
     try:
-        dataset_layout(out, dataset_id)  # a bad --out fails before the rollouts
-        data = collect(env, episodes=episodes, mix=mix, seed=seed)
-        path = data.save(out, dataset_id=dataset_id)
+        path, data = collect_dataset(env, out, episodes=episodes, mix=mix, seed=seed, dataset_id=dataset_id)
     except (ValueError, OSError) as e:
         _fail(str(e))
     typer.echo(describe(data))

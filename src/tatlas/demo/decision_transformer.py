@@ -35,13 +35,14 @@ from . import DemoOptions, DemoResult, register_demo
 
 
 def collect_dataset(env_id: str, out: str | Path, *, episodes: int = 200,
-                    mix: str = "random=1,scripted=1,expert=1,noisy=3", seed: int = 0) -> tuple[Path, OfflineDataset]:
+                    mix: str = "random=1,scripted=1,expert=1,noisy=3", seed: int = 0,
+                    dataset_id: str | None = None) -> tuple[Path, OfflineDataset]:
     """Roll mixed-quality episodes of ``env_id`` and save them: a Minari dataset folder (named
     ``NAME-v<VERSION>``) or an ``.npz`` of Minari's per-episode fields (see :func:`dataset_layout`)."""
     out = Path(out)
-    dataset_layout(out)  # a bad name fails before any episode is rolled out
+    dataset_layout(out, dataset_id)  # a bad name fails before any episode is rolled out
     data = collect(env_id, episodes=episodes, mix=mix, seed=seed)
-    return data.save(out), data
+    return data.save(out, dataset_id=dataset_id), data
 
 
 @dataclass(frozen=True, kw_only=True)

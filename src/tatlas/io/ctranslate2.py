@@ -168,15 +168,8 @@ def _read_vocabularies(folder: Path) -> dict[str, list[str]]:
     return out
 
 
-def read_ct2(path: str | Path) -> Ct2Model:
-    """Read a CTranslate2 model: a folder holding ``model.bin`` (plus ``config.json`` and vocabulary
-    files when present), or the ``model.bin`` path itself (its folder supplies the rest).
-
-    Raises a one-line :class:`CheckpointError` naming the file and the problem for a missing file,
-    another binary version, a truncated file, an unknown dtype, a payload that disagrees with its
-    shape, an alias to nothing, or bytes left after the aliases.
-    """
-    path = Path(path)
+def _header(path: Path) -> tuple[_Reader, str, int]:
+    """Map ``model.bin`` and read its version, spec name and revision: (reader after them, spec, revision)."""
     file = _model_file(path)
     with open(file, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -190,6 +183,25 @@ def read_ct2(path: str | Path) -> Ct2Model:
                      + (" (not a CTranslate2 model.bin?)" if version > 255 else ""))
     spec = r.string("spec name")
     (revision,) = r.unpack("<I", "spec revision")
+    return r, spec, revision
+
+
+def ct2_spec(path: str | Path) -> str:
+    """The spec name of a CTranslate2 model (``"WhisperSpec"`` …) from its header alone."""
+    return _header(Path(path))[1]
+
+
+def read_ct2(path: str | Path) -> Ct2Model:
+    """Read a CTranslate2 model: a folder holding ``model.bin`` (plus ``config.json`` and vocabulary
+    files when present), or the ``model.bin`` path itself (its folder supplies the rest).
+
+    Raises a one-line :class:`CheckpointError` naming the file and the problem for a missing file,
+    another binary version, a truncated file, an unknown dtype, a payload that disagrees with its
+    shape, an alias to nothing, or bytes left after the aliases.
+    """
+    path = Path(path)
+    r, spec, revision = _header(path)
+    file = r.path
     (n_vars,) = r.unpack("<I", "variable count")
     tensors: dict[str, Tensor] = {}
     for i in range(n_vars):
@@ -212,8 +224,8 @@ def read_ct2(path: str | Path) -> Ct2Model:
     for i in range(n_aliases):
         alias = r.string(f"alias {i}")
         aliases[alias] = r.string(f"target of alias {alias!r}")
-    if r.pos != len(buf):
-        raise r.fail(f"{len(buf) - r.pos} unexpected bytes after the aliases (offset {r.pos})")
+    if r.pos != len(r.buf):
+        raise r.fail(f"{len(r.buf) - r.pos} unexpected bytes after the aliases (offset {r.pos})")
     for alias, target in aliases.items():
         if target not in tensors:
             raise r.fail(f"alias {alias!r} points to {target!r}, which is not stored")

@@ -45,7 +45,7 @@ def _decoder_call(model: Whisper, compile: bool):
 
     if not compile:
         def eager(tokens: Tensor, cache, input_pos: Tensor) -> Tensor:
-            with cpu_inference(tokens.float(), enabled=model.use_onednn):
+            with cpu_inference(tokens, enabled=model.use_onednn):
                 return call(tokens, cache, input_pos)
 
         return eager

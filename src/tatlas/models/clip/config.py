@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..vision import ViTConfig
+
 # OpenAI's pre-training image statistics (open_clip ``OPENAI_DATASET_MEAN/STD``, HF ``OPENAI_CLIP_MEAN/STD``)
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -24,36 +26,14 @@ def _positive(owner: str, obj: object, names: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CLIPVisionConfig:
+class CLIPVisionConfig(ViTConfig):
     """The image tower: a ViT with a class token, ``ln_pre`` and ``ln_post`` on the class token,
-    and the preprocessing statistics its inputs are normalised with."""
+    and the preprocessing statistics its inputs are normalised with (OpenAI's, by default)."""
 
-    image_size: int
-    patch: int
-    dim: int
-    layers: int
-    heads: int
-    mlp_hidden: int
-    channels: int = 3
     act: str = "quick_gelu"
     eps: float = 1e-5
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
-
-    def __post_init__(self) -> None:
-        _positive("CLIPVisionConfig", self, ("image_size", "patch", "dim", "layers", "heads", "mlp_hidden", "channels"))
-        if self.image_size % self.patch:
-            raise ValueError(f"CLIPVisionConfig: image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
-        if self.dim % self.heads:
-            raise ValueError(f"CLIPVisionConfig: dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if self.act not in ACTS:
-            raise ValueError(f"CLIPVisionConfig.act: expected one of {ACTS}, got {self.act!r}")
-        if len(self.image_mean) != self.channels or len(self.image_std) != self.channels:
-            raise ValueError(f"CLIPVisionConfig: image_mean/image_std need {self.channels} values each")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch
 
 
 @dataclass(frozen=True, kw_only=True)

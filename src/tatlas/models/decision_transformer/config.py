@@ -53,6 +53,23 @@ class DecisionTransformerConfig:
     def discrete(self) -> bool:
         return self.action_head == "discrete"
 
+    def misfits(self, *, state_dim: int, discrete: bool, act_dim: int, steps: int, states: str = "states") -> list[str]:
+        """What keeps a model of this config from acting on data or in an environment of these sizes
+        (``act_dim``: action dims, or the number of actions when ``discrete``; ``steps``: the
+        longest episode; ``states``: what the data calls them); empty when it fits."""
+        problems = []
+        if state_dim != self.state_dim:
+            problems.append(f"{states} have {state_dim} dims, the model's state_dim is {self.state_dim}")
+        if discrete != self.discrete:
+            problems.append(f"actions are {'discrete' if discrete else 'continuous'}, the model's action_head "
+                            f"is {self.action_head!r}")
+        elif act_dim != self.act_dim:
+            problems.append(f"actions have {act_dim} {'choices' if discrete else 'dims'}, the model's act_dim "
+                            f"is {self.act_dim}")
+        if steps > self.max_ep_len:
+            problems.append(f"episodes last up to {steps} steps, the model's max_ep_len is {self.max_ep_len}")
+        return problems
+
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads

@@ -35,18 +35,8 @@ class RolloutResult:
 
 def check_model_fits(model: DecisionTransformer, env_id: str, space: ActionSpace, state_dim: int, steps: int) -> None:
     """A model that cannot act in the environment is a clear error before any rollout."""
-    c = model.config
-    problems = []
-    if state_dim != c.state_dim:
-        problems.append(f"observations have {state_dim} dims, the model's state_dim is {c.state_dim}")
-    if space.discrete != c.discrete:
-        problems.append(f"actions are {'discrete' if space.discrete else 'continuous'}, the model's action_head "
-                        f"is {c.action_head!r}")
-    elif space.dim != c.act_dim:
-        problems.append(f"the action space has {space.dim} {'actions' if space.discrete else 'dims'}, the model's "
-                        f"act_dim is {c.act_dim}")
-    if steps > c.max_ep_len:
-        problems.append(f"episodes last up to {steps} steps, the model's max_ep_len is {c.max_ep_len}")
+    problems = model.config.misfits(state_dim=state_dim, discrete=space.discrete, act_dim=space.dim, steps=steps,
+                                    states="observations")
     if problems:
         raise ValueError(f"the model does not fit {env_id}: " + "; ".join(problems))
 

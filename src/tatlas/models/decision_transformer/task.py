@@ -85,18 +85,9 @@ def config_for(data: OfflineDataset, base: DecisionTransformerConfig) -> Decisio
 
 def check_fits(config: DecisionTransformerConfig, data: OfflineDataset) -> None:
     """The dataset's states and actions must have the model's sizes: a clear error otherwise."""
-    space, problems = data.action_space, []
-    if data.state_dim != config.state_dim:
-        problems.append(f"states have {data.state_dim} dims, the model's state_dim is {config.state_dim}")
-    if space.discrete != config.discrete:
-        problems.append(f"actions are {'discrete' if space.discrete else 'continuous'}, the model's action_head is "
-                        f"{config.action_head!r}")
-    elif space.dim != config.act_dim:
-        problems.append(f"actions have {space.dim} {'choices' if space.discrete else 'dims'}, the model's act_dim "
-                        f"is {config.act_dim}")
-    longest = max(len(e) for e in data.episodes)
-    if longest > config.max_ep_len:
-        problems.append(f"an episode lasts {longest} steps, the model's max_ep_len is {config.max_ep_len}")
+    space = data.action_space
+    problems = config.misfits(state_dim=data.state_dim, discrete=space.discrete, act_dim=space.dim,
+                              steps=max(len(e) for e in data.episodes))
     if problems:
         raise ValueError("the dataset does not fit the model: " + "; ".join(problems))
 

@@ -6,40 +6,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...nn.positions import Llama3Scaling
+from ..vision import ViTConfig
 
 LAYER_TYPES = ("full", "sliding")
 
 
 @dataclass(frozen=True, kw_only=True)
-class VisionConfig:
+class VisionConfig(ViTConfig):
     """The vision encoder (a ViT, SigLIP-style in Gemma 3) and its projection to image tokens."""
 
-    image_size: int
-    patch: int
-    dim: int
-    layers: int
-    heads: int
-    mlp_hidden: int
-    channels: int = 3
     act: str = "gelu_tanh"
-    eps: float = 1e-6
     tokens_per_image: int = 256  # patches average-pooled to this many tokens (a square number)
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if self.image_size % self.patch:
-            raise ValueError(f"VisionConfig: image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
+        super().__post_init__()
         side = round(self.tokens_per_image**0.5)
         if side * side != self.tokens_per_image or self.grid % side:
             raise ValueError(
                 f"VisionConfig: tokens_per_image must be a square whose side divides the {self.grid}x{self.grid} "
                 f"patch grid, got {self.tokens_per_image}"
             )
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch
 
 
 @dataclass(frozen=True, kw_only=True)

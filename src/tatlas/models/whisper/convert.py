@@ -212,12 +212,11 @@ def from_openai(path: Path) -> tuple[WhisperConfig, dict[str, Tensor]]:
     if not isinstance(raw, dict) or "dims" not in raw or "model_state_dict" not in raw:
         raise CheckpointError(f"{path}: not an openai-whisper checkpoint (expected keys 'dims' and "
                               f"'model_state_dict', got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__})")
-    config = config_from_openai(raw["dims"])
     heads = raw.get("alignment_heads")
     if isinstance(heads, torch.Tensor):  # a model saved after set_alignment_heads: a [layers, heads] mask
         config = config_from_openai(raw["dims"], tuple(tuple(int(x) for x in ij) for ij in heads.nonzero().tolist()))
     else:
-        config = _with_released_heads(config)
+        config = _with_released_heads(config_from_openai(raw["dims"]))
     state = raw["model_state_dict"]
     _check_positions(state, "encoder.positional_embedding", config)
     return config, OPENAI_WHISPER.convert(_with_zero_key_bias(state, _OPENAI_BLOCK, _OPENAI_OUTER))

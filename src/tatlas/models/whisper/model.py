@@ -159,7 +159,7 @@ class Whisper(CachedDecoderMixin, nn.Module):
             self._check_tokens(tokens)
             if audio is None and (cache is None or not cache.cross[0].filled):
                 raise ValueError("the decoder needs the audio features (no cross-attention cache is filled)")
-        with cpu_inference(tokens.float(), enabled=self.use_onednn):
+        with cpu_inference(tokens, enabled=self.use_onednn):
             return self.decoder(tokens, audio, cache=cache, input_pos=input_pos, last_only=last_only)
 
     def forward(
@@ -174,10 +174,12 @@ class Whisper(CachedDecoderMixin, nn.Module):
             audio = self.embed_audio(mel)
         return self.logits(tokens, audio, cache=cache, input_pos=input_pos, last_only=last_only)
 
-    def cross_attention_weights(self, tokens: Tensor, audio: Tensor) -> Tensor:
-        """Cross-attention weights of every decoder layer for a teacher-forced pass:
-        ``tokens [B, T]``, ``audio [B, S, C]`` -> ``[layers, B, heads, T, S]`` (word alignment)."""
+    def logits_and_cross_weights(self, tokens: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """A teacher-forced pass that also keeps every decoder layer's cross-attention weights (word
+        alignment): ``tokens [B, T]``, ``audio [B, S, C]`` -> logits ``[B, T, V]`` and weights
+        ``[layers, B, heads, T, S]``."""
         self._check_tokens(tokens)
         weights: list[Tensor] = []
-        self.decoder(tokens, audio, cross_weights=weights)
-        return torch.stack(weights)
+        with cpu_inference(tokens, enabled=self.use_onednn):
+            logits = self.decoder(tokens, audio, cross_weights=weights)
+        return logits, torch.stack(weights)

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nn.fastpath import cpu_inference
 
 if TYPE_CHECKING:
     from .model import Whisper
@@ -110,14 +109,12 @@ def find_alignment(
         return []
     sot = list(tokenizer.sot_sequence)
     tokens = torch.tensor([[*sot, tokenizer.no_timestamps, *text_tokens, tokenizer.eot]], device=audio.device)
-    weights: list[Tensor] = []
-    with cpu_inference(audio, enabled=model.use_onednn):
-        logits = model.decoder(tokens, audio, cross_weights=weights)[0]  # [T, V]; weights: layers x [1, H, T, S]
-    probs = logits[len(sot) :, : tokenizer.eot].float().softmax(dim=-1)
+    logits, weights = model.logits_and_cross_weights(tokens, audio)  # [1, T, V], [layers, 1, H, T, S]
+    probs = logits[0, len(sot) :, : tokenizer.eot].float().softmax(dim=-1)
     text_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens)].tolist()
 
     heads = model.config.heads_for_alignment
-    w = torch.stack([weights[layer][0, head] for layer, head in heads]).float()  # [heads, T, S]
+    w = torch.stack([weights[layer, 0, head] for layer, head in heads]).float()  # [heads, T, S]
     w = w[:, :, : num_frames // 2]
     if qk_scale != 1.0:
         w = w.pow(qk_scale)
