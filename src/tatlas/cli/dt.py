@@ -9,15 +9,11 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Decision Transformer: collect offline episodes, train, evaluate at target returns.")
+from tatlas.cli.common import new_app
+
+app = new_app("Decision Transformer: collect offline episodes, train, evaluate at target returns.")
 
 _MIX = "random=1,scripted=1,expert=1,noisy=3"
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _targets(text: str) -> list[float]:
@@ -46,10 +42,7 @@ def collect_cmd(
     from tatlas.data.offline_rl import describe
     from tatlas.demo.decision_transformer import collect_dataset
 
-    try:
-        path, data = collect_dataset(env, out, episodes=episodes, mix=mix, seed=seed, dataset_id=dataset_id)
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    path, data = collect_dataset(env, out, episodes=episodes, mix=mix, seed=seed, dataset_id=dataset_id)
     typer.echo(describe(data))
     typer.echo(f"wrote {path}")
 
@@ -60,10 +53,7 @@ def info_cmd(dataset: Path = typer.Argument(..., help="an offline dataset: .npz,
     """Describe an offline dataset: episodes, steps, returns per policy."""
     from tatlas.data.offline_rl import describe, load_dataset
 
-    try:
-        data = load_dataset(dataset)
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    data = load_dataset(dataset)
     typer.echo(describe(data))
     space = data.action_space
     typer.echo(f"states: {data.state_dim} dims; actions: "
@@ -89,13 +79,10 @@ def train_cmd(
     """Train a Decision Transformer on an offline dataset."""
     from tatlas.demo.decision_transformer import DTTrainOptions, train_on_dataset
 
-    try:
-        options = DTTrainOptions(preset=preset, overrides={"context": context} if context else {}, steps=steps,
-                                 batch_size=batch_size, lr=lr, seed=seed, eval_episodes=eval_episodes,
-                                 checkpoint_every=checkpoint_every, progress=progress)
-        result = train_on_dataset(dataset, out, options, resume=resume)
-    except (ValueError, OSError, RuntimeError) as e:
-        _fail(str(e))
+    options = DTTrainOptions(preset=preset, overrides={"context": context} if context else {}, steps=steps,
+                             batch_size=batch_size, lr=lr, seed=seed, eval_episodes=eval_episodes,
+                             checkpoint_every=checkpoint_every, progress=progress)
+    result = train_on_dataset(dataset, out, options, resume=resume)
     typer.echo(f"trained to step {result.steps}: loss {result.final_loss:.4f}"
                + "".join(f", {k} {v:.4g}" for k, v in result.eval.items()))
     typer.echo(f"weights: {result.model_path}")
@@ -118,18 +105,15 @@ def evaluate_cmd(
     from tatlas.data.offline_rl import load_dataset
     from tatlas.demo.decision_transformer import evaluate_checkpoint, plot_returns
 
-    try:
-        wanted = _targets(targets)
-        data = load_dataset(dataset) if dataset is not None else None
-        results = evaluate_checkpoint(checkpoint, env, wanted, episodes=episodes, seed=seed, cached=not recompute,
-                                      sample=not argmax, context=context)
-        mean = best = None
-        if data is not None:
-            mean, best = float(data.returns().mean()), float(data.returns().max())
-        if plot is not None:
-            plot_returns(results, plot, data_mean=mean, data_best=best, title=f"{env}, {checkpoint.name}")
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    wanted = _targets(targets)
+    data = load_dataset(dataset) if dataset is not None else None
+    results = evaluate_checkpoint(checkpoint, env, wanted, episodes=episodes, seed=seed, cached=not recompute,
+                                  sample=not argmax, context=context)
+    mean = best = None
+    if data is not None:
+        mean, best = float(data.returns().mean()), float(data.returns().max())
+    if plot is not None:
+        plot_returns(results, plot, data_mean=mean, data_best=best, title=f"{env}, {checkpoint.name}")
     typer.echo(f"{'target':>10} {'achieved':>10} {'± std':>8} {'min':>8} {'max':>8} {'length':>7}")
     for r in results:
         typer.echo(f"{r.target:10.1f} {r.mean:10.1f} {r.std:8.1f} {r.returns.min():8.1f} {r.returns.max():8.1f} "

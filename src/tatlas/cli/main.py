@@ -11,13 +11,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transformer Atlas: landmark transformer systems on shared blocks.")
+from tatlas.cli.common import new_app
+
+app = new_app("Transformer Atlas: landmark transformer systems on shared blocks.")
 console = Console()
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", envvar="TATLAS_DEBUG",
+                                     help="full Python tracebacks, for expected errors too")) -> None:
+    app.pretty_exceptions_enable = not debug  # off: Python's own, complete traceback
 
 
 def _human(n: int) -> str:
@@ -56,10 +59,7 @@ def explain(
     shapes of a real forward pass on a sample input."""
     from tatlas.explain import explain as run_explain
 
-    try:
-        ex = run_explain(system, preset, depth=depth)
-    except ValueError as e:
-        _fail(str(e))
+    ex = run_explain(system, preset, depth=depth)
     console.print(f"[bold]{ex.system.name}[/bold] ({ex.preset}): {ex.system.summary}")
     console.print(f"parameters: {ex.params:,}")
     if ex.system.diagram:
@@ -91,29 +91,48 @@ def demo(
     seed: int = typer.Option(0),
     quick: bool = typer.Option(False, help="a shorter run"),
 ) -> None:
-    """Train each system on embedded data and show the paper's headline phenomenon beside a baseline."""
-    from tatlas.demo import run_demos
+    """Train each system on embedded data and show the paper's headline phenomenon beside a baseline.
+    A demo that fails becomes a row of the table and the others still run. Exit status: 0 every demo
+    beat its baseline, 1 a demo failed, 3 none failed but one missed its baseline (--quick runs are
+    too short for some to learn)."""
+    from tatlas.demo import DemoFailure, run_demos
 
     out = out or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
+
+    def finished(r) -> None:
+        state = "[red]failed[/red]" if isinstance(r, DemoFailure) else (
+            "[green]beats its baseline[/green]" if r.beats_baseline else "[red]misses its baseline[/red]")
+        console.print(f"{r.system}: {state} ({r.seconds:.0f} s)")
+
     try:
-        results = run_demos(list(systems or []), out, seed=seed, quick=quick)
+        results = run_demos(list(systems or []), out, seed=seed, quick=quick, on_result=finished)
     except LookupError as e:
         console.print(f"{e}: systems register their demos as they are built; see `tatlas list`.")
         raise typer.Exit(code=0) from None
-    except ValueError as e:
-        _fail(str(e))
     table = Table(title="tatlas demo")
     for col in ("system", "claim", "result", "baseline", "time"):
         table.add_column(col)
     for r in results:
+        if isinstance(r, DemoFailure):
+            table.add_row(r.system, "", f"[red]✗ failed: {r.error}[/red]", f"see {out / r.system / 'error.txt'}",
+                          f"{r.seconds:.0f} s")
+            continue
         mark = "[green]✓[/green]" if r.beats_baseline else "[red]✗[/red]"
         table.add_row(r.system, r.claim, f"{mark} {r.metric} = {r.value:.4g}", f"{r.baseline} = {r.baseline_value:.4g}",
                       f"{r.seconds:.0f} s")
     console.print(table)
     for r in results:  # the figures beside the headline one (e.g. Whisper: the real tiny.en's WER)
-        if r.details:
+        if not isinstance(r, DemoFailure) and r.details:
             console.print(f"{r.system}: " + ", ".join(f"{k} = {v:.4g}" for k, v in list(r.details.items())[:4]))
     console.print(f"report: {out}")
+    failed = [r.system for r in results if isinstance(r, DemoFailure)]
+    missed = [r.system for r in results if not isinstance(r, DemoFailure) and not r.beats_baseline]
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)} (tracebacks in {out}/<system>/error.txt)[/red]")
+    if missed:
+        console.print(f"[red]missed the baseline: {', '.join(missed)}[/red]")
+    if failed or missed:
+        raise typer.Exit(code=1 if failed else 3)
 
 
 @app.command()
@@ -141,14 +160,11 @@ def train(
     from tatlas.train import TrainConfig
     from tatlas.train.run import parse_overrides, train_system
 
-    try:
-        overrides = parse_overrides(list(config or []), get_system(system).config_cls)
-        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum,
-                          grad_clip=grad_clip, checkpoint_every=checkpoint_every, eval_every=eval_every, seed=seed,
-                          out_dir=out, strategy=strategy, progress=progress)
-        result = train_system(system, cfg, preset=preset, overrides=overrides, resume=resume)
-    except ValueError as e:
-        _fail(str(e))
+    overrides = parse_overrides(list(config or []), get_system(system).config_cls)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, grad_accum=grad_accum,
+                      grad_clip=grad_clip, checkpoint_every=checkpoint_every, eval_every=eval_every, seed=seed,
+                      out_dir=out, strategy=strategy, progress=progress)
+    result = train_system(system, cfg, preset=preset, overrides=overrides, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     console.print(f"trained {system} ({preset or get_system(system).train_preset}) to step {result.steps}: loss {result.final_loss:.4f}"
@@ -191,13 +207,10 @@ def generate_cmd(
     """Continue a prompt, streaming tokens as they come."""
     from tatlas.generate.text import generate_text, load_text_model
 
-    try:
-        config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
-        tm = load_text_model(model, int8=int8)
-        generate_text(tm, prompt, config, image=image, on_text=lambda piece: print(piece, end="", flush=True))
-        print()
-    except ValueError as e:
-        _fail(str(e))
+    config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
+    tm = load_text_model(model, int8=int8)
+    generate_text(tm, prompt, config, image=image, on_text=lambda piece: print(piece, end="", flush=True))
+    print()
     for note in tm.notes:
         console.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
 
@@ -214,11 +227,8 @@ def chat(
 
     from tatlas.generate.text import generate_text, load_text_model
 
-    try:
-        config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
-        tm = load_text_model(model, int8=int8)
-    except ValueError as e:
-        _fail(str(e))
+    config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
+    tm = load_text_model(model, int8=int8)
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         print("you> ", end="", flush=True)
@@ -227,15 +237,12 @@ def chat(
             break
         messages.append({"role": "user", "content": line.strip()})
         print("model> ", end="", flush=True)
-        try:
-            reply = generate_text(tm, "", config, chat=messages, on_text=lambda p: print(p, end="", flush=True))
-        except ValueError as e:
-            _fail(str(e))
+        reply = generate_text(tm, "", config, chat=messages, on_text=lambda p: print(p, end="", flush=True))
         print()
         messages.append({"role": "assistant", "content": reply})
 
 
-imagegpt_app = typer.Typer(no_args_is_help=True, help="ImageGPT: complete images pixel by pixel.")
+imagegpt_app = new_app("ImageGPT: complete images pixel by pixel.")
 app.add_typer(imagegpt_app, name="imagegpt")
 
 
@@ -254,11 +261,8 @@ def imagegpt_complete(
     """Complete an image from its top half (or its first fraction of pixels) with ImageGPT."""
     from tatlas.demo.imagegpt import complete_image_file
 
-    try:
-        report = complete_image_file(image, out=out, model=model, fraction=fraction, top_half=top_half,
-                                     samples=samples, temperature=temperature, top_k=top_k, seed=seed)
-    except ValueError as e:  # unreadable image, bad checkpoint, bad options: one line
-        _fail(str(e))
+    report = complete_image_file(image, out=out, model=model, fraction=fraction, top_half=top_half,
+                                 samples=samples, temperature=temperature, top_k=top_k, seed=seed)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print(f"kept {report.kept} of {report.total} pixels; grid: {report.out}", soft_wrap=True)

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import typer
 
+from tatlas.cli.common import fail
+
 FORMATS = ("txt", "srt", "vtt", "json")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def transcribe_cmd(
@@ -38,29 +35,24 @@ def transcribe_cmd(
     """Transcribe (or translate) audio files with Whisper: 30-s windows with timestamp-based
     seeking, temperature fallback, no-speech detection, optional word timestamps."""
     if fmt not in FORMATS:
-        _fail(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        fail(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if task not in ("transcribe", "translate"):
-        _fail(f"--task {task!r}: expected transcribe or translate")
+        fail(f"--task {task!r}: expected transcribe or translate")
     if beam < 1 or batch_size < 1:
-        _fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
+        fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
     from tatlas.models.whisper.decoding import DecodingOptions
     from tatlas.models.whisper.audio import audio_duration
     from tatlas.generate.whisper.transcribe import TranscribeOptions, default_model, transcribe_batch
 
-    try:
-        seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
-        whisper = default_model(model)
-        options = TranscribeOptions(
-            temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature_fallback else 0.0,
-            word_timestamps=word_timestamps,
-            decode=DecodingOptions(task=task, language=language, beam_size=beam if beam > 1 else None),
-        )
-        results = _run(whisper, files, options, batch_size, compile_, seed, sum(seconds) if progress else None,
-                       transcribe_batch)
-    except (ValueError, OSError) as e:
-        _fail(str(e))
-    except KeyError as e:  # an unknown language code
-        _fail(str(e.args[0]) if e.args else repr(e))
+    seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
+    whisper = default_model(model)
+    options = TranscribeOptions(
+        temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature_fallback else 0.0,
+        word_timestamps=word_timestamps,
+        decode=DecodingOptions(task=task, language=language, beam_size=beam if beam > 1 else None),
+    )
+    results = _run(whisper, files, options, batch_size, compile_, seed, sum(seconds) if progress else None,
+                   transcribe_batch)
     _write(files, results, fmt, timestamps=timestamps, words=word_timestamps, output_dir=output_dir)
 
 

