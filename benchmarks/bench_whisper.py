@@ -56,7 +56,7 @@ def tatlas_engine(path: Path, beam: int, batch: int):
     import tatlas
     from tatlas.generate.whisper.transcribe import transcribe_batch
 
-    model = tatlas.load(path).eval()
+    model = tatlas.load(path, fast=True).eval()
 
     def run(audios):
         out = transcribe_batch(model, audios, batch_size=batch, language="en", temperature=0.0,

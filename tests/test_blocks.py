@@ -192,33 +192,71 @@ def test_initialisers():
         initialise(lin, "zeros!")
 
 
-@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "relu"])
-def test_mlp_fuses_its_activation_into_the_onednn_matmul(act, gen, monkeypatch):
-    """Inside ``cpu_inference`` the MLP's first projection and a GELU run as one oneDNN call (the
-    activation as the matmul's post-op), equal to the two steps; outside it nothing is fused."""
-    from tatlas.nn import MLP
-    from tatlas.nn.fastpath import cpu_inference, onednn_available
-
-    if not onednn_available():
-        pytest.skip("no oneDNN in this torch build")
-    mlp = MLP(dim=16, hidden=64, act=act).eval()
-    x = torch.randn(2, 5, 16, generator=gen)
-    attrs = []
+def _spy_onednn(monkeypatch) -> list[str]:
+    """Record the post-op attribute of every oneDNN linear call."""
+    calls = []
     real = torch.ops.mkldnn._linear_pointwise
 
-    class Spy:
-        def __call__(self, *args):
-            attrs.append(args[3])
-            return real(*args)
+    def spy(*args):
+        calls.append(args[3])
+        return real(*args)
 
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Spy())
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", spy)
+    return calls
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "relu"])
+def test_mlp_fuses_its_activation_into_the_onednn_matmul(act, gen, monkeypatch):
+    """After ``optimize_`` the MLP's first projection and a GELU run as one oneDNN call (the
+    activation as the matmul's post-op), equal to the two steps; before it nothing is routed."""
+    from tatlas.nn import MLP
+    from tatlas.nn.fastpath import FastMLP, optimize_
+
+    mlp = MLP(dim=128, hidden=512, act=act).eval()
+    x = torch.randn(4, 64, 128, generator=gen)  # 256 x 128 x 512 multiply-adds: oneDNN pays
+    calls = _spy_onednn(monkeypatch)
     with torch.no_grad():
         ref = mlp.fc2(mlp.act(mlp.fc1(x)))
-        assert attrs == []  # no fast path outside the context
-        with cpu_inference(x):
-            out = mlp(x)
+        mlp(x)
+        assert calls == []  # not optimised: F.linear
+        optimize_(mlp)
+        assert type(mlp) is FastMLP
+        out = mlp(x)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
     if act.startswith("gelu"):  # fc1 with its GELU post-op, fc2 plain: no unfused fc1
-        assert "gelu" in attrs and attrs.count("none") == 1, attrs
+        assert "gelu" in calls and calls.count("none") == 1, calls
     else:
-        assert attrs == ["none", "none"]
+        assert calls == ["none", "none"]
+
+
+def test_fast_linear_only_without_gradients_and_for_large_products(gen, monkeypatch):
+    """``optimize_`` swaps classes in place (same parameters, state-dict keys, hooks): oneDNN serves
+    calls without gradients whose product is large enough; with gradients it is F.linear and they
+    flow; small products, other dtypes and subclasses stay on F.linear."""
+    import torch.nn.functional as F
+
+    from tatlas.nn import Int8Linear
+    from tatlas.nn.fastpath import MIN_MACS, FastLinear, optimize_
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 8))
+    model.append(Int8Linear.from_linear(torch.nn.Linear(8, 8)))
+    weights, keys = [p for p in model.parameters()], list(model.state_dict())
+    hooked = []
+    model[0].register_forward_hook(lambda *a: hooked.append(True))
+    optimize_(model)
+    assert [type(m) for m in model] == [FastLinear, torch.nn.GELU, FastLinear, Int8Linear]
+    assert list(model.parameters()) == weights and list(model.state_dict()) == keys
+    x = torch.randn(16, 256, generator=gen)  # 16 x 256 x 512 >= MIN_MACS; 16 x 512 x 8 is not
+    assert 16 * 256 * 512 >= MIN_MACS > 16 * 512 * 8
+    calls = _spy_onednn(monkeypatch)
+    with torch.no_grad():
+        fast = model[0](x)
+        model[2](torch.randn(16, 512))
+        model[0](x.double().float().bfloat16().float())  # float32 again: routed
+        model.double()
+        model[0](x.double())  # float64: F.linear
+        model.float()
+    assert calls == ["none", "none"] and hooked == [True] * 3
+    torch.testing.assert_close(fast, F.linear(x, model[0].weight, model[0].bias))
+    model[0](x).sum().backward()  # gradients wanted: F.linear, and they flow
+    assert model[0].weight.grad is not None and calls == ["none", "none"]

@@ -5,7 +5,6 @@ and their errors on bad input."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -77,56 +76,34 @@ def test_encoders_batched_equal_single_and_logits_are_scaled_cosines(gen, tok):
 
 
 def test_pooled_shortcuts_equal_the_plain_towers(gen, tok):
-    """encode_* skip padding after the last end token and run the last block for the pooled token
-    only, through oneDNN's matmul on CPU: all equal to pooling the plain towers' outputs."""
+    """The optimised CLIP (``tatlas.optimize``: FastCLIP) skips padding after the last end token and
+    runs the last block for the pooled token only, through oneDNN's matmul on CPU: all equal to
+    the plain definitions, ``encode_image``/``encode_text`` of :class:`CLIP`."""
+    from tatlas.models.clip.model import CLIP, FastCLIP
+    from tatlas.nn.fastpath import FastLinear
+
     model = tiny()
     pixels = torch.randn(3, 3, 32, 32, generator=gen)
     tokens = tok(["a photo of a cat", "a small striped red circle left of a large blue square", ""], context_length=32)
     with torch.no_grad():
         plain_image = model.image_proj(model.vision(pixels)[:, 0])
         plain_text = model.text_proj(model.text(tokens)[torch.arange(3), tokens.argmax(1)])
-        for onednn in (True, False):
-            model.use_onednn = onednn
-            torch.testing.assert_close(model.encode_image(pixels), plain_image, atol=2e-6, rtol=1e-5)
-            torch.testing.assert_close(model.encode_text(tokens), plain_text, atol=2e-6, rtol=1e-5)
-    model.use_onednn = True
-    one_layer = tiny(vision=dataclasses.replace(PRESETS["tiny"].vision, layers=1),
-                     text=dataclasses.replace(PRESETS["tiny"].text, layers=1))
+        assert type(model) is CLIP
+        torch.testing.assert_close(model.encode_image(pixels), plain_image)
+        torch.testing.assert_close(model.encode_text(tokens), plain_text)
+        keys = list(model.state_dict())
+        fast = tatlas.optimize(model)
+        assert type(fast) is FastCLIP and type(fast.vision.blocks[0].attn.q) is FastLinear
+        assert list(fast.state_dict()) == keys
+        torch.testing.assert_close(fast.encode_image(pixels), plain_image, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(fast.encode_text(tokens), plain_text, atol=2e-6, rtol=1e-5)
+    one_layer = tatlas.optimize(tiny(vision=dataclasses.replace(PRESETS["tiny"].vision, layers=1),
+                                     text=dataclasses.replace(PRESETS["tiny"].text, layers=1)))
     with torch.no_grad():
         torch.testing.assert_close(one_layer.encode_image(pixels), one_layer.image_proj(one_layer.vision(pixels)[:, 0]))
         torch.testing.assert_close(one_layer.encode_text(tokens),
                                    one_layer.text_proj(one_layer.text(tokens)[torch.arange(3), tokens.argmax(1)]),
                                    atol=2e-6, rtol=1e-5)
-
-
-def test_onednn_linear_only_without_gradients(gen, monkeypatch):
-    from tatlas.nn.fastpath import CPUInference, apply_linear, cpu_inference, linear
-
-    lin = torch.nn.Linear(8, 6)
-    x = torch.randn(2, 3, 8, generator=gen)
-    real = torch.ops.mkldnn._linear_pointwise
-    routed = []
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: routed.append(torch.is_grad_enabled())
-                        or real(*a))
-    assert isinstance(cpu_inference(x), contextlib.nullcontext)  # grad mode on
-    with torch.no_grad():
-        assert isinstance(cpu_inference(x), CPUInference) and isinstance(cpu_inference(x, enabled=False),
-                                                                         contextlib.nullcontext)
-        apply_linear(lin, x), linear(x, lin.weight, lin.bias)
-        assert routed == []  # outside the context: F.linear
-        with cpu_inference(x):
-            fast = apply_linear(lin, x)
-            linear(x, lin.weight)
-            hooked = torch.nn.Linear(8, 6)
-            hooked.register_forward_hook(lambda *a: None)
-            apply_linear(hooked, x)  # a hook must run: no shortcut
-    torch.testing.assert_close(fast, F.linear(x, lin.weight, lin.bias))
-    assert routed == [False, False]
-    with CPUInference():  # gradients wanted, even inside the context: F.linear itself, and they flow
-        apply_linear(lin, x).sum().backward()
-    assert lin.weight.grad is not None and routed == [False, False]
-    monkeypatch.undo()
-    assert real is torch.ops.mkldnn._linear_pointwise
 
 
 def test_text_is_causal_and_pooled_at_the_end_token(gen, tok):

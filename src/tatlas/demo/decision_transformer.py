@@ -103,7 +103,7 @@ def evaluate_checkpoint(checkpoint: str | Path | torch.nn.Module, env_id: str, t
     if not targets:
         raise ValueError("targets: expected at least one target return")
     options = ActOptions(cached=cached, context=context, sample=sample, seed=seed)
-    model = checkpoint if isinstance(checkpoint, torch.nn.Module) else tatlas.load(checkpoint, system="decision_transformer")
+    model = checkpoint if isinstance(checkpoint, torch.nn.Module) else tatlas.load(checkpoint, system="decision_transformer", fast=True)
     return evaluate_targets(model.eval(), env_id, list(targets), episodes=episodes, seed=seed, options=options)
 
 

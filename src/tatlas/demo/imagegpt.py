@@ -97,7 +97,7 @@ def complete_image_file(
     if top_half and fraction is not None:
         raise ValueError("give either top_half or fraction, not both")
     if not isinstance(model, nn.Module):
-        model = tatlas.load(model, system="imagegpt")
+        model = tatlas.load(model, system="imagegpt", fast=True)
     model = model.eval()
     c = model.config
     picture, notes = read_image(image, c.image_size)

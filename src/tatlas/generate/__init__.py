@@ -1,13 +1,16 @@
-"""Decoding over any cached decoder: greedy, sampling (temperature, top-k, top-p, min-p,
-repetition penalty), stop tokens, left-padded batches, streaming, beam search, a compiled path."""
+"""Decoding over any cached decoder: one loop (:func:`search`) with strategy objects (greedy and
+sampling with temperature, top-k, top-p, min-p; beam search with transformers' or openai-whisper's
+rules) and logit filters (repetition penalty), stop tokens, left-padded batches, streaming, a
+compiled path; speculative decoding."""
 
-from .beam import beam_search
 from .config import GenerationConfig
-from .loop import GenerationOutput, generate, left_pad
+from .loop import GenerationOutput, generate, left_pad, search
 from .speculative import SpeculativeStats, speculative_generate
-from .sampling import min_p_filter, process_logits, repetition_penalty, select, top_k_filter, top_p_filter
+from .sampling import RepetitionPenalty, min_p_filter, repetition_penalty, top_k_filter, top_p_filter
+from .search import BeamSearch, PatienceBeamSearch, Sampler, rank
 
 __all__ = [
-    "GenerationConfig", "GenerationOutput", "beam_search", "generate", "left_pad", "min_p_filter",
-    "process_logits", "repetition_penalty", "select", "SpeculativeStats", "speculative_generate", "top_k_filter", "top_p_filter",
+    "BeamSearch", "GenerationConfig", "GenerationOutput", "PatienceBeamSearch", "RepetitionPenalty", "Sampler",
+    "SpeculativeStats", "generate", "left_pad", "min_p_filter", "rank", "repetition_penalty", "search",
+    "speculative_generate", "top_k_filter", "top_p_filter",
 ]

@@ -1,9 +1,13 @@
-"""Decoding loops over any decoder offering ``new_cache``, ``prefill`` and ``decode_step``
-(see :class:`tatlas.nn.CachedDecoderMixin`): greedy and sampled decoding with stop tokens,
-batched prompts with left padding and a streaming callback; beam search in :mod:`.beam`.
+"""The decoding loop, one for every decoder and every search: prefill, then per step filter the
+logits, let the strategy choose (:mod:`.search`), reorder the cache to the rows it kept, and run the
+decoder on the new tokens (gpt-fast's prefill / decode_one_token split; openai-whisper's
+``DecodingTask`` loop with its ``TokenDecoder`` and ``LogitFilter`` strategy objects).
 
-With ``static_cache=True`` every decode step has the same shapes, so ``compile=True`` compiles
-the step once (``torch.compile``) and reuses it for every token.
+:func:`search` is the loop itself, over any step function and cache; :func:`generate` runs it for a
+decoder offering ``new_cache``, ``prefill`` and ``decode_step`` (:class:`tatlas.nn.CachedDecoderMixin`):
+greedy and sampled decoding with stop tokens, left-padded batches, a streaming callback, and beam
+search. With ``static_cache=True`` every decode step has the same shapes, so ``compile=True``
+compiles the step once (``torch.compile``) and reuses it for every token.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from .config import GenerationConfig
-from .sampling import process_logits, select
+from .sampling import RepetitionPenalty
+from .search import BeamSearch, Sampler, power_penalty, rank, score
 
 Streamer = Callable[[Tensor], None]  # called with the new tokens [B] after every step
+Step = Callable[[Tensor, object, Tensor], Tensor]  # (tokens [N, 1], cache, input_pos [1]) -> logits [N, V]
+LogitFilter = Callable[[Tensor, Tensor], Tensor]  # (logits [N, V], tokens so far [N, cur]) -> logits
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,31 @@ class GenerationOutput:
         return rows
 
 
+def search(step: Step, cache, logits: Tensor, tokens: Tensor, *, begin: int, steps: int, strategy,
+           filters: Sequence[LogitFilter] = (), streamer: Streamer | None = None) -> tuple[int, Tensor]:
+    """The decoding loop. ``tokens [N, >= begin + steps]`` holds the prompts in ``[:, :begin]``;
+    ``logits [N, V]`` are the prefill's for column ``begin``. Each step filters the logits, lets
+    ``strategy`` write column ``cur`` (and say which rows it kept), reorders ``cache`` to them, and
+    runs ``step`` on the new column (written to cache slot ``cur``). At most ``steps`` columns; stops
+    early when the strategy says so. Returns the filled width and the rows' summed log-probabilities."""
+    sum_logprobs = torch.zeros(tokens.shape[0], device=tokens.device)
+    cur = begin
+    for i in range(steps):
+        if i > 0:
+            logits = step(tokens[:, cur - 1 : cur], cache, torch.tensor([cur - 1], device=tokens.device))
+        for f in filters:
+            logits = f(logits, tokens[:, :cur])
+        source, done = strategy.step(tokens, cur, logits, sum_logprobs)
+        if streamer is not None:
+            streamer(tokens[:, cur])
+        cur += 1
+        if done or i == steps - 1:
+            break
+        if source is not None:
+            cache.reorder(source, slots=cur - 1)
+    return cur, sum_logprobs
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_token: int, device=None) -> tuple[Tensor, Tensor]:
     """Token lists -> ``(tokens [B, T0], attention_mask [B, T0])``, padded on the left."""
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -49,7 +81,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token: int, device=None) -> t
     return tokens, mask
 
 
-def _as_batch(prompts, attention_mask, pad_token, device) -> tuple[Tensor, Tensor | None]:
+def as_batch(prompts, attention_mask, pad_token, device) -> tuple[Tensor, Tensor | None]:
+    """A ``[B, T]`` tensor, one token list or several -> ``(tokens [B, T0], mask or None)``."""
     if isinstance(prompts, Tensor):
         if prompts.dim() == 1:
             prompts = prompts[None]
@@ -62,7 +95,7 @@ def _as_batch(prompts, attention_mask, pad_token, device) -> tuple[Tensor, Tenso
     return tokens, (None if bool(mask.all()) else mask)
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -78,45 +111,44 @@ def generate(
 ) -> GenerationOutput:
     """Continue ``prompts`` (a ``[B, T]`` tensor, one token list, or several of different lengths,
     which are left-padded). ``model_kwargs`` go to ``prefill`` only (e.g. images, or audio features
-    whose cross-attention keys the cache then holds); decode steps see tokens alone."""
-    device = _device(model)
-    tokens, mask = _as_batch(prompts, attention_mask, config.pad_token, device)
-    if config.num_beams > 1:
-        from .beam import beam_search
-
-        return beam_search(model, tokens, config, attention_mask=mask, **model_kwargs)
+    whose cross-attention keys the cache then holds); decode steps see tokens alone. With
+    ``num_beams > 1`` each prompt is searched with ``num_beams`` rows (:class:`BeamSearch`) and the
+    best hypothesis is returned with its score; the streamer sees sampled tokens only."""
+    device = model_device(model)
+    tokens, mask = as_batch(prompts, attention_mask, config.pad_token, device)
     b, t0 = tokens.shape
-    cache = model.new_cache(b, t0 + config.max_new_tokens, static=config.static_cache)
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-
+    k = config.num_beams
+    if k > 1:  # every prompt once per beam
+        rows = torch.arange(b, device=device).repeat_interleave(k)
+        tokens, mask = tokens[rows], None if mask is None else mask[rows]
+        model_kwargs = {n: (v[rows] if isinstance(v, Tensor) else v) for n, v in model_kwargs.items()}
+        strategy = BeamSearch(beam_size=k, stop_tokens=config.stop_tokens, pad_token=config.pad_token,
+                              length_penalty=config.length_penalty)
+        strategy.reset(b, begin=t0)
+    else:
+        generator = None if config.seed is None else torch.Generator(device=device).manual_seed(config.seed)
+        strategy = Sampler(stop_tokens=config.stop_tokens, pad_token=config.pad_token, temperature=config.temperature,
+                           top_k=config.top_k, top_p=config.top_p, min_p=config.min_p, generator=generator)
+        strategy.reset(b)
+    n = tokens.shape[0]
+    cache = model.new_cache(n, t0 + config.max_new_tokens, static=config.static_cache)
     logits = model.prefill(tokens, cache, attention_mask=mask, chunk=config.prefill_chunk, last_only=True,
                            **model_kwargs)[:, -1]
-    step = model.decode_step
-    if config.compile:
-        step = torch.compile(model.decode_step, dynamic=False)
-
-    seen = tokens.masked_fill(~mask, -1) if mask is not None else tokens
-    out = torch.full((b, config.max_new_tokens), config.pad_token, dtype=torch.long, device=device)
-    lengths = torch.zeros(b, dtype=torch.long, device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    stops = torch.tensor(config.stop_tokens, dtype=torch.long, device=device)
-    for i in range(config.max_new_tokens):
-        scores = process_logits(logits, seen if config.repetition_penalty != 1.0 else None, config)
-        nxt = select(scores, config, generator)
-        nxt = torch.where(done, torch.full_like(nxt, config.pad_token), nxt)
-        out[:, i] = nxt
-        lengths += (~done).long()
-        if streamer is not None:
-            streamer(nxt)
-        if stops.numel():
-            done = done | torch.isin(nxt, stops)
-        if bool(done.all()) or i == config.max_new_tokens - 1:
-            break
-        if config.repetition_penalty != 1.0:
-            seen = torch.cat([seen, torch.where(done, -1, nxt)[:, None]], dim=1)
-        input_pos = torch.tensor([t0 + i], device=device)
-        logits = step(nxt[:, None], cache, input_pos)
-    n = int(lengths.max())
-    return GenerationOutput(out[:, :n], lengths)
+    step = torch.compile(model.decode_step, dynamic=False) if config.compile else model.decode_step
+    buffer = torch.full((n, t0 + config.max_new_tokens), config.pad_token, dtype=torch.long, device=device)
+    buffer[:, :t0] = tokens
+    filters = [RepetitionPenalty(config.repetition_penalty, mask)] if config.repetition_penalty != 1.0 else []
+    cur, sum_logprobs = search(step, cache, logits, buffer, begin=t0, steps=config.max_new_tokens, strategy=strategy,
+                               filters=filters, streamer=streamer if k == 1 else None)
+    if k == 1:
+        lengths = strategy.lengths
+        return GenerationOutput(buffer[:, t0 : t0 + int(lengths.max())], lengths)
+    candidates = strategy.finalize(buffer, cur, sum_logprobs, begin=t0, groups=b)
+    penalty = power_penalty(config.length_penalty)
+    best = [group[i] for group, i in zip(candidates, rank(candidates, penalty), strict=True)]
+    width = max(len(t) for t, _ in best)
+    out = torch.full((b, width), config.pad_token, dtype=torch.long, device=device)
+    for i, (t, _) in enumerate(best):
+        out[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return GenerationOutput(out, torch.tensor([len(t) for t, _ in best], device=device),
+                            torch.tensor([score(t, lp, penalty) for t, lp in best]))

@@ -1,12 +1,11 @@
-"""Logit processors and token selection. Each processor maps ``logits [B, V]`` to ``[B, V]``;
-removed tokens get ``-inf``."""
+"""Logit processors: each maps ``logits [B, V]`` to ``[B, V]``; removed tokens get ``-inf``
+(:class:`~tatlas.generate.search.Sampler` applies the sampling filters; the decoding loop applies
+:class:`RepetitionPenalty`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-from .config import GenerationConfig
 
 
 def repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -44,26 +43,17 @@ def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
-def process_logits(logits: Tensor, seen: Tensor | None, config: GenerationConfig) -> Tensor:
-    """Repetition penalty, temperature, then the sampling filters, as configured."""
-    logits = logits.float()
-    if seen is not None:
-        logits = repetition_penalty(logits, seen, config.repetition_penalty)
-    if config.greedy:
-        return logits
-    logits = logits / config.temperature
-    if config.top_k is not None:
-        logits = top_k_filter(logits, config.top_k)
-    if config.top_p is not None:
-        logits = top_p_filter(logits, config.top_p)
-    if config.min_p is not None:
-        logits = min_p_filter(logits, config.min_p)
-    return logits
+class RepetitionPenalty:
+    """The decoding loop's filter for :func:`repetition_penalty`: the prompt (its padding masked by
+    ``prompt_mask [N, T0]``) and every token generated so far count as seen."""
 
+    def __init__(self, penalty: float, prompt_mask: Tensor | None = None) -> None:
+        self.penalty, self.prompt_mask = penalty, prompt_mask
 
-def select(logits: Tensor, config: GenerationConfig, generator: torch.Generator | None = None) -> Tensor:
-    """Processed ``logits [B, V]`` -> next tokens ``[B]``: argmax when greedy, else a sample."""
-    if config.greedy:
-        return logits.argmax(dim=-1)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    def __call__(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """``logits [N, V]``, ``tokens [N, cur]`` (the buffer so far) -> penalised float32 logits."""
+        seen = tokens
+        if self.prompt_mask is not None:
+            t0 = self.prompt_mask.shape[1]
+            seen = torch.cat([tokens[:, :t0].masked_fill(~self.prompt_mask, -1), tokens[:, t0:]], dim=1)
+        return repetition_penalty(logits.float(), seen, self.penalty)

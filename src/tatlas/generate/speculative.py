@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import GenerationConfig
-from .loop import GenerationOutput, _as_batch, _device
+from .loop import GenerationOutput, as_batch, model_device
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ def speculative_generate(
         raise ValueError("speculative decoding here is greedy: temperature 0, one beam, no repetition penalty")
     if lookahead < 1:
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
-    device = _device(target)
-    tokens, mask = _as_batch(prompt, None, config.pad_token, device)
+    device = model_device(target)
+    tokens, mask = as_batch(prompt, None, config.pad_token, device)
     if tokens.shape[0] != 1 or mask is not None:
         raise ValueError(f"speculative decoding takes one prompt, got {tokens.shape[0]}")
     t0 = tokens.shape[1]

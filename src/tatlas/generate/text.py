@@ -28,7 +28,7 @@ def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
     import tatlas
     from tatlas.nn import quantize_int8_
 
-    model = tatlas.load(path, system="llm").eval()
+    model = tatlas.load(path, system="llm", fast=True).eval()
     notes = []
     if int8:
         quantize_int8_(model)

@@ -44,6 +44,8 @@ class System:
     # (config, seed) -> the system's training task on embedded data
     train_task: Callable[[Any, int], TrainTask] | None = None
     train_preset: str = "tiny"  # what `tatlas train SYSTEM` builds unless told otherwise
+    # model class -> its inference twin, swapped in by tatlas.optimize (beside tatlas.nn.fastpath's own)
+    fast_variants: Mapping[type, type] = field(default_factory=dict)
 
     def preset(self, name: str) -> Any:
         try:

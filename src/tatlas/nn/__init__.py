@@ -16,6 +16,7 @@ from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
 from .init import init_normal_, initialise
+from .linear import TiedLinear
 from .mla import LatentAttention
 from .moe import (
     DeepSeekRouter, ExpertChoiceRouter, Experts, MoE, Router, Routing, SwitchRouter, TopKRouter, hf_moe_keymap,
@@ -38,7 +39,7 @@ from .vit import VisionTransformer
 __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "Router", "Routing", "SwitchRouter", "TopKRouter", "hf_moe_keymap", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "switch_from_hf", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
-    "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
+    "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
     "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]

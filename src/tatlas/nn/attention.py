@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import CrossKVCache
-from .fastpath import apply_linear, linear
 from .positions import Rope, apply_rotary
 
 
@@ -201,11 +200,11 @@ class Attention(nn.Module):
     def project_kv(self, context: Tensor, rope: Rope | None = None) -> tuple[Tensor, Tensor]:
         """Keys and values from ``context [*, S, C_kv]`` -> ``([*, G, S, D], [*, G, S, D])``."""
         if self.fused:
-            kv = linear(context, self.qkv.weight[self.heads * self.head_dim :],
+            kv = F.linear(context, self.qkv.weight[self.heads * self.head_dim :],
                           None if self.qkv.bias is None else self.qkv.bias[self.heads * self.head_dim :])
             k, v = kv.chunk(2, dim=-1)
         else:
-            k, v = apply_linear(self.k, context), apply_linear(self.v, context)
+            k, v = self.k(context), self.v(context)
         k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
         if self.k_norm is not None:
             k = self.k_norm(k)
@@ -216,9 +215,9 @@ class Attention(nn.Module):
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.fused:
             q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
-            q, k, v = apply_linear(self.qkv, x).split([q_out, kv_out, kv_out], dim=-1)
+            q, k, v = self.qkv(x).split([q_out, kv_out, kv_out], dim=-1)
         else:
-            q, k, v = apply_linear(self.q, x), apply_linear(self.k, x), apply_linear(self.v, x)
+            q, k, v = self.q(x), self.k(x), self.v(x)
         return self._heads(q, self.heads), self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
 
     def forward(
@@ -252,7 +251,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.update(k, v, input_pos)  # [*, G, S, D]
         else:
-            q = self._heads(apply_linear(self.q, x), self.heads)
+            q = self._heads(self.q(x), self.heads)
             if self.q_norm is not None:
                 q = self.q_norm(q)
             if rope is not None:
@@ -291,8 +290,8 @@ class Attention(nn.Module):
     def _out(self, out: Tensor, x: Tensor) -> Tensor:
         out = out.transpose(-2, -3).flatten(-2)  # [*, H, T, D] -> [*, T, H*D]
         if self.gate is not None:
-            out = out * torch.sigmoid(apply_linear(self.gate, x))
-        return apply_linear(self.out, out)
+            out = out * torch.sigmoid(self.gate(x))
+        return self.out(out)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"

@@ -37,9 +37,15 @@ class DynamicKVCache:
     def length(self) -> int:
         return 0 if self.k is None else self.k.shape[-2]
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, slots: int | None = None) -> None:
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+    def repeat_rows(self, group: int, slots: int | None = None) -> DynamicKVCache:
+        out = DynamicKVCache()
+        if self.k is not None:
+            out.k, out.v = self.k.repeat_interleave(group, dim=0), self.v.repeat_interleave(group, dim=0)
+        return out
 
 
 class StaticKVCache(torch.nn.Module):
@@ -72,9 +78,25 @@ class StaticKVCache(torch.nn.Module):
         s = int(input_pos[-1]) + 1  # eager: only the slots up to the newest can be attended
         return self.k[:, :, :s], self.v[:, :, :s]
 
-    def reorder(self, index: Tensor) -> None:
-        self.k.copy_(self.k.index_select(0, index))
-        self.v.copy_(self.v.index_select(0, index))
+    def reorder(self, index: Tensor, slots: int | None = None) -> None:
+        """Rows ``index [B]`` (beam search), of the first ``slots`` slots only if given (the rest hold
+        nothing yet)."""
+        if slots is None:
+            self.k.copy_(self.k.index_select(0, index))
+            self.v.copy_(self.v.index_select(0, index))
+        else:
+            self.k[:, :, :slots] = self.k[index, :, :slots]
+            self.v[:, :, :slots] = self.v[index, :, :slots]
+
+    def repeat_rows(self, group: int, slots: int | None = None) -> StaticKVCache:
+        """A cache of ``group`` rows per row of this one, holding a copy of its first ``slots`` slots."""
+        b, g, s, d = self.k.shape
+        out = StaticKVCache(batch=b * group, kv_heads=g, max_len=s, head_dim=d, v_dim=self.v.shape[-1],
+                            dtype=self.k.dtype, device=self.k.device)
+        slots = s if slots is None else slots
+        out.k[:, :, :slots] = self.k[:, :, :slots].repeat_interleave(group, dim=0)
+        out.v[:, :, :slots] = self.v[:, :, :slots].repeat_interleave(group, dim=0)
+        return out
 
 
 class CrossKVCache:
@@ -94,9 +116,17 @@ class CrossKVCache:
         # contiguous once, so that every decode step's batched matmuls over them need no copy
         self.k, self.v = k.contiguous(), v.contiguous()
 
-    def reorder(self, index: Tensor) -> None:
-        if self.k is not None:
+    def reorder(self, index: Tensor, slots: int | None = None) -> None:
+        """Rows ``index [B]``; keys shared by groups of rows (fewer rows than ``index``) stay: the
+        rows of a group are reordered among themselves."""
+        if self.k is not None and self.k.shape[0] == index.shape[0]:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+    def shared(self) -> CrossKVCache:
+        """A cache holding the same keys/values (no copy), e.g. for the rows of a repeated batch."""
+        out = CrossKVCache()
+        out.k, out.v = self.k, self.v
+        return out
 
 
 class DecoderCache:
@@ -165,9 +195,22 @@ class DecoderCache:
         allowed = allowed | (k_slot[None, :] == q_slot)[None]
         return allowed[:, None]
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep rows ``index [B]`` (beam search); the batch size stays the same."""
+    def reorder(self, index: Tensor, slots: int | None = None) -> None:
+        """Keep rows ``index [B]`` (beam search); the batch size stays the same. ``slots``: only the
+        first ``slots`` self-attention slots hold anything yet."""
         for layer in [*self.layers, *self.cross]:
-            layer.reorder(index)
+            layer.reorder(index, slots)
         self.key_valid = self.key_valid.index_select(0, index)
         self.pad = self.pad.index_select(0, index)
+
+    def repeat_rows(self, group: int, slots: int | None = None) -> DecoderCache:
+        """A cache of ``group`` adjacent rows per row of this one (the beams or samples of an input
+        whose prompt was run once), with a copy of the first ``slots`` self-attention slots and the
+        same cross-attention keys/values, shared by the group's rows rather than copied."""
+        out = object.__new__(DecoderCache)
+        out.batch, out.max_len, out.static = self.batch * group, self.max_len, self.static
+        out.layers = [layer.repeat_rows(group, slots) for layer in self.layers]
+        out.cross = [c.shared() for c in self.cross]
+        out.key_valid = self.key_valid.repeat_interleave(group, dim=0)
+        out.pad = self.pad.repeat_interleave(group, dim=0)
+        return out

@@ -1,33 +1,45 @@
-"""A CPU inference fast path for linear layers: the same ``x @ W^T + b``, computed by oneDNN's
-matmul (``torch.ops.mkldnn._linear_pointwise``) instead of the BLAS sgemm behind ``F.linear``.
+"""The CPU inference fast path, as modules swapped into a built model: :func:`optimize_`.
 
-On the AMD EPYC machines this project runs on, MKL's sgemm takes its generic code path and oneDNN
-is about twice as fast for transformer-sized matrices (``[1600, 768] x [768, 3072]``: 38 ms vs
-17 ms on two threads), at float32 precision (no reduced-precision math: max relative difference
-to a float64 product ~1e-6, like MKL's). oneDNN's op has no backward, so the path is taken only
-when no gradient is wanted; everything else (CUDA, other dtypes, autograd, torch.compile) calls
-``F.linear`` unchanged.
+The same ``x @ W^T + b``, computed by oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``)
+instead of the BLAS sgemm behind ``F.linear``. On the AMD EPYC machines this project runs on, MKL's
+sgemm takes its generic code path and oneDNN is about twice as fast for transformer-sized matrices
+(``[1600, 768] x [768, 3072]``: 38 ms vs 17 ms on two threads), at float32 precision (no
+reduced-precision math: max relative difference to a float64 product ~1e-6, like MKL's). oneDNN
+can also apply the MLP's GELU in the matmul's epilogue (one pass over the ``[*, hidden]`` output
+fewer, bit-identical to the two steps).
 
-Use as a context: ``with cpu_inference(x): model(x)``. The shared blocks (attention, MLPs) call
-their projections through :func:`apply_linear` / :func:`linear`, which take the oneDNN path while
-the context is entered in this thread; modules, parameters and state dicts do not change. A
-projection replaced by another module (``Int8Linear``) or carrying hooks is called as it is; other
-modules' ``nn.Linear`` layers are not routed. (A ``TorchFunctionMode`` would route every
-``F.linear`` without touching the blocks, but it sees every torch call, ~1.5 µs each: 0.8 ms of a
-5.4 ms Whisper decode step.)
+``optimize_(model)`` swaps, in place, the class of every plain ``nn.Linear`` for
+:class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP` and every
+:class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear` (and, through ``variants``, whatever
+classes a system adds, e.g. CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks
+stay; the decision is made once, when the model is optimised (as timm reads ``fused_attn`` at build
+time), not by a switch consulted on every call. A swapped module still computes ``F.linear`` when
+oneDNN cannot serve the call: a gradient is wanted (oneDNN's op has no backward), the weight is
+not a plain CPU float32/bfloat16 tensor (moved to CUDA, sharded as a DTensor), or the code is being
+compiled, or the product is too small for oneDNN's call overhead to pay (:data:`MIN_MACS`).
+``tatlas.load(..., fast=True)`` and the CLIs apply it for every system.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from .linear import TiedLinear
+from .mlp import MLP
+
+__all__ = ["FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "optimize_"]
 
 _DTYPES = (torch.float32, torch.bfloat16)
+# oneDNN's call costs ~12 us more than F.linear's and then runs 2-2.5x faster: it pays from about a
+# million multiply-adds (M x K x N; measured on 2 threads for M = 1, 8, 64 and K, N = 128..2048)
+MIN_MACS = 1 << 20
+# our activation name -> oneDNN's post-op (attribute, algorithm), computed in the matmul's epilogue
+_FUSED_ACTS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,68 +47,58 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_local = threading.local()  # depth: how many cpu_inference contexts this thread is in
-
-
-def _routing() -> bool:
-    return getattr(_local, "depth", 0) > 0 and not torch.compiler.is_compiling()
-
-
-class CPUInference(contextlib.AbstractContextManager):
-    """The context :func:`cpu_inference` returns: the blocks' projections go through oneDNN."""
-
-    def __enter__(self):
-        _local.depth = getattr(_local, "depth", 0) + 1
-        return self
-
-    def __exit__(self, *exc):
-        _local.depth -= 1
-        return None
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(x, weight, bias)``, by oneDNN inside :func:`cpu_inference` when the tensors qualify."""
-    if _routing() and _routable(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-def apply_linear(layer: torch.nn.Module, x: Tensor) -> Tensor:
-    """``layer(x)``; a plain ``nn.Linear`` without hooks goes by oneDNN inside :func:`cpu_inference`."""
-    if (_routing() and type(layer) is torch.nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
-            and _routable(x, layer.weight, layer.bias)):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
-    return layer(x)
-
-
-def _routable(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    tensors = (x, weight) if bias is None else (x, weight, bias)
+def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether oneDNN's inference matmul can compute ``F.linear(x, weight, bias)``."""
     return (
-        x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype in _DTYPES
-        and all(t.dtype == x.dtype for t in tensors) and weight.dim() == 2 and x.dim() >= 2
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)  # no tensor subclasses (DTensor ...)
+        weight.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in _DTYPES and x.dim() >= 2
+        and x.numel() * weight.shape[0] >= MIN_MACS
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+        and type(weight) in (Tensor, nn.Parameter) and (bias is None or type(bias) in (Tensor, nn.Parameter))
+        and not torch.compiler.is_compiling()
     )
 
 
-# our activation name -> oneDNN's post-op (attribute, algorithm): computed in the matmul's epilogue
-_FUSED_ACTS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "") -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
 
 
-def linear_act(x: Tensor, layer: torch.nn.Linear, act: str) -> Tensor | None:
-    """``act(linear(x))`` in one oneDNN call (the activation fused into the matmul: one pass over
-    the ``[*, hidden]`` output fewer, bit-identical to the two steps), when inside
-    :func:`cpu_inference` and the tensors qualify; else ``None`` (the caller does the two steps)."""
-    if (not _routing() or act not in _FUSED_ACTS or type(layer) is not torch.nn.Linear
-            or not _routable(x, layer.weight, layer.bias)):
-        return None
-    attr, algorithm = _FUSED_ACTS[act]
-    return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [], algorithm)
+class FastLinear(nn.Linear):
+    """``nn.Linear`` computed by oneDNN where it can be (see the module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _serves(x, self.weight, self.bias):
+            return _onednn(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
-def cpu_inference(x: Tensor, *, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """:class:`CPUInference` when ``x`` is a CPU tensor, no gradient is being recorded, oneDNN is
-    available and we are not being compiled; otherwise a no-op context."""
-    use = (enabled and not torch.compiler.is_compiling() and x.device.type == "cpu" and not torch.is_grad_enabled()
-           and onednn_available())
-    return CPUInference() if use else contextlib.nullcontext()
+class FastMLP(MLP):
+    """:class:`~tatlas.nn.MLP` with its GELU fused into the first projection's oneDNN matmul."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        fused = _FUSED_ACTS.get(self.act_name)
+        if fused is not None and type(self.fc1) in (nn.Linear, FastLinear) and _serves(x, self.fc1.weight, self.fc1.bias):
+            return self.fc2(_onednn(x, self.fc1.weight, self.fc1.bias, *fused))
+        return super().forward(x)
+
+
+class FastTiedLinear(TiedLinear):
+    """:class:`~tatlas.nn.TiedLinear` computed by oneDNN where it can be."""
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        weight = weight.to(x.dtype)
+        return _onednn(x, weight, None) if _serves(x, weight, None) else F.linear(x, weight)
+
+
+FAST: Mapping[type, type] = {nn.Linear: FastLinear, MLP: FastMLP, TiedLinear: FastTiedLinear}
+
+
+def optimize_(model: nn.Module, variants: Mapping[type, type] | None = None) -> nn.Module:
+    """Swap the class of every module whose exact type has a fast twin (:data:`FAST`, plus
+    ``variants``) for that twin, in place; returns ``model``. A no-op where oneDNN is missing.
+    Subclasses (``Int8Linear``-style replacements, other layers) are left alone."""
+    table = {**(FAST if onednn_available() else {}), **(variants or {})}
+    for module in model.modules():
+        twin = table.get(type(module))
+        if twin is not None:
+            module.__class__ = twin
+    return model

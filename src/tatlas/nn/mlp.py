@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fastpath import apply_linear, linear_act
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -56,9 +55,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = linear_act(x, self.fc1, self.act_name)  # fused on the CPU inference path, else None
-        h = self.act(apply_linear(self.fc1, x)) if h is None else h
-        return apply_linear(self.fc2, h)
+        return self.fc2(self.act(self.fc1(x)))
 
     def extra_repr(self) -> str:
         return f"act={self.act_name}"
@@ -78,7 +75,7 @@ class GatedMLP(nn.Module):
         self.down = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return apply_linear(self.down, self.act(apply_linear(self.gate, x)) * apply_linear(self.up, x))
+        return self.down(self.act(self.gate(x)) * self.up(x))
 
     def extra_repr(self) -> str:
         return f"act={self.act_name}"

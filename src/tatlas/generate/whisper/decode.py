@@ -28,58 +28,27 @@ from ...models.whisper.decoding import (
     suppress_token_ids,
     tokenizer_for,
 )
-from ...nn.fastpath import cpu_inference
-from ..search import GreedySearch, PatienceBeamSearch, rank
+from ..loop import search
+from ..search import PatienceBeamSearch, Sampler, rank
 
 if TYPE_CHECKING:
     from ...models.whisper.model import Whisper
     from ...models.whisper.tokenizer import WhisperTokenizer
 
 
-def _decoder_call(model: Whisper, compile: bool):
-    """``(tokens [N, T], cache, input_pos [T]) -> logits [N, V]`` of the last position: the
-    decoder itself (no per-call checks: the loop builds valid tokens), optionally compiled."""
-
-    def call(tokens: Tensor, cache, input_pos: Tensor) -> Tensor:
-        return model.decoder(tokens, None, cache=cache, input_pos=input_pos, last_only=True)[:, -1]
-
-    if not compile:
-        def eager(tokens: Tensor, cache, input_pos: Tensor) -> Tensor:
-            with cpu_inference(tokens, enabled=model.use_onednn):
-                return call(tokens, cache, input_pos)
-
-        return eager
-    return torch.compile(call, dynamic=False)  # dynamo reuses the code compiled for this model and shapes
+def _as_float(logits: Tensor, tokens: Tensor) -> Tensor:
+    return logits.float()
 
 
-def _fill_cross(model: Whisper, cache, audio: Tensor) -> None:
-    """The cross-attention keys/values of every decoder layer, from ``audio [B, S, C]``, once."""
-    with cpu_inference(audio, enabled=model.use_onednn):
-        for layer, cross in zip(model.decoder.layers, cache.cross, strict=True):
-            cross.store(*layer.cross_attn.project_kv(audio))  # [B, H, S, D] each
+def _generated_only(rule, begin: int):
+    """A Whisper logit rule (``apply(logits, sampled_tokens)``, in place) as a filter of the
+    decoding loop, which passes every token so far."""
 
+    def apply(logits: Tensor, tokens: Tensor) -> Tensor:
+        rule.apply(logits, tokens[:, begin:])
+        return logits
 
-def _expand_cache(model: Whisper, base, group: int, slots: int, max_len: int):
-    """A cache of ``group`` rows per row of ``base`` (the beams or samples of a window), holding its
-    first ``slots`` self-attention slots and its cross-attention keys/values (once per window, shared
-    by its rows): the prompt is run once per window, not once per beam."""
-    cache = model.new_cache(base.batch * group, max_len, dtype=base.layers[0].k.dtype, device=base.key_valid.device)
-    for src, dst in zip(base.layers, cache.layers, strict=True):
-        dst.k[:, :, :slots] = src.k[:, :, :slots].repeat_interleave(group, dim=0)
-        dst.v[:, :, :slots] = src.v[:, :, :slots].repeat_interleave(group, dim=0)
-    for src, dst in zip(base.cross, cache.cross, strict=True):
-        dst.store(src.k, src.v)  # one copy per window: its rows' queries are stacked on it (nn.attention)
-    cache.key_valid = base.key_valid.repeat_interleave(group, dim=0)
-    cache.pad = base.pad.repeat_interleave(group, dim=0)
-    return cache
-
-
-def _reorder_self_cache(cache, source: Tensor, slots: int) -> None:
-    """Beam reordering of the self-attention caches' first ``slots`` slots (the cross-attention
-    keys/values are the same for every beam of a window and stay)."""
-    for layer in cache.layers:
-        layer.k[:, :, :slots] = layer.k[source, :, :slots]
-        layer.v[:, :, :slots] = layer.v[source, :, :slots]
+    return apply
 
 
 class WindowDecoder:
@@ -101,7 +70,8 @@ class WindowDecoder:
         if options.beam_size is not None:
             self.search = PatienceBeamSearch(beam_size=options.beam_size, eot=tok.eot, patience=options.patience)
         else:
-            self.search = GreedySearch(eot=tok.eot, temperature=options.temperature, generator=generator)
+            self.search = Sampler(stop_tokens=(tok.eot,), pad_token=tok.eot, temperature=options.temperature,
+                                  generator=generator, track_logprobs=True)
         self.filters: list = []
         if options.suppress_blank:
             self.filters.append(SuppressBlank(tok))
@@ -148,18 +118,17 @@ class WindowDecoder:
     def detect_language(self, audio: Tensor) -> tuple[Tensor, list[dict[str, float]]]:
         """``audio [B, S, C]`` -> the likeliest language token ``[B]`` and every language's probability."""
         cache = self.model.new_cache(audio.shape[0], 1, dtype=audio.dtype, device=audio.device)
-        _fill_cross(self.model, cache, audio)
-        return self._languages(cache)
+        self.model.fill_cross_cache(cache, audio)
+        return self._languages(cache, audio.device)
 
-    def _languages(self, cache) -> tuple[Tensor, list[dict[str, float]]]:
+    def _languages(self, cache, device: torch.device) -> tuple[Tensor, list[dict[str, float]]]:
         """Language probabilities after ``<|startoftranscript|>`` (written to the cache's slot 0)."""
         tok = self.tokenizer
         if not tok.multilingual:
             raise ValueError("this model has no language tokens (English-only): it cannot identify languages")
         rows = cache.batch
-        sot = torch.full((rows, 1), tok.sot, dtype=torch.long, device=cache.key_valid.device)
-        logits = _decoder_call(self.model, False)(sot, cache, torch.zeros(1, dtype=torch.long, device=sot.device))
-        logits = logits.float()
+        sot = torch.full((rows, 1), tok.sot, dtype=torch.long, device=device)
+        logits = self.model.decode_step(sot, cache, torch.zeros(1, dtype=torch.long, device=sot.device)).float()
         ids = torch.tensor(tok.all_language_tokens, device=logits.device)
         keep = torch.full_like(logits, float("-inf"))
         keep[:, ids] = logits[:, ids]
@@ -175,7 +144,7 @@ class WindowDecoder:
         replacing the options' ``prompt``/``language`` (None: detect). ``generators``: one per row
         for sampling, so that a window's samples do not depend on the batch it is in."""
         model, opts, tok, group = self.model, self.options, self.tokenizer, self.group
-        if generators is not None and isinstance(self.search, GreedySearch):
+        if generators is not None and isinstance(self.search, Sampler):
             self.search.generators = list(generators)
         n_audio = audio.shape[0]
         device = audio.device
@@ -192,11 +161,11 @@ class WindowDecoder:
         n = n_audio * group
         max_len = self.n_ctx if self.compile else min(self.n_ctx, t0 + self.sample_len)
         cache = model.new_cache(n_audio, max_len, dtype=audio.dtype, device=device)  # one row per window
-        _fill_cross(model, cache, audio)
+        model.fill_cross_cache(cache, audio)
 
         language_probs: list[dict[str, float] | None] = [None] * n_audio
         if tok.multilingual and (opts.task == "lang_id" or any(lang is None for lang in langs)):
-            best, probs = self._languages(cache)
+            best, probs = self._languages(cache, device)
             codes = tok.all_language_codes
             detected = [codes[tok.all_language_tokens.index(int(t))] for t in best.tolist()]
             language_probs = list(probs)
@@ -217,33 +186,20 @@ class WindowDecoder:
         if not bool(mask.all()):
             cache.set_padding(mask.to(device))
         sot_slot = t0 - (len(rows[0]) - rows[0].index(tok.sot))
-        prefill = _decoder_call(model, False)
-        logits = prefill(prompt[:, : sot_slot + 1], cache, torch.arange(sot_slot + 1, device=device))
+        logits = model.decode_step(prompt[:, : sot_slot + 1], cache, torch.arange(sot_slot + 1, device=device))
         no_speech = logits.float().softmax(dim=-1)[:, tok.no_speech].tolist()
         if sot_slot + 1 < t0:
-            logits = prefill(prompt[:, sot_slot + 1 :], cache, torch.arange(sot_slot + 1, t0, device=device))
-        if group > 1:
-            cache = _expand_cache(model, cache, group, t0, max_len)
+            logits = model.decode_step(prompt[:, sot_slot + 1 :], cache, torch.arange(sot_slot + 1, t0, device=device))
+        if group > 1:  # the prompt ran once per window; now a row per beam or sample
+            cache = cache.repeat_rows(group, slots=t0)
             logits = logits.repeat_interleave(group, dim=0)
         tokens = torch.full((n, t0 + self.sample_len + 1), tok.eot, dtype=torch.long, device=device)
         tokens[:, :t0] = prompt.repeat_interleave(group, dim=0)
-        step = _decoder_call(model, self.compile)
-
-        sum_logprobs = torch.zeros(n, device=device)
+        step = torch.compile(model.decode_step, dynamic=False) if self.compile else model.decode_step
         self.search.reset(n_audio)
-        cur = t0
-        for i in range(self.sample_len):
-            if i > 0:
-                logits = step(tokens[:, cur - 1 : cur], cache, torch.tensor([cur - 1], device=device))
-            logits = logits.float()
-            for f in self.filters:
-                f.apply(logits, tokens[:, t0:cur])
-            source, completed = self.search.step(tokens, cur, logits, sum_logprobs)
-            if source is not None and i + 1 < self.sample_len:
-                _reorder_self_cache(cache, source, cur)
-            cur += 1
-            if completed or cur > self.n_ctx:
-                break
+        filters = [_as_float] + [_generated_only(f, t0) for f in self.filters]
+        cur, sum_logprobs = search(step, cache, logits, tokens, begin=t0, strategy=self.search, filters=filters,
+                                   steps=min(self.sample_len, self.n_ctx + 1 - t0))
 
         candidates = self.search.finalize(tokens, cur, sum_logprobs, begin=t0, groups=n_audio)
         chosen = rank(candidates, opts.length_penalty)

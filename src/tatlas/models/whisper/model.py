@@ -26,12 +26,12 @@ from ...nn import (
     DecoderCache,
     LayerNorm,
     LearnedPositions,
+    TiedLinear,
     TransformerBlock,
     classic_block,
     init_normal_,
     sinusoidal_positions,
 )
-from ...nn.fastpath import cpu_inference, linear
 from .config import WhisperConfig
 
 
@@ -81,6 +81,7 @@ class TextDecoder(nn.Module):
         self.layers = nn.ModuleList(_block(c.text_dim, c.text_heads, c.norm_eps, cross=True)
                                     for _ in range(c.text_layers))
         self.norm = LayerNorm(c.text_dim, eps=c.norm_eps)
+        self.head = TiedLinear()  # the output projection reads the token embedding's weight
 
     def forward(
         self, tokens: Tensor, audio: Tensor | None, *, cache: DecoderCache | None = None,
@@ -103,7 +104,7 @@ class TextDecoder(nn.Module):
                 cross_weights=cross_weights,
             )
         x = self.norm(x[:, -1:] if last_only else x)
-        return linear(x, self.embed.weight.to(x.dtype))  # output tied to the token embedding
+        return self.head(x, self.embed.weight)  # output tied to the token embedding
 
 
 class Whisper(CachedDecoderMixin, nn.Module):
@@ -112,15 +113,13 @@ class Whisper(CachedDecoderMixin, nn.Module):
         self.config = config
         self.encoder = AudioEncoder(config)
         self.decoder = TextDecoder(config)
-        self.use_onednn = True  # CPU inference through oneDNN's matmul (tatlas.nn.fastpath)
         init_normal_(self, std=0.02)
 
     # ------------------------------------------------------------------ encoder
 
     def embed_audio(self, mel: Tensor) -> Tensor:
         """``mel [B, mels, 2 * audio_ctx]`` -> audio features ``[B, audio_ctx, C]``."""
-        with cpu_inference(mel, enabled=self.use_onednn):
-            return self.encoder(mel)
+        return self.encoder(mel)
 
     # ------------------------------------------------------------------ decoder
 
@@ -139,6 +138,17 @@ class Whisper(CachedDecoderMixin, nn.Module):
             batch=batch, max_len=max_len, layers=c.text_layers, kv_heads=c.text_heads, head_dim=c.text_dim // c.text_heads,
             static=static, cross=True, dtype=dtype or weight.dtype, device=device or weight.device,
         )
+
+    def fill_cross_cache(self, cache: DecoderCache, audio: Tensor) -> None:
+        """Every decoder layer's cross-attention keys/values from ``audio [B, S, C]``, once per window."""
+        for layer, cross in zip(self.decoder.layers, cache.cross, strict=True):
+            cross.store(*layer.cross_attn.project_kv(audio))  # [B, H, S, D] each
+
+    def decode_step(self, tokens: Tensor, cache: DecoderCache, input_pos: Tensor) -> Tensor:
+        """``tokens [B, T]`` written at slots ``input_pos [T]`` (cross-attention caches filled) ->
+        logits of the last position ``[B, V]``. No checks on the tokens (a decoding loop builds
+        them; a check would synchronise with the host every step)."""
+        return self.decoder(tokens, None, cache=cache, input_pos=input_pos, last_only=True)[:, -1]
 
     def _check_tokens(self, tokens: Tensor) -> None:
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32):
@@ -159,8 +169,7 @@ class Whisper(CachedDecoderMixin, nn.Module):
             self._check_tokens(tokens)
             if audio is None and (cache is None or not cache.cross[0].filled):
                 raise ValueError("the decoder needs the audio features (no cross-attention cache is filled)")
-        with cpu_inference(tokens, enabled=self.use_onednn):
-            return self.decoder(tokens, audio, cache=cache, input_pos=input_pos, last_only=last_only)
+        return self.decoder(tokens, audio, cache=cache, input_pos=input_pos, last_only=last_only)
 
     def forward(
         self, tokens: Tensor, mel: Tensor | None = None, *, audio: Tensor | None = None,
@@ -180,6 +189,5 @@ class Whisper(CachedDecoderMixin, nn.Module):
         ``[layers, B, heads, T, S]``."""
         self._check_tokens(tokens)
         weights: list[Tensor] = []
-        with cpu_inference(tokens, enabled=self.use_onednn):
-            logits = self.decoder(tokens, audio, cross_weights=weights)
+        logits = self.decoder(tokens, audio, cross_weights=weights)
         return logits, torch.stack(weights)
