@@ -12,7 +12,7 @@ import torch
 import tatlas
 from tatlas.data.offline_rl import (
     ActionSpace, DatasetError, Episode, OfflineDataset, TrajectoryWindows, collect, load_dataset, parse_mix,
-    returns_to_go,
+    returns_to_go, save_dataset,
 )
 from tatlas.models.decision_transformer import ActOptions, ReturnConditionedPolicy
 from tatlas.models.decision_transformer.rollout import rollout
@@ -252,7 +252,7 @@ def test_loss_ignores_padding(gen):
 def test_save_load_round_trip(tmp_path):
     data = collect("CartPole-v1", episodes=6, mix="random=1,expert=1,noisy=1", seed=3)
     assert sorted(e.policy.split("(")[0] for e in data.episodes) == ["expert"] * 2 + ["noisy"] * 2 + ["random"] * 2
-    path = data.save(tmp_path / "d.npz")
+    path = save_dataset(data, tmp_path / "d.npz")
     back = load_dataset(path)
     assert back.env_id == "CartPole-v1" and back.action_space == data.action_space
     assert [e.policy for e in back.episodes] == [e.policy for e in data.episodes]

@@ -16,7 +16,7 @@ import torch
 import tatlas
 from tatlas.data.offline_rl import (
     FIELDS, ActionSpace, DatasetError, Episode, OfflineDataset, TrajectoryWindows, collect, dataset_layout,
-    load_dataset, make_env, returns_to_go,
+    load_dataset, make_env, returns_to_go, save_dataset,
 )
 
 import minari  # the test extra pins minari[create]==0.5.4
@@ -55,7 +55,7 @@ def test_minari_opens_a_dataset_tatlas_wrote(minari_root, env_id):
     data = collect(env_id, episodes=3, mix="random=1,scripted=1,noisy=1", seed=1)
     dataset_id = f"tatlas/{env_id.lower()}-mixed-v0"
     assert dataset_layout(minari_root / dataset_id, dataset_id) == "minari"
-    path = data.save(minari_root / dataset_id, dataset_id=dataset_id)
+    path = save_dataset(data, minari_root / dataset_id, dataset_id=dataset_id)
     assert sorted(p.name for p in (path / "data").iterdir()) == ["main_data.hdf5", "metadata.json"]
 
     theirs = minari.load_dataset(dataset_id)
@@ -84,18 +84,18 @@ def test_minari_opens_a_dataset_tatlas_wrote(minari_root, env_id):
 
 def test_save_layout_by_name(tmp_path):
     data = OfflineDataset([_episode(4)], ActionSpace(discrete=True, n=3))
-    assert data.save(tmp_path / "d.npz").is_file()
-    folder = data.save(tmp_path / "plain-v2")  # the folder's name is the dataset id
+    assert save_dataset(data, tmp_path / "d.npz").is_file()
+    folder = save_dataset(data, tmp_path / "plain-v2")  # the folder's name is the dataset id
     assert json.loads((folder / "data" / "metadata.json").read_text())["dataset_id"] == "plain-v2"
     _assert_same_episodes(data.episodes, load_dataset(folder).episodes)
-    data.save(folder)  # saving again replaces the files
+    save_dataset(data, folder)  # saving again replaces the files
     assert sorted(p.name for p in (folder / "data").iterdir()) == ["main_data.hdf5", "metadata.json"]
     with pytest.raises(ValueError, match=r"expected a file name ending in .npz or a Minari dataset folder named NAME-v<VERSION>"):
-        data.save(tmp_path / "no-version")
+        save_dataset(data, tmp_path / "no-version")
     with pytest.raises(ValueError, match=r"dataset_id: expected Minari's \(NAMESPACE/\)NAME-v<VERSION>"):
-        data.save(tmp_path / "x", dataset_id="tatlas/no version")
+        save_dataset(data, tmp_path / "x", dataset_id="tatlas/no version")
     with pytest.raises(ValueError, match="dataset_id: only a Minari dataset folder has one"):
-        data.save(tmp_path / "d.npz", dataset_id="d-v0")
+        save_dataset(data, tmp_path / "d.npz", dataset_id="d-v0")
 
 
 # ---------------------------------------------------------------------- Minari -> tatlas
@@ -244,7 +244,7 @@ def _dict_observations_of_unequal_rows(f, meta):
     (_minari_start_one, r"metadata.json: field 'action_space' is Discrete\(n=3, start=1\)"),
 ])
 def test_malformed_minari_dataset_errors_name_episode_and_field(tmp_path, mutate, message):
-    path = OfflineDataset([_episode(5), _episode(6), _episode(7)], ActionSpace(discrete=True, n=3)).save(tmp_path / "d-v0")
+    path = save_dataset(OfflineDataset([_episode(5), _episode(6), _episode(7)], ActionSpace(discrete=True, n=3)), tmp_path / "d-v0")
     meta_path = path / "data" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     with h5py.File(path / "data" / "main_data.hdf5", "a") as f:
@@ -255,7 +255,7 @@ def test_malformed_minari_dataset_errors_name_episode_and_field(tmp_path, mutate
 
 
 def test_unreadable_minari_files(tmp_path):
-    folder = OfflineDataset([_episode(3)], ActionSpace(discrete=True, n=3)).save(tmp_path / "d-v0") / "data"
+    folder = save_dataset(OfflineDataset([_episode(3)], ActionSpace(discrete=True, n=3)), tmp_path / "d-v0") / "data"
     (folder / "main_data.hdf5").write_bytes(b"not an hdf5 file")
     with pytest.raises(DatasetError, match=r"main_data.hdf5: not a readable HDF5 file"):
         load_dataset(folder)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.offline_rl import OfflineDataset, collect, dataset_layout, load_dataset
+from ..data.offline_rl import OfflineDataset, collect, dataset_layout, load_dataset, save_dataset
 from ..models.decision_transformer.act import ActOptions
 from ..models.decision_transformer.rollout import RolloutResult, evaluate_targets
 from ..models.decision_transformer.task import config_for, dataset_task
@@ -42,7 +42,7 @@ def collect_dataset(env_id: str, out: str | Path, *, episodes: int = 200,
     out = Path(out)
     dataset_layout(out, dataset_id)  # a bad name fails before any episode is rolled out
     data = collect(env_id, episodes=episodes, mix=mix, seed=seed)
-    return data.save(out, dataset_id=dataset_id), data
+    return save_dataset(data, out, dataset_id=dataset_id), data
 
 
 @dataclass(frozen=True, kw_only=True)

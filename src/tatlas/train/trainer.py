@@ -103,6 +103,19 @@ class TrainResult:
     eval: dict[str, float] = field(default_factory=dict)  # the last evaluation
 
 
+@dataclass(frozen=True, kw_only=True)
+class _StepStats:
+    """What one optimizer step reports for logging: the loss and the loss dict's other scalars
+    (``extras``, in sorted key order), each the mean over micro-batches and ranks; the gradient norm
+    before clipping; the learning rate the step used; the tokens of all ranks' micro-batches."""
+
+    loss: float
+    extras: dict[str, float]
+    grad_norm: float
+    lr: float
+    tokens: int
+
+
 class Trainer:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``train_data``.
 
@@ -229,6 +242,9 @@ class Trainer:
         batches: Iterator[Any], metrics: MetricsLogger, stop: _StopSignal, start_step: int,
         elapsed_before: float, resumed_from: Path | None,
     ) -> TrainResult:
+        """Steps ``start_step + 1`` .. ``config.steps``: each one :meth:`_step`, then its log line, the
+        evaluation and the checkpoint when due; a SIGINT/SIGTERM (on any rank) ends the run after the
+        step with a checkpoint. Then the final weights and the plot."""
         cfg = self.config
         params = [p for g in optimizer.param_groups for p in g["params"]]
         t_start = time.perf_counter()
@@ -243,61 +259,30 @@ class Trainer:
         unit.train()
         while step < cfg.steps:
             t0 = time.perf_counter()
-            sums: Tensor | None = None
-            tokens = 0
-            for micro in range(cfg.grad_accum):
-                batch = next(batches)
-                if self.tokens_fn is not None:
-                    tokens += int(self.tokens_fn(batch))
-                batch = _to_device(batch, env.device)
-                with D.gradient_sync(unit, model, env, enabled=micro == cfg.grad_accum - 1):
-                    with _autocast(cfg.precision, env.device):
-                        out = unit(batch)
-                    loss, extras = _split_loss(out, step + 1)
-                    (loss / cfg.grad_accum).backward()
-                if extra_keys is None:
-                    extra_keys = sorted(extras)
-                elif sorted(extras) != extra_keys:
-                    raise ValueError(f"loss_fn returned entries {sorted(extras)} at step {step + 1}, "
-                                     f"expected the same entries as before: {extra_keys}")
-                values = torch.stack([loss.detach().float(), *(extras[k].detach().float() for k in extra_keys)])
-                sums = values if sums is None else sums + values
-            assert sums is not None and extra_keys is not None
-            # one all-reduce for everything logged: [loss, extras..., tokens]
-            totals = torch.cat([sums.double() / cfg.grad_accum, sums.new_tensor([tokens], dtype=torch.float64)])
-            reduced = env.all_reduce(totals)
-            reduced[:-1] /= env.world_size
-            stats = reduced.tolist()
-            loss_value, tokens = stats[0], int(stats[-1])
-            if not math.isfinite(loss_value):
-                metrics.log({"step": step + 1, "loss": loss_value})
-                raise TrainingDiverged(step + 1, loss_value, last_checkpoint=checkpoint or resumed_from)
-            grad_norm = float(D.clip_grad_norm(params, cfg.grad_clip))
-            if not math.isfinite(grad_norm):
-                metrics.log({"step": step + 1, "loss": loss_value, "grad_norm": grad_norm})
-                raise TrainingDiverged(step + 1, loss_value, grad_norm, last_checkpoint=checkpoint or resumed_from)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            report = self._step(
+                env=env, model=model, unit=unit, optimizer=optimizer, scheduler=scheduler, params=params,
+                batches=batches, step=step, extra_keys=extra_keys, metrics=metrics,
+                last_checkpoint=checkpoint or resumed_from,
+            )
+            extra_keys = list(report.extras)  # every later step must return the same entries
             step += 1
 
-            dt = time.perf_counter() - t0
-            losses.append(loss_value)
+            dt = time.perf_counter() - t0  # throughput, and the log line every log_every steps
+            losses.append(report.loss)
             train_time += dt
             samples_done += cfg.batch_size
-            tokens_done += tokens
+            tokens_done += report.tokens
             window["time"] += dt
             window["samples"] += cfg.batch_size
-            window["tokens"] += tokens
-            metrics.advance(step, loss_value, cfg.batch_size / max(dt, 1e-9))
+            window["tokens"] += report.tokens
+            metrics.advance(step, report.loss, cfg.batch_size / max(dt, 1e-9))
             if step % cfg.log_every == 0 or step == cfg.steps:
                 record = {
-                    "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                    "step": step, "loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
                     "samples_per_s": window["samples"] / max(window["time"], 1e-9),
                     **({"tokens_per_s": window["tokens"] / max(window["time"], 1e-9)} if self.tokens_fn else {}),
                     "elapsed": elapsed_before + time.perf_counter() - t_start,
-                    **dict(zip(extra_keys, stats[1:-1], strict=True)),
+                    **report.extras,
                 }
                 metrics.log(record)
                 window = {"time": 0.0, "samples": 0, "tokens": 0}
@@ -337,6 +322,58 @@ class Trainer:
             resumed_from=resumed_from, checkpoint=checkpoint, metrics_path=metrics.path, plot_path=plot_path,
             model_path=model_path, eval=last_eval,
         )
+
+    def _step(
+        self, *, env: D.DistEnv, model: nn.Module, unit: nn.Module, optimizer: torch.optim.Optimizer,
+        scheduler: WarmupCosine, params: list[Tensor], batches: Iterator[Any], step: int,
+        extra_keys: list[str] | None, metrics: MetricsLogger, last_checkpoint: Path | None,
+    ) -> _StepStats:
+        """Optimizer step ``step + 1``: ``grad_accum`` micro-batches of forward (the run's autocast)
+        and backward of ``loss / grad_accum`` (gradients synchronised across ranks on the last only),
+        one all-reduce of everything logged, the NaN/inf checks, clipping, AdamW and the schedule.
+        ``extra_keys``: the loss dict's other entries every earlier step returned (``None`` before
+        the first step). A non-finite loss or gradient norm is logged and raises
+        :class:`TrainingDiverged` (naming ``last_checkpoint``) before the optimizer touches the weights."""
+        cfg = self.config
+        sums: Tensor | None = None
+        tokens = 0
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            if self.tokens_fn is not None:
+                tokens += int(self.tokens_fn(batch))
+            batch = _to_device(batch, env.device)
+            with D.gradient_sync(unit, model, env, enabled=micro == cfg.grad_accum - 1):
+                with _autocast(cfg.precision, env.device):
+                    out = unit(batch)
+                loss, extras = _split_loss(out, step + 1)
+                (loss / cfg.grad_accum).backward()
+            if extra_keys is None:
+                extra_keys = sorted(extras)
+            elif sorted(extras) != extra_keys:
+                raise ValueError(f"loss_fn returned entries {sorted(extras)} at step {step + 1}, "
+                                 f"expected the same entries as before: {extra_keys}")
+            values = torch.stack([loss.detach().float(), *(extras[k].detach().float() for k in extra_keys)])
+            sums = values if sums is None else sums + values
+        assert sums is not None and extra_keys is not None
+        # one all-reduce for everything logged: [loss, extras..., tokens]
+        totals = torch.cat([sums.double() / cfg.grad_accum, sums.new_tensor([tokens], dtype=torch.float64)])
+        reduced = env.all_reduce(totals)
+        reduced[:-1] /= env.world_size
+        stats = reduced.tolist()
+        loss_value, tokens = stats[0], int(stats[-1])
+        if not math.isfinite(loss_value):
+            metrics.log({"step": step + 1, "loss": loss_value})
+            raise TrainingDiverged(step + 1, loss_value, last_checkpoint=last_checkpoint)
+        grad_norm = float(D.clip_grad_norm(params, cfg.grad_clip))
+        if not math.isfinite(grad_norm):
+            metrics.log({"step": step + 1, "loss": loss_value, "grad_norm": grad_norm})
+            raise TrainingDiverged(step + 1, loss_value, grad_norm, last_checkpoint=last_checkpoint)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return _StepStats(loss=loss_value, extras=dict(zip(extra_keys, stats[1:-1], strict=True)),
+                          grad_norm=grad_norm, lr=lr, tokens=tokens)
 
     def _evaluate(self, model: nn.Module, env: D.DistEnv, cfg: TrainConfig) -> dict[str, float]:
         assert self.eval_fn is not None

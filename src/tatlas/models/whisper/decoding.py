@@ -15,7 +15,8 @@ The decoder is prompted with ``[<|startofprev|> previous text] <|startoftranscri
   and the timestamp grammar (:class:`ApplyTimestampRules`): timestamps come in pairs, never
   decrease, the first token is a timestamp no later than ``max_initial_timestamp``, and when the
   timestamps together are likelier than any single text token, a timestamp comes next;
-- search: greedy or sampled (:class:`tatlas.generate.search.GreedySearch`) or beam search with
+- search (the shared decoding loop, :func:`tatlas.generate.loop.search`): greedy or sampled
+  (:class:`tatlas.generate.search.Sampler`) or beam search with
   patience (:class:`~tatlas.generate.search.PatienceBeamSearch`), ranked by summed
   log-probability over the length (or GNMT's length penalty);
 - the no-speech probability is read at the ``<|startoftranscript|>`` position; the language,
