@@ -12,7 +12,6 @@ import tatlas
 from tatlas.demo import DemoOptions
 from tatlas.demo.imagegpt import complete, complete_image_file
 from tatlas.demo.imagegpt import run as run_demo
-from tatlas.generate import GenerationConfig, generate
 from tatlas.models.imagegpt import ImageGPT, fit_palette
 from tatlas.models.imagegpt.convert import from_hf, to_hf
 from tatlas.models.imagegpt.palette import default_colours
@@ -62,27 +61,6 @@ def test_palette_that_does_not_fit_the_vocabulary_is_an_error(model):
     with pytest.raises(ValueError, match=r"palette of 8 colours does not fit a model with 16 colour clusters "
                                          r"\(vocabulary 17"):
         model.palette.set_(torch.rand(8, 3))
-
-
-@pytest.mark.parametrize("static", [True, False])
-def test_cached_decoding_equals_uncached(model, static, gen):
-    tokens = torch.cat([torch.full((2, 1), 16), torch.randint(0, 16, (2, 35), generator=gen)], dim=1)
-    with torch.no_grad():
-        full = model(tokens)
-        cache = model.new_cache(2, 36, static=static)
-        pre = model.prefill(tokens[:, :20], cache)
-        steps = [model.decode_step(tokens[:, i : i + 1], cache, torch.tensor([i])) for i in range(20, 36)]
-    torch.testing.assert_close(pre, full[:, :20], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.stack(steps, 1), full[:, 20:], atol=1e-5, rtol=1e-5)
-    # greedy decoding through tatlas.generate == argmax of the uncached model, step by step
-    prompt = tokens[:1, :10]
-    out = generate(model, prompt, GenerationConfig(max_new_tokens=27, static_cache=static)).tokens
-    x = prompt
-    with torch.no_grad():
-        for _ in range(26):  # the 27th token is never fed back
-            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert out[:, :26].tolist() == x[:, 10:].tolist()
-    assert out.shape == (1, 27)
 
 
 def test_features_shape_and_layer_bounds(model, gen):

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import tatlas
+from tatlas.generate import GenerationConfig, generate
 from tatlas.models import systems
+from tatlas.nn import CachedDecoderMixin
 
 SYSTEMS = sorted(systems())
 PRESETS = [(s, p) for s in SYSTEMS for p in systems()[s].presets]
@@ -58,16 +60,58 @@ def test_contract_forward_backward_shapes(name, preset):
         torch.testing.assert_close(again, _float_outputs(model(**sample)))  # deterministic in eval
 
 
+def _row_views(sample: dict) -> list:
+    """The default batch-invariance views: row ``i`` of every tensor input gives row ``i`` of every output."""
+    rows = {v.shape[0] for v in sample.values() if isinstance(v, torch.Tensor)}
+    assert len(rows) == 1, f"inputs of different batch sizes {rows}: the system must state its batch_views"
+    return [({k: v[i : i + 1] if isinstance(v, torch.Tensor) else v for k, v in sample.items()},
+             lambda outs, i=i: [o[i : i + 1] for o in outs]) for i in range(rows.pop())]
+
+
 @pytest.mark.parametrize("name,preset", TINY)
 def test_contract_batched_equals_single(name, preset):
+    """Every part of a batch (rows, or the system's own views: CLIP's every image-text pair)
+    computed alone equals its part of the batched outputs."""
+    torch.manual_seed(0)
+    system = systems()[name]
+    model = tatlas.create(name, preset).eval()
+    sample = system.sample_input(model, torch.Generator().manual_seed(0))
+    views = (system.batch_views or _row_views)(sample)
+    assert len(views) >= 2, f"{name}: the sample must hold a batch of at least two to test batch invariance"
+    with torch.no_grad():
+        full = _float_outputs(model(**sample))
+        for part, select in views:
+            for got, want in zip(_float_outputs(model(**part)), select(full), strict=True):
+                assert got.shape == want.shape and got.numel() > 0
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+DECODERS = [(s, p) for s, p in TINY if isinstance(tatlas.create(s, p, device="meta"), CachedDecoderMixin)]
+
+
+@pytest.mark.parametrize("name,preset", DECODERS)
+@pytest.mark.parametrize("static", [True, False])
+def test_contract_cached_decoding_equals_uncached(name, preset, static):
+    """Every system that decodes (a :class:`~tatlas.nn.CachedDecoderMixin`): greedy generation
+    through its cache gives the tokens of the argmax of uncached forwards over the growing sequence,
+    and the cached logits equal the uncached ones."""
     torch.manual_seed(0)
     model = tatlas.create(name, preset).eval()
     sample = systems()[name].sample_input(model, torch.Generator().manual_seed(0))
+    prompt, extra = sample["tokens"], {k: v for k, v in sample.items() if k != "tokens"}
+    n = 6  # tiny-speech Whisper has 16 text positions; 6 prompt tokens + 6
     with torch.no_grad():
-        full = _float_outputs(model(**sample))
-        first = _float_outputs(model(**{k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in sample.items()}))
-    for f, o in zip(full, first, strict=True):
-        torch.testing.assert_close(f[:1], o, atol=1e-5, rtol=1e-5)
+        out = generate(model, prompt, GenerationConfig(max_new_tokens=n, static_cache=static), **extra)
+        x = prompt
+        for _ in range(n):
+            x = torch.cat([x, model(x, **extra)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        assert out.tokens.tolist() == x[:, prompt.shape[1]:].tolist()
+        cache = model.new_cache(prompt.shape[0], x.shape[1], static=static)
+        cached = model.prefill(x[:, :-2], cache, **extra)
+        steps = [model.decode_step(x[:, t : t + 1], cache, torch.tensor([t])) for t in (x.shape[1] - 2, x.shape[1] - 1)]
+        full = model(x, **extra)
+    torch.testing.assert_close(cached, full[:, :-2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, -2:], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,preset", TINY)

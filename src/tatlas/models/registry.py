@@ -15,6 +15,8 @@ from torch.utils.data import Dataset
 
 # A converter reads a foreign checkpoint (file or folder) -> (our config, our state dict).
 Converter = Callable[[Path], tuple[Any, dict[str, torch.Tensor]]]
+# the floating-point outputs of a batched forward -> the parts a smaller forward must reproduce
+BatchSelect = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,9 @@ class System:
     train_preset: str = "tiny"  # what `tatlas train SYSTEM` builds unless told otherwise
     # model class -> its inference twin, swapped in by tatlas.optimize (beside tatlas.nn.fastpath's own)
     fast_variants: Mapping[type, type] = field(default_factory=dict)
+    # sample -> [(part of the sample, the outputs' parts that the part's outputs must equal)]: the
+    # batch-invariance contract; None: each row of every tensor input gives that row of every output
+    batch_views: Callable[[dict[str, Any]], list[tuple[dict[str, Any], BatchSelect]]] | None = None
 
     def preset(self, name: str) -> Any:
         try:

@@ -12,17 +12,27 @@ from .task import train_task
 
 
 def _sample(model: CLIP, gen: torch.Generator) -> dict:
-    """One image and one text. (The logits pair every image with every text, so the contract's
-    batched-equals-single check slices both inputs; batch invariance of each encoder is tested
-    in tests/test_clip.py.)"""
+    """Three images and two texts (their logits pair every image with every text)."""
     c = model.config
     device = model.logit_scale.device
     t = c.text
     end = t.eos_token_id if t.pool == "eos" else t.vocab_size - 1
-    body = torch.randint(0, end, (1, min(8, t.context_length - 2)), generator=gen)
-    tokens = torch.cat([body[:, :1], body, torch.full((1, 1), end)], dim=1)
-    pixels = torch.randn(1, c.vision.channels, c.vision.image_size, c.vision.image_size, generator=gen)
+    body = torch.randint(0, end, (2, min(8, t.context_length - 2)), generator=gen)
+    tokens = torch.cat([body[:, :1], body, torch.full((2, 1), end)], dim=1)
+    tokens[1, 4:] = end  # a shorter text: padding after its end token
+    pixels = torch.randn(3, c.vision.channels, c.vision.image_size, c.vision.image_size, generator=gen)
     return {"pixels": pixels.to(device), "tokens": tokens.to(device)}
+
+
+def _all_pairs(sample: dict) -> list:
+    """Batch invariance of CLIP: the logit of image ``i`` and text ``j`` computed in the batch equals
+    the logit of that one pair computed alone."""
+    views = []
+    for i in range(sample["pixels"].shape[0]):
+        for j in range(sample["tokens"].shape[0]):
+            part = {"pixels": sample["pixels"][i : i + 1], "tokens": sample["tokens"][j : j + 1]}
+            views.append((part, lambda outs, i=i, j=j: [outs[0][i : i + 1, j : j + 1], outs[1][j : j + 1, i : i + 1]]))
+    return views
 
 
 SYSTEM = register(System(
@@ -36,6 +46,7 @@ SYSTEM = register(System(
     formats={"open_clip": from_open_clip, "openai-clip": from_openai},
     train_task=train_task,
     fast_variants={CLIP: FastCLIP},
+    batch_views=_all_pairs,
     diagram=(
         "pixels [B,3,S,S] -> patch conv (no bias) -> [CLS] + patches + positions -> ln_pre\n"
         "  -> [ LN -> MHA -> + -> LN -> MLP (QuickGELU) -> + ] x L -> ln_post(CLS) -> W_i -> image embedding\n"
