@@ -54,7 +54,7 @@ def clips() -> tuple[list[np.ndarray], list[str]]:
 
 def tatlas_engine(path: Path, beam: int, batch: int):
     import tatlas
-    from tatlas.generate.whisper.transcribe import transcribe_batch
+    from tatlas.jobs.whisper import transcribe_batch
 
     model = tatlas.load(path, fast=True).eval()
 

@@ -10,7 +10,7 @@ import torch
 
 import tatlas
 from tatlas.demo import DemoOptions
-from tatlas.demo.imagegpt import complete, complete_image_file
+from tatlas.jobs.imagegpt import complete, complete_image_file
 from tatlas.demo.imagegpt import run as run_demo
 from tatlas.models.imagegpt import ImageGPT, fit_palette
 from tatlas.models.imagegpt.convert import from_hf, to_hf

@@ -27,7 +27,7 @@ from tatlas.models.whisper.audio import AudioError, AudioWindows
 from tatlas.generate.whisper.decode import WindowDecoder, decode, detect_language
 from tatlas.models.whisper.decoding import ApplyTimestampRules, DecodingOptions
 from tatlas.models.whisper.timing import dtw, median_filter
-from tatlas.generate.whisper.transcribe import transcribe, transcribe_batch
+from tatlas.jobs.whisper import transcribe, transcribe_batch
 
 EN_VOCAB, ML_VOCAB = 51864, 51865
 # without the timestamp rules, the (scaled-up) timestamp tokens would win every step: suppress them
@@ -252,7 +252,7 @@ def test_long_files_are_read_window_by_window(english, noise, tmp_path, monkeypa
     transcript as from the samples in memory."""
     import soundfile
 
-    module = importlib.import_module("tatlas.generate.whisper.transcribe")
+    module = importlib.import_module("tatlas.jobs.whisper.transcribe")
 
     _, ours = english
     path = tmp_path / "long.wav"
@@ -388,7 +388,7 @@ def test_dtw_and_median_filter_equal_openai():
 
 @pytest.fixture(scope="module")
 def tiny_en():
-    from tatlas.generate.whisper.transcribe import default_model
+    from tatlas.jobs.whisper import default_model
 
     return default_model("tiny.en")
 

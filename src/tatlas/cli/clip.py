@@ -1,5 +1,5 @@
 """``tatlas clip``: zero-shot classification of images and embeddings of images or texts.
-Thin: arguments -> one call into :mod:`tatlas.models.clip.inference` (imported when a command runs,
+Thin: arguments -> one call into :mod:`tatlas.jobs.clip` (imported when a command runs,
 so ``tatlas --help`` never loads torch)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def zero_shot_cmd(
     top: int = typer.Option(5, "--top", help="classes shown per image"),
 ) -> None:
     """Rank the --labels for each image by CLIP's zero-shot probability."""
-    from tatlas.models.clip.inference import load_clip, split_labels, zero_shot
+    from tatlas.jobs.clip import load_clip, split_labels, zero_shot
     from tatlas.models.clip.zeroshot import DEFAULT_TEMPLATES
 
     names = split_labels(labels)
@@ -52,7 +52,7 @@ def embed_cmd(
                                   help="cut texts over the context length (else: error)"),
 ) -> None:
     """Write CLIP embeddings of images and texts, in input order."""
-    from tatlas.models.clip.inference import classify_inputs, embed, load_clip, resolve_model, write_embeddings
+    from tatlas.jobs.clip import classify_inputs, embed, load_clip, resolve_model, write_embeddings
 
     if out.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--out {out}: expected a .npy or .safetensors file name")

@@ -1,7 +1,7 @@
 """``tatlas dt``: Decision Transformer from offline data: collect episodes of a gymnasium environment
 with policies of mixed quality (saved as .npz or as a Minari dataset), train on them, and evaluate
 asked for target returns. Thin: arguments -> calls into :mod:`tatlas.data.offline_rl` and
-:mod:`tatlas.demo.decision_transformer` (imported when a command runs)."""
+:mod:`tatlas.jobs.decision_transformer` (imported when a command runs)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def collect_cmd(
 ) -> None:
     """Roll out episodes of ENV with policies of mixed quality and save them as an offline dataset."""
     from tatlas.data.offline_rl import describe
-    from tatlas.demo.decision_transformer import collect_dataset
+    from tatlas.jobs.decision_transformer import collect_dataset
 
     path, data = collect_dataset(env, out, episodes=episodes, mix=mix, seed=seed, dataset_id=dataset_id)
     typer.echo(describe(data))
@@ -77,7 +77,7 @@ def train_cmd(
     progress: bool = typer.Option(True),
 ) -> None:
     """Train a Decision Transformer on an offline dataset."""
-    from tatlas.demo.decision_transformer import DTTrainOptions, train_on_dataset
+    from tatlas.jobs.decision_transformer import DTTrainOptions, train_on_dataset
 
     options = DTTrainOptions(preset=preset, overrides={"context": context} if context else {}, steps=steps,
                              batch_size=batch_size, lr=lr, seed=seed, eval_episodes=eval_episodes,
@@ -103,7 +103,7 @@ def evaluate_cmd(
 ) -> None:
     """Roll the model out in ENV asked for each target return; print the returns it achieves."""
     from tatlas.data.offline_rl import load_dataset
-    from tatlas.demo.decision_transformer import evaluate_checkpoint, plot_returns
+    from tatlas.jobs.decision_transformer import evaluate_checkpoint, plot_returns
 
     wanted = _targets(targets)
     data = load_dataset(dataset) if dataset is not None else None

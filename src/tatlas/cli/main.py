@@ -205,7 +205,7 @@ def generate_cmd(
     int8: bool = _INT8, compile_: bool = _COMPILE,
 ) -> None:
     """Continue a prompt, streaming tokens as they come."""
-    from tatlas.generate.text import generate_text, load_text_model
+    from tatlas.jobs.llm import generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
     tm = load_text_model(model, int8=int8)
@@ -225,7 +225,7 @@ def chat(
     """Multi-turn chat through the chat template stored with the model (an empty line or EOF ends)."""
     import sys
 
-    from tatlas.generate.text import generate_text, load_text_model
+    from tatlas.jobs.llm import generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
     tm = load_text_model(model, int8=int8)
@@ -259,7 +259,7 @@ def imagegpt_complete(
     seed: int = typer.Option(0),
 ) -> None:
     """Complete an image from its top half (or its first fraction of pixels) with ImageGPT."""
-    from tatlas.demo.imagegpt import complete_image_file
+    from tatlas.jobs.imagegpt import complete_image_file
 
     report = complete_image_file(image, out=out, model=model, fraction=fraction, top_half=top_half,
                                  samples=samples, temperature=temperature, top_k=top_k, seed=seed)

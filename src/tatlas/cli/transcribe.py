@@ -42,7 +42,7 @@ def transcribe_cmd(
         fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
     from tatlas.models.whisper.decoding import DecodingOptions
     from tatlas.models.whisper.audio import audio_duration
-    from tatlas.generate.whisper.transcribe import TranscribeOptions, default_model, transcribe_batch
+    from tatlas.jobs.whisper import TranscribeOptions, default_model, transcribe_batch
 
     seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
     whisper = default_model(model)
@@ -73,7 +73,7 @@ def _run(whisper, files, options, batch_size, compile_, seed, total_seconds, tra
 
 
 def _render(transcript, fmt: str, *, timestamps: bool, words: bool, name: str) -> str:
-    from tatlas.generate.whisper.transcribe import to_srt, to_txt, to_vtt
+    from tatlas.jobs.whisper import to_srt, to_txt, to_vtt
 
     if fmt == "srt":
         return to_srt(transcript)

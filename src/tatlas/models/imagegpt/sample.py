@@ -2,7 +2,7 @@
 the top half of an image and samples the rest): reading any image as RGB at the model's
 resolution, the completion prompt, masking, and a PNG grid of originals, masked inputs and samples.
 
-The sampling itself runs through :mod:`tatlas.generate` (see :func:`tatlas.demo.imagegpt.complete`):
+The sampling itself runs through :mod:`tatlas.generate` (see :func:`tatlas.jobs.imagegpt.complete`):
 ``generate`` sits above ``models`` in the layering, so it is not imported here.
 """
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from ..data import normalise, read_rgb, resize_square
 from ..models.llm.tokenizer import TextTokenizer, load_tokenizer
-from .config import GenerationConfig
-from .loop import generate
+from ..generate.config import GenerationConfig
+from ..generate.loop import generate
 
 
 @dataclass

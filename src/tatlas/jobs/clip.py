@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import CLIP
-from .preprocess import preprocess_batch
-from .tokenizer import CLIPTokenizer
-from .zeroshot import DEFAULT_TEMPLATES, build_classifier
+from ..models.clip.model import CLIP
+from ..models.clip.preprocess import preprocess_batch
+from ..models.clip.tokenizer import CLIPTokenizer
+from ..models.clip.zeroshot import DEFAULT_TEMPLATES, build_classifier
 
 MODEL_ENV = "TATLAS_CLIP_MODEL"
 FORMATS = ("open_clip", "openai-clip")

