@@ -90,18 +90,19 @@ def build_reference(shape: Shape, impl: str, device: str, dtype: torch.dtype) ->
 
 def build_ours(shape: Shape, ref: torch.nn.Module) -> torch.nn.Module:
     """tatlas' layer with ``ref``'s weights, through the converter's key map."""
-    from tatlas.nn.moe import MoE, DeepSeekRouter, TopKRouter, hf_moe_keymap
+    from tatlas.models.llm.convert import hf_moe_keymap
+    from tatlas.nn import GatedMLP
+    from tatlas.nn.moe import DeepSeekRouter, Experts, MoE, TopKRouter
 
     device, dtype = ref.experts.down_proj.device, ref.experts.down_proj.dtype
     with torch.device(device):
+        experts = Experts(dim=shape.dim, hidden=shape.hidden, experts=shape.experts)
         if shape.deepseek:
             router = DeepSeekRouter(dim=shape.dim, experts=shape.experts, k=shape.k, groups=shape.groups,
                                     topk_groups=shape.topk_groups, scaling=ref.gate.routed_scaling_factor)
-            ours = MoE(dim=shape.dim, hidden=shape.hidden, experts=shape.experts, router=router,
-                       shared_hidden=shape.shared)
+            ours = MoE(router=router, experts=experts, shared=GatedMLP(dim=shape.dim, hidden=shape.shared))
         else:
-            ours = MoE(dim=shape.dim, hidden=shape.hidden, experts=shape.experts,
-                       router=TopKRouter(dim=shape.dim, experts=shape.experts, k=shape.k))
+            ours = MoE(router=TopKRouter(dim=shape.dim, experts=shape.experts, k=shape.k), experts=experts)
     keymap = hf_moe_keymap("deepseek_v3" if shape.deepseek else "mixtral")
     ours.to(dtype).load_state_dict(keymap.convert(ref.state_dict()))
     return ours

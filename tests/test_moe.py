@@ -1,9 +1,12 @@
 """tatlas.nn.moe: parity with transformers' MoE blocks (Switch, Mixtral, Qwen2-MoE, DeepSeek-V3; every
 parameter and buffer re-randomised, weights copied through the documented key maps), routing
-invariants, dispatch paths that must agree, bad input, and a router that sends everything to one
-expert."""
+invariants, dispatch paths that must agree, bad input, a router that sends everything to one
+expert, and routings collected through a list (nothing kept on the modules)."""
 
 from __future__ import annotations
+
+import gc
+import weakref
 
 import pytest
 import torch
@@ -23,21 +26,25 @@ from transformers.models.switch_transformers.modeling_switch_transformers import
 )
 
 from parity import assert_close, max_abs_diff, perturb_
+from tatlas.models.llm import PRESETS
+from tatlas.models.llm.convert import hf_moe_keymap, switch_from_hf
+from tatlas.models.llm.model import LLM
+from tatlas.models.llm.task import lm_loss
+from tatlas.nn import GatedMLP
 from tatlas.nn.moe import (
-    MoE,
+    CapacityExperts,
     DeepSeekRouter,
     ExpertChoiceRouter,
     Experts,
+    MoE,
     Router,
     Routing,
     SwitchRouter,
     TopKRouter,
     grouped_mm_supported,
-    hf_moe_keymap,
     pooled_balance_loss,
-    switch_from_hf,
+    shard_range,
 )
-from tatlas.nn.moe_parallel import shard_range
 
 H, I, E, K = 32, 24, 8, 2
 B, T = 2, 12
@@ -47,8 +54,8 @@ def _hf_switch(capacity: int):
     cfg = SwitchTransformersConfig(d_model=H, d_ff=I, num_experts=4, expert_capacity=capacity,
                                    experts_implementation="eager")
     ref = perturb_(SwitchTransformersSparseMLP(cfg), seed=1).eval()
-    ours = MoE(dim=H, hidden=I, experts=4, router=SwitchRouter(dim=H, experts=4, capacity=capacity), gated=False,
-               act="relu")
+    ours = MoE(router=SwitchRouter(dim=H, experts=4, capacity=capacity),
+               experts=Experts(dim=H, hidden=I, experts=4, gated=False, act="relu"))
     ours.load_state_dict(switch_from_hf(ref.state_dict()))
     return ref, ours
 
@@ -57,7 +64,7 @@ def _hf_mixtral():
     cfg = MixtralConfig(hidden_size=H, intermediate_size=I, num_local_experts=E, num_experts_per_tok=K,
                         experts_implementation="eager")
     ref = perturb_(MixtralSparseMoeBlock(cfg), seed=2).eval()
-    ours = MoE(dim=H, hidden=I, experts=E, router=TopKRouter(dim=H, experts=E, k=K))
+    ours = MoE(router=TopKRouter(dim=H, experts=E, k=K), experts=Experts(dim=H, hidden=I, experts=E))
     ours.load_state_dict(hf_moe_keymap("mixtral").convert(ref.state_dict()))
     return ref, ours
 
@@ -67,8 +74,9 @@ def _hf_qwen2(normalize: bool):
                          num_experts=E, num_experts_per_tok=K, norm_topk_prob=normalize,
                          experts_implementation="eager")
     ref = perturb_(Qwen2MoeSparseMoeBlock(cfg), seed=3).eval()
-    ours = MoE(dim=H, hidden=I, experts=E, router=TopKRouter(dim=H, experts=E, k=K, normalize=normalize),
-               shared_hidden=40, shared_gate=True)
+    ours = MoE(router=TopKRouter(dim=H, experts=E, k=K, normalize=normalize),
+               experts=Experts(dim=H, hidden=I, experts=E), shared=GatedMLP(dim=H, hidden=40),
+               shared_gate=torch.nn.Linear(H, 1, bias=False))
     ours.load_state_dict(hf_moe_keymap("qwen2_moe").convert(ref.state_dict()))
     return ref, ours
 
@@ -80,7 +88,7 @@ def _hf_deepseek():
     with torch.no_grad():  # zero-initialised buffer: randomise it so that it changes the selection
         ref.gate.e_score_correction_bias.copy_(torch.randn(E, generator=torch.Generator().manual_seed(5)) * 0.3)
     router = DeepSeekRouter(dim=H, experts=E, k=K, groups=2, topk_groups=1, scaling=cfg.routed_scaling_factor)
-    ours = MoE(dim=H, hidden=I, experts=E, router=router, shared_hidden=I)
+    ours = MoE(router=router, experts=Experts(dim=H, hidden=I, experts=E), shared=GatedMLP(dim=H, hidden=I))
     ours.load_state_dict(hf_moe_keymap("deepseek_v3").convert(ref.state_dict()))
     return ref, ours
 
@@ -208,7 +216,7 @@ def test_deepseek_bias_update_rule():
 
 def test_expert_choice_each_expert_takes_its_capacity(gen):
     router = ExpertChoiceRouter(dim=H, experts=4, capacity_factor=1.0)
-    moe = MoE(dim=H, hidden=I, experts=4, router=router)
+    moe = MoE(router=router, experts=Experts(dim=H, hidden=I, experts=4))
     x = torch.randn(B, T, H, generator=gen)
     y, routing = moe.forward_routed(x)
     c = router.capacity_for(T)  # 3
@@ -236,19 +244,22 @@ def test_expert_choice_each_expert_takes_its_capacity(gen):
 @pytest.mark.parametrize("hidden", [I, 2 * H])  # the routing weight scales [S, I] or [S, C], the narrower
 def test_grouped_mm_and_loop_and_ample_capacity_agree(hidden, gen):
     torch.manual_seed(0)
-    moe = MoE(dim=H, hidden=hidden, experts=E, router=TopKRouter(dim=H, experts=E, k=K))
+    moe = MoE(router=TopKRouter(dim=H, experts=E, k=K), experts=Experts(dim=H, hidden=hidden, experts=E))
+    capacity = MoE(router=moe.router,
+                   experts=CapacityExperts(dim=H, hidden=hidden, experts=E, capacity_factor=float(E)))
+    capacity.experts.load_state_dict(moe.experts.state_dict())  # same router, same expert weights
     x = torch.randn(B, T, H, generator=gen)
     assert grouped_mm_supported(x.reshape(-1, H), moe.experts.gate_up, moe.experts.down)
     assert not grouped_mm_supported(torch.randn(4, 30), torch.randn(2, 8, 30))  # 120-byte rows
     results = {}
-    for name, backend, factor in [("loop", "loop", None), ("grouped_mm", "grouped_mm", None),
-                                  ("capacity", "auto", float(E))]:
-        moe.experts.backend, moe.capacity_factor = backend, factor
-        moe.zero_grad()
+    for name, layer, backend in [("loop", moe, "loop"), ("grouped_mm", moe, "grouped_mm"),
+                                 ("capacity", capacity, "auto")]:
+        layer.experts.backend = backend
+        layer.zero_grad()
         xi = x.clone().requires_grad_()
-        y, routing = moe.forward_routed(xi)
+        y, routing = layer.forward_routed(xi)
         y.pow(2).sum().backward()
-        results[name] = (y, xi.grad, *[p.grad.clone() for p in moe.parameters()])
+        results[name] = (y, xi.grad, *[p.grad.clone() for p in layer.parameters()])
         assert routing.dropped.item() == 0 and routing.load.sum().item() == B * T * K
     for name in ("grouped_mm", "capacity"):
         for a, b in zip(results[name], results["loop"], strict=True):
@@ -269,14 +280,15 @@ def test_dispatch_and_swiglu_gradients_pass_gradcheck(act, hidden):
     def f(x, w, gate_up, down):
         routing = Routing(experts=ids, weights=w, logits=torch.zeros(n, 3), load=torch.zeros(3),
                           dropped=torch.zeros(()))
-        return torch.func.functional_call(experts, {"gate_up": gate_up, "down": down}, (x, routing))
+        return torch.func.functional_call(experts, {"gate_up": gate_up, "down": down}, (x, routing))[0]
 
     assert torch.autograd.gradcheck(f, (x, w, params["gate_up"], params["down"]))
 
 
 def test_capacity_bounded_dispatch_drops_overflow_and_counts_it(gen):
     torch.manual_seed(0)
-    moe = MoE(dim=H, hidden=I, experts=E, router=TopKRouter(dim=H, experts=E, k=K), capacity_factor=0.5)
+    moe = MoE(router=TopKRouter(dim=H, experts=E, k=K),
+              experts=CapacityExperts(dim=H, hidden=I, experts=E, capacity_factor=0.5))
     x = torch.randn(B, T, H, generator=gen)
     y, routing = moe.forward_routed(x)
     capacity = 3  # ceil(0.5 * 24 tokens * 2 / 8)
@@ -288,7 +300,9 @@ def test_capacity_bounded_dispatch_drops_overflow_and_counts_it(gen):
     # the output is the dropless output with the dropped assignments' weights zeroed
     masked = Routing(experts=routing.experts, weights=routing.weights * routing.kept, logits=routing.logits,
                      load=routing.load, dropped=routing.dropped)
-    assert_close(y.reshape(-1, H), moe.experts(x.reshape(-1, H), masked), atol=1e-6, what="capacity output")
+    dropless = Experts(dim=H, hidden=I, experts=E)
+    dropless.load_state_dict(moe.experts.state_dict())
+    assert_close(y.reshape(-1, H), dropless(x.reshape(-1, H), masked)[0], atol=1e-6, what="capacity output")
 
 
 class _AllToOne(Router):
@@ -306,7 +320,8 @@ class _AllToOne(Router):
 def test_router_sending_everything_to_one_expert(backend):
     torch.manual_seed(0)
     experts = 64
-    moe = MoE(dim=H, hidden=I, experts=experts, router=_AllToOne(dim=H, experts=experts, k=1), backend=backend)
+    moe = MoE(router=_AllToOne(dim=H, experts=experts, k=1),
+              experts=Experts(dim=H, hidden=I, experts=experts, backend=backend))
     x = torch.randn(4, 8192, H, requires_grad=True)  # 32768 tokens on one expert, 63 idle
     y, routing = moe.forward_routed(x)
     y.sum().backward()
@@ -316,8 +331,9 @@ def test_router_sending_everything_to_one_expert(backend):
     assert routing.load[0].item() == x.shape[0] * x.shape[1] and routing.load[1:].sum().item() == 0
     assert torch.isfinite(x.grad).all() and moe.experts.gate_up.grad[1:].abs().max().item() == 0
     # capacity-bounded: the buffer stays [E, capacity, C]; all but `capacity` tokens dropped
-    moe.capacity_factor = 1.0
-    y, routing = moe.forward_routed(x[:1])
+    capped = MoE(router=moe.router, experts=CapacityExperts(dim=H, hidden=I, experts=experts, capacity_factor=1.0))
+    capped.experts.load_state_dict(moe.experts.state_dict())
+    y, routing = capped.forward_routed(x[:1])
     assert routing.load.tolist() == [128] + [0] * 63  # capacity ceil(8192 / 64)
     assert routing.dropped.item() == pytest.approx(1 - 128 / 8192)
 
@@ -332,13 +348,13 @@ def test_bad_configurations_fail_at_construction():
     with pytest.raises(ValueError, match="capacity_factor"):
         ExpertChoiceRouter(dim=H, experts=4, capacity_factor=-1.0)
     with pytest.raises(ValueError, match="capacity_factor"):
-        MoE(dim=H, hidden=I, experts=4, router=TopKRouter(dim=H, experts=4, k=2), capacity_factor=0.0)
+        CapacityExperts(dim=H, hidden=I, experts=4, capacity_factor=0.0)
     with pytest.raises(ValueError, match="capacity"):
         SwitchRouter(dim=H, experts=4, capacity=0)
     with pytest.raises(ValueError, match="groups"):
         DeepSeekRouter(dim=H, experts=8, k=2, groups=3)
     with pytest.raises(ValueError, match="router"):
-        MoE(dim=H, hidden=I, experts=8, router=TopKRouter(dim=H, experts=4, k=2))
+        MoE(router=TopKRouter(dim=H, experts=4, k=2), experts=Experts(dim=H, hidden=I, experts=8))
     with pytest.raises(ValueError, match="backend"):
         Experts(dim=H, hidden=I, experts=4, backend="triton")
     with pytest.raises(ValueError, match="multiple of the expert-parallel world size 4"):
@@ -355,10 +371,85 @@ def test_keymap_prefixes_with_layer_placeholders():
 
 def test_builds_on_meta_and_switch_mapping_is_strict():
     with torch.device("meta"):
-        moe = MoE(dim=H, hidden=I, experts=E, router=DeepSeekRouter(dim=H, experts=E, k=K, groups=2),
-                  shared_hidden=I)
+        moe = MoE(router=DeepSeekRouter(dim=H, experts=E, k=K, groups=2), experts=Experts(dim=H, hidden=I, experts=E),
+                  shared=GatedMLP(dim=H, hidden=I))
     assert moe.experts.gate_up.is_meta and moe.experts.gate_up.shape == (E, 2 * I, H)
     ref, _ = _hf_switch(capacity=4)
     state = {f"mlp.{k}": v for k, v in ref.state_dict().items()} | {"mlp.extra.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match="mlp.extra.weight"):
         switch_from_hf(state, src="mlp.")
+
+
+def test_moe_checks_that_its_parts_fit():
+    experts = Experts(dim=H, hidden=I, experts=4)
+    with pytest.raises(ValueError, match=f"router: expected dim {H}"):
+        MoE(router=TopKRouter(dim=H + 1, experts=4, k=2), experts=experts)
+    with pytest.raises(ValueError, match="shared_gate: expected a shared expert"):
+        MoE(router=TopKRouter(dim=H, experts=4, k=2), experts=experts, shared_gate=torch.nn.Linear(H, 1, bias=False))
+    with pytest.raises(ValueError, match=rf"shared_gate: expected Linear\({H}, 1\)"):
+        MoE(router=TopKRouter(dim=H, experts=4, k=2), experts=experts, shared=GatedMLP(dim=H, hidden=8),
+            shared_gate=torch.nn.Linear(H, 2, bias=False))
+    with pytest.raises(ValueError, match=f"shared: expected {H} -> {H} features"):
+        MoE(router=TopKRouter(dim=H, experts=4, k=2), experts=experts, shared=GatedMLP(dim=H + 1, hidden=8))
+    with pytest.raises(ValueError, match="expert choice"):
+        MoE(router=ExpertChoiceRouter(dim=H, experts=4),
+            experts=CapacityExperts(dim=H, hidden=I, experts=4, capacity_factor=1.0))
+
+
+def _kept_on(module: torch.nn.Module) -> list[str]:
+    """Plain attributes of ``module`` and its children (not parameters, buffers or submodules) that
+    hold a routing record or a tensor with an autograd graph."""
+    found = []
+    for name, m in module.named_modules():
+        for attr, value in vars(m).items():
+            if attr in ("_parameters", "_buffers", "_modules"):
+                continue
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(v, Routing) or (isinstance(v, torch.Tensor) and v.grad_fn is not None) for v in values):
+                found.append(f"{name or '<root>'}.{attr}")
+    return found
+
+
+@pytest.mark.parametrize("preset", ["tiny-moe", "tiny-deepseek"])
+def test_llm_routings_come_through_the_list_and_nothing_stays_on_the_modules(preset):
+    """Every MoE layer of the model appends its Routing to the list given to ``LLM.forward`` (in layer
+    order; tiny-deepseek's first layer is dense and appends nothing); after the forward no module
+    holds a routing or a graph: once the caller drops its references the graph is freed."""
+    torch.manual_seed(0)
+    config = PRESETS[preset]
+    model = LLM(config).train()
+    moe_layers = [i for i, layer in enumerate(model.layers) if isinstance(layer.mlp, MoE)]
+    assert moe_layers == [i for i in range(config.layers) if config.moe.is_moe(i)] and moe_layers
+    if preset == "tiny-deepseek":
+        assert moe_layers[0] > 0  # a dense first layer
+    tokens = torch.randint(0, config.vocab_size, (2, 9))
+    decided = {}  # what each layer's router returned (dropless experts serve it unchanged)
+    hooks = [model.layers[i].mlp.router.register_forward_hook(lambda m, args, out, i=i: decided.update({i: out}))
+             for i in moe_layers]
+    routings: list[Routing] = []
+    logits = model(tokens, routings=routings)
+    for hook in hooks:
+        hook.remove()
+    assert len(routings) == len(moe_layers)
+    for routing, i in zip(routings, moe_layers, strict=True):
+        assert routing is decided[i]  # layer order
+        assert routing.logits.shape == (2 * 9, config.moe.experts)
+        assert routing.load.sum().item() == 2 * 9 * config.moe.k
+        assert routing.aux_losses["balance"].requires_grad
+    decided.clear()
+    del routing
+    assert _kept_on(model) == []
+    torch.testing.assert_close(model(tokens), logits)  # no list: the same output, nothing collected
+    freed = weakref.ref(routings[0].aux_losses["balance"])
+    del routings, logits
+    gc.collect()
+    assert freed() is None, "a module kept the routing's graph alive"
+
+    # the training loss pools the balance loss over the routings of this forward, and hands them out too
+    out_routings: list[Routing] = []
+    out = lm_loss(model, {"tokens": tokens}, routings=out_routings)
+    assert len(out_routings) == len(moe_layers) and _kept_on(model) == []
+    if config.moe.aux_loss_weight:
+        torch.testing.assert_close(out["balance"], pooled_balance_loss(out_routings))
+        out["loss"].backward()
+        assert all(model.layers[i].mlp.router.weight.grad is not None for i in moe_layers)

@@ -13,7 +13,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from tatlas.nn.moe import MoE, DeepSeekRouter, Router, Routing, SwitchRouter, TopKRouter
+from tatlas.nn import GatedMLP
+from tatlas.nn.moe import DeepSeekRouter, Experts, MoE, ParallelExperts, Router, Routing, SwitchRouter, TopKRouter
 
 H, I, T, PER_RANK = 16, 12, 6, 2
 
@@ -30,17 +31,18 @@ class ToExpertZero(Router):
 
 
 def cases(world: int):
+    """(name, the experts' keyword arguments, a function building the router and shared parts)."""
     e = 2 * world
-    yield "mixtral-topk", "grouped_mm", lambda: dict(experts=8, router=TopKRouter(dim=H, experts=8, k=2))
-    yield "deepseek-shared", "loop", lambda: dict(
-        experts=8, router=DeepSeekRouter(dim=H, experts=8, k=3, groups=2, topk_groups=1, scaling=2.5),
-        shared_hidden=I)
-    yield "switch-drops", "auto", lambda: dict(experts=e, router=SwitchRouter(dim=H, experts=e, capacity=1),
-                                              gated=False, act="relu")
-    yield "qwen-gated-shared", "auto", lambda: dict(
-        experts=world, router=TopKRouter(dim=H, experts=world, k=1, normalize=False), shared_hidden=8,
-        shared_gate=True)
-    yield "all-to-expert-0", "loop", lambda: dict(experts=e, router=ToExpertZero(dim=H, experts=e, k=1))
+    yield "mixtral-topk", dict(experts=8, backend="grouped_mm"), lambda: dict(router=TopKRouter(dim=H, experts=8, k=2))
+    yield "deepseek-shared", dict(experts=8, backend="loop"), lambda: dict(
+        router=DeepSeekRouter(dim=H, experts=8, k=3, groups=2, topk_groups=1, scaling=2.5),
+        shared=GatedMLP(dim=H, hidden=I))
+    yield "switch-drops", dict(experts=e, gated=False, act="relu"), lambda: dict(
+        router=SwitchRouter(dim=H, experts=e, capacity=1))
+    yield "qwen-gated-shared", dict(experts=world), lambda: dict(
+        router=TopKRouter(dim=H, experts=world, k=1, normalize=False), shared=GatedMLP(dim=H, hidden=8),
+        shared_gate=torch.nn.Linear(H, 1, bias=False))
+    yield "all-to-expert-0", dict(experts=e, backend="loop"), lambda: dict(router=ToExpertZero(dim=H, experts=e, k=1))
 
 
 def main() -> None:
@@ -48,16 +50,16 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     group = dist.group.WORLD
     report = {"world": world}
-    for name, backend, make in cases(world):
+    for name, experts, make in cases(world):
         torch.manual_seed(0)
-        full = MoE(dim=H, hidden=I, backend=backend, **make())
+        full = MoE(experts=Experts(dim=H, hidden=I, **experts), **make())
         x = torch.randn(world * PER_RANK, T, H, requires_grad=True)
         g = torch.randn(world * PER_RANK, T, H)
         (full(x) * g).sum().backward()
         y_full = full(x).detach()
 
         torch.manual_seed(1)  # other initial weights: they must come from `full`
-        ep = MoE(dim=H, hidden=I, backend=backend, ep_group=group, **make())
+        ep = MoE(experts=ParallelExperts(dim=H, hidden=I, group=group, **experts), **make())
         held = ep.expert_slice
         assert ep.experts.num_experts == full.num_experts // world
         state = {k: (v[held] if k.startswith("experts.") else v) for k, v in full.state_dict().items()}
@@ -85,7 +87,8 @@ def main() -> None:
         assert worst.item() <= 1e-5, f"rank {rank} {name}: {diffs}"
 
     try:  # a clear error at construction when the experts do not divide over the ranks
-        MoE(dim=H, hidden=I, experts=world + 1, router=TopKRouter(dim=H, experts=world + 1, k=1), ep_group=group)
+        MoE(router=TopKRouter(dim=H, experts=world + 1, k=1),
+            experts=ParallelExperts(dim=H, hidden=I, experts=world + 1, group=group))
         report["indivisible"] = "no error"
     except ValueError as err:
         report["indivisible"] = str(err)

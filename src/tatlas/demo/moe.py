@@ -10,8 +10,7 @@ import dataclasses
 import torch
 
 from ..models.llm import PRESETS
-from ..models.llm.task import train_task
-from ..nn.moe import MoE
+from ..models.llm.task import lm_loss, train_task
 from ..train import Trainer, TrainConfig
 from . import DemoOptions, DemoResult, register_demo
 
@@ -38,10 +37,10 @@ def run(options: DemoOptions) -> DemoResult:
         task = train_task(config, options.seed)
 
         def loss_fn(m, batch):
-            out = task.loss_fn(m, batch)
+            routings = []  # one Routing per MoE layer of this forward
+            out = lm_loss(m, batch, routings=routings)
             if name == "moe" and m.training:
-                loads.append(torch.stack([mod.last_routing.load.float() for mod in m.modules()
-                                          if isinstance(mod, MoE)]).mean(0).cpu())
+                loads.append(torch.stack([r.load.float() for r in routings]).mean(0).cpu())
             return out
 
         cfg = TrainConfig(steps=steps, batch_size=16, lr=2e-3, warmup_steps=steps // 10, seed=options.seed,

@@ -19,8 +19,8 @@ from .init import init_normal_, initialise
 from .linear import TiedLinear
 from .mla import LatentAttention
 from .moe import (
-    DeepSeekRouter, ExpertChoiceRouter, Experts, MoE, Router, Routing, SwitchRouter, TopKRouter, hf_moe_keymap,
-    load_balancing_loss, pooled_balance_loss, router_z_loss, switch_from_hf,
+    CapacityExperts, DeepSeekRouter, ExpertChoiceRouter, Experts, MoE, ParallelExperts, Router, Routing, SwitchRouter,
+    TopKRouter, load_balancing_loss, pooled_balance_loss, router_z_loss,
 )
 from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
 from .norms import LayerNorm, RMSNorm
@@ -37,7 +37,7 @@ from .positions import (
 from .vit import VisionTransformer
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "Router", "Routing", "SwitchRouter", "TopKRouter", "hf_moe_keymap", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "switch_from_hf", "LatentAttention", "Int8Linear", "quantize_int8_",
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
     "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",

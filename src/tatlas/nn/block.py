@@ -48,9 +48,11 @@ class TransformerBlock(nn.Module):
         context_mask: Tensor | None = None,
         cross_cache=None,
         cross_weights: list[Tensor] | None = None,
+        routings: list | None = None,
     ) -> Tensor:
         """``cross_weights``: a list that receives the cross-attention weights ``[*, H, T, S]`` (the
-        explicit-softmax path; Whisper's word alignment reads them)."""
+        explicit-softmax path; Whisper's word alignment reads them). ``routings``: a list that receives
+        the MLP's routing record if the MLP routes (a mixture of experts, :func:`_mlp_forward`)."""
         x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
         if self.cross_attn is not None:
             h = self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache,
@@ -59,7 +61,7 @@ class TransformerBlock(nn.Module):
                 h, weights = h
                 cross_weights.append(weights)
             x = x + h
-        return x + self.mlp(self.mlp_norm(x))
+        return x + _mlp_forward(self.mlp, self.mlp_norm(x), routings)
 
 
 class SandwichBlock(nn.Module):
@@ -73,11 +75,20 @@ class SandwichBlock(nn.Module):
 
     def forward(
         self, x: Tensor, *, mask: Tensor | None = None, causal: bool = False, rope: Rope | None = None,
-        cache=None, input_pos: Tensor | None = None,
+        cache=None, input_pos: Tensor | None = None, routings: list | None = None,
     ) -> Tensor:
+        """``routings``: as :meth:`TransformerBlock.forward`'s."""
         h = self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
         x = x + self.attn_post_norm(h)
-        return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
+        return x + self.mlp_post_norm(_mlp_forward(self.mlp, self.mlp_norm(x), routings))
+
+
+def _mlp_forward(mlp: nn.Module, x: Tensor, routings: list | None) -> Tensor:
+    """``mlp(x)``; an MLP whose class sets ``routed = True`` (:class:`~tatlas.nn.moe.MoE`) is given the
+    ``routings`` list, to which it appends its routing record. ``x [*, T, C] -> [*, T, C]``."""
+    if routings is not None and getattr(mlp, "routed", False):
+        return mlp(x, routings=routings)
+    return mlp(x)
 
 
 def classic_block(

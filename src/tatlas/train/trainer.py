@@ -29,16 +29,13 @@ import gc
 import logging
 import math
 import os
-import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
@@ -59,6 +56,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .metrics import MetricsLogger
 from .optim import WarmupCosine, build_optimizer
+from .runtime import StopSignal, autocast, seed_everything, split_loss, to_device
 from .sampler import InfiniteBatchSampler
 
 log = logging.getLogger(__name__)
@@ -179,7 +177,7 @@ class Trainer:
                     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS determinism
                 torch.use_deterministic_algorithms(True)
                 torch.backends.cudnn.benchmark = False
-            _seed_everything(cfg.seed + env.rank)
+            seed_everything(cfg.seed + env.rank)
             model = self.model.to(env.device)
             unit = D.wrap(model, self.loss_fn, env)
             self.optimizer = optimizer = build_optimizer(model, cfg)
@@ -213,7 +211,7 @@ class Trainer:
             )
             metrics = MetricsLogger(cfg.out_path, total_steps=cfg.steps, start_step=start_step,
                                     progress=cfg.progress, enabled=env.is_main)
-            with _StopSignal() as stop:
+            with StopSignal() as stop:
                 result = self._loop(
                     env=env, model=model, unit=unit, optimizer=optimizer, scheduler=scheduler, store=store,
                     sampler=sampler, batches=iter(loader), metrics=metrics, stop=stop, start_step=start_step,
@@ -239,7 +237,7 @@ class Trainer:
     def _loop(
         self, *, env: D.DistEnv, model: nn.Module, unit: nn.Module, optimizer: torch.optim.Optimizer,
         scheduler: WarmupCosine, store: CheckpointStore | None, sampler: InfiniteBatchSampler,
-        batches: Iterator[Any], metrics: MetricsLogger, stop: _StopSignal, start_step: int,
+        batches: Iterator[Any], metrics: MetricsLogger, stop: StopSignal, start_step: int,
         elapsed_before: float, resumed_from: Path | None,
     ) -> TrainResult:
         """Steps ``start_step + 1`` .. ``config.steps``: each one :meth:`_step`, then its log line, the
@@ -341,11 +339,11 @@ class Trainer:
             batch = next(batches)
             if self.tokens_fn is not None:
                 tokens += int(self.tokens_fn(batch))
-            batch = _to_device(batch, env.device)
+            batch = to_device(batch, env.device)
             with D.gradient_sync(unit, model, env, enabled=micro == cfg.grad_accum - 1):
-                with _autocast(cfg.precision, env.device):
+                with autocast(cfg.precision, env.device):
                     out = unit(batch)
-                loss, extras = _split_loss(out, step + 1)
+                loss, extras = split_loss(out, step + 1)
                 (loss / cfg.grad_accum).backward()
             if extra_keys is None:
                 extra_keys = sorted(extras)
@@ -379,7 +377,7 @@ class Trainer:
         assert self.eval_fn is not None
         model.eval()
         try:
-            with torch.no_grad(), _autocast(cfg.precision, env.device):
+            with torch.no_grad(), autocast(cfg.precision, env.device):
                 results = self.eval_fn(model)
         finally:
             model.train()
@@ -484,72 +482,3 @@ def _ignore_interrupts(worker_id: int) -> None:
 
 def _step_of(folder: Path) -> int:
     return int(torch_load(folder / "trainer.pt")["step"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """``"auto"``: bfloat16 autocast on CUDA, none (float32) elsewhere."""
-    if precision == "float32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
-def _split_loss(out: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-    if isinstance(out, Tensor):
-        loss, extras = out, {}
-    elif isinstance(out, Mapping):
-        if "loss" not in out:
-            raise ValueError(f"loss_fn returned a dict without 'loss' at step {step} (keys: {sorted(out)})")
-        loss = out["loss"]
-        extras = {k: v if isinstance(v, Tensor) else torch.tensor(float(v)) for k, v in out.items() if k != "loss"}
-        extras = {k: v.to(loss.device) for k, v in extras.items()}
-    else:
-        raise TypeError(f"loss_fn: expected a Tensor or a dict with 'loss', got {type(out).__name__}")
-    if not isinstance(loss, Tensor) or loss.ndim != 0:
-        raise ValueError(f"loss_fn: expected a scalar loss tensor, got {getattr(loss, 'shape', type(loss))}")
-    bad = [k for k, v in extras.items() if v.numel() != 1]
-    if bad:
-        raise ValueError(f"loss_fn: extra entries must be scalars, got shapes "
-                         f"{ {k: list(extras[k].shape) for k in bad} }")
-    return loss, {k: v.reshape(()) for k, v in extras.items()}
-
-
-class _StopSignal:
-    """SIGINT / SIGTERM set ``signum``; the loop stops at the end of the step. A second SIGINT
-    raises ``KeyboardInterrupt``. Handlers are installed only from the main thread and restored on exit."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        if signum == signal.SIGINT:  # the next Ctrl-C behaves as usual
-            signal.signal(signal.SIGINT, self._old.get(signal.SIGINT, signal.default_int_handler))
-
-    def __enter__(self) -> _StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)

@@ -4,18 +4,19 @@ Hugging Face stores q/k projections already in the half-split rotary layout we u
 are renames (and one transpose: Gemma 3's projector weight is stored ``[in, out]``). Rotary
 settings are read from ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``
 (transformers 4 folders); Gemma 3 image-text folders saved by transformers 4 use other prefixes
-(``language_model.model.``, ``vision_tower.vision_model.``), mapped first."""
+(``language_model.model.``, ``vision_tower.vision_model.``), mapped first. Mixtral / Qwen2-MoE /
+DeepSeek-V3 MoE blocks map through :func:`hf_moe_keymap` (Switch blocks: :func:`switch_from_hf`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors, write_hf_folder
-from ...nn.moe import hf_moe_keymap
 from ...nn.positions import Llama3Scaling
 from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig
 
@@ -87,6 +88,55 @@ GEMMA3_LEGACY_PREFIXES = KeyMap(rules=(
     Rename("model.{path}", "model.{path}"),
     Rename("lm_head.weight", "lm_head.weight"),
 ))
+
+# --------------------------------------------------------------------------- mixture-of-experts blocks
+
+
+def hf_moe_keymap(kind: str, *, src: str = "", dst: str = "") -> KeyMap:
+    """The key map from a transformers MoE block's state to :class:`~tatlas.nn.moe.MoE`'s, for ``kind`` in
+    ``"mixtral"`` (``MixtralSparseMoeBlock``), ``"qwen2_moe"`` (``Qwen2MoeSparseMoeBlock``) and
+    ``"deepseek_v3"`` (``DeepseekV3MoE``). ``src``/``dst`` prefix the keys on either side and may hold
+    placeholders, e.g. ``src="model.layers.{i}.mlp.", dst="layers.{i}.mlp."``. No tensor is transformed:
+    the stacked expert layout is transformers' own (``gate.weight -> router.weight``,
+    ``gate.e_score_correction_bias -> router.correction_bias``, ``experts.gate_up_proj -> experts.gate_up``,
+    ``experts.down_proj -> experts.down``, ``shared_expert(s).{gate,up,down}_proj.weight ->
+    shared.{gate,up,down}.weight``, ``shared_expert_gate.weight -> shared_gate.weight``).
+
+    Build the matching layer as ``MoE(router=..., experts=Experts(dim=C, hidden=I, experts=E), ...)`` with
+    ``TopKRouter(normalize=True)`` (Mixtral); ``TopKRouter(normalize=norm_topk_prob)``,
+    ``shared=GatedMLP(dim=C, hidden=shared_expert_intermediate_size)`` and
+    ``shared_gate=nn.Linear(C, 1, bias=False)`` (Qwen2-MoE); ``DeepSeekRouter(groups=n_group,
+    topk_groups=topk_group, scaling=routed_scaling_factor, normalize=norm_topk_prob)`` and
+    ``shared=GatedMLP(dim=C, hidden=n_shared_experts * moe_intermediate_size)`` (DeepSeek-V3)."""
+    if kind not in ("mixtral", "qwen2_moe", "deepseek_v3"):
+        raise ValueError(f"kind: expected 'mixtral', 'qwen2_moe' or 'deepseek_v3', got {kind!r}")
+    pairs = [("gate.weight", "router.weight"), ("experts.gate_up_proj", "experts.gate_up"),
+             ("experts.down_proj", "experts.down")]
+    shared = {"qwen2_moe": "shared_expert", "deepseek_v3": "shared_experts"}.get(kind)
+    if shared:
+        pairs += [(f"{shared}.{p}_proj.weight", f"shared.{p}.weight") for p in ("gate", "up", "down")]
+    if kind == "qwen2_moe":
+        pairs.append(("shared_expert_gate.weight", "shared_gate.weight"))
+    if kind == "deepseek_v3":
+        pairs.append(("gate.e_score_correction_bias", "router.correction_bias"))
+    return KeyMap(tuple(Rename(src + a, dst + b) for a, b in pairs))
+
+
+def switch_from_hf(state: Mapping[str, Tensor], *, src: str = "", dst: str = "") -> dict[str, Tensor]:
+    """A transformers ``SwitchTransformersSparseMLP`` state (keys under ``src``) -> :class:`~tatlas.nn.moe.MoE`'s
+    (keys under ``dst``; build it with ``router=SwitchRouter(capacity=expert_capacity, bias=router_bias)``,
+    ``experts=Experts(gated=False, act=dense_act_fn)``): ``router.classifier.{weight,bias} ->
+    router.{weight,bias}``; per-expert ``experts.expert_{j}.wi.weight [I, C]`` / ``wo.weight [C, I]`` stacked
+    over ``j`` into ``experts.up [E, I, C]`` / ``experts.down [E, C, I]``. Strict: any other key under ``src``
+    is an error. (Switch layers are used by tests and benchmarks; no Switch system is registered.)"""
+    keymap = KeyMap((
+        Rename(f"{src}router.classifier.weight", f"{dst}router.weight"),
+        Rename(f"{src}router.classifier.bias", f"{dst}router.bias"),
+        Stack((f"{src}experts.expert_{{j}}.wi.weight",), f"{dst}experts.up"),
+        Stack((f"{src}experts.expert_{{j}}.wo.weight",), f"{dst}experts.down"),
+    ))
+    return keymap.convert({k: v for k, v in state.items() if k.startswith(src)})
+
 
 def _moe_rules(kind: str) -> tuple[Rename | Stack, ...]:
     """Both on-disk layouts: stacked experts (transformers 5 in memory) and one tensor per expert

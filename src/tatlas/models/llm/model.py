@@ -34,7 +34,7 @@ from ...nn import (
     VisionTransformer,
     causal_mask,
 )
-from ...nn.moe import DeepSeekRouter, MoE, TopKRouter
+from ...nn.moe import DeepSeekRouter, Experts, MoE, Routing, TopKRouter
 from .config import LLMConfig, VisionConfig
 
 
@@ -82,8 +82,10 @@ def _mlp(c: LLMConfig, layer: int) -> nn.Module:
                                 scaling=m.scaling, normalize=m.normalize)
     else:
         router = TopKRouter(dim=c.dim, experts=m.experts, k=m.k, normalize=m.normalize)
-    return MoE(dim=c.dim, hidden=m.hidden, experts=m.experts, router=router, act=c.act,
-               shared_hidden=m.shared_hidden, shared_gate=m.shared_gate)
+    experts = Experts(dim=c.dim, hidden=m.hidden, experts=m.experts, act=c.act)
+    shared = GatedMLP(dim=c.dim, hidden=m.shared_hidden, act=c.act) if m.shared_hidden else None
+    gate = nn.Linear(c.dim, 1, bias=False) if m.shared_gate else None  # Qwen2-MoE's sigmoid gate
+    return MoE(router=router, experts=experts, shared=shared, shared_gate=gate)
 
 
 class LLM(CachedDecoderMixin, nn.Module):
@@ -167,12 +169,14 @@ class LLM(CachedDecoderMixin, nn.Module):
 
     def forward(
         self, tokens: Tensor, *, pixels: Tensor | None = None, cache: DecoderCache | None = None,
-        input_pos: Tensor | None = None, last_only: bool = False,
+        input_pos: Tensor | None = None, last_only: bool = False, routings: list[Routing] | None = None,
     ) -> Tensor:
         """``tokens [B, T]`` -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head
         on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images whose tokens
         replace the placeholders (``image_token_id``), in order. With a ``cache``, the tokens go to
-        slots ``input_pos [T]`` and attend everything cached before them."""
+        slots ``input_pos [T]`` and attend everything cached before them. ``routings``: a list that receives
+        the :class:`~tatlas.nn.moe.Routing` of every mixture-of-experts layer, in layer order (their
+        auxiliary losses and loads; nothing of it is kept on the model)."""
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
         c = self.config
@@ -212,7 +216,7 @@ class LLM(CachedDecoderMixin, nn.Module):
         for i, layer in enumerate(self.layers):
             mask = masks[kinds[i]]
             x = layer(x, mask=mask, causal=mask is None, rope=ropes[kinds[i]],
-                      cache=None if cache is None else cache.layers[i], input_pos=input_pos)
+                      cache=None if cache is None else cache.layers[i], input_pos=input_pos, routings=routings)
         logits = self.lm_head(self.norm(x[:, -1:] if last_only else x))
         if c.final_softcap is not None:
             logits = torch.tanh(logits / c.final_softcap) * c.final_softcap

@@ -10,23 +10,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import ByteTokenizer, TextDataset
-from ...nn.moe import MoE, pooled_balance_loss
+from ...nn.moe import Routing, pooled_balance_loss
 from ..registry import TrainTask
 from .config import LLMConfig
 
 
-def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+def lm_loss(model: nn.Module, batch: dict[str, Tensor], *, routings: list[Routing] | None = None
+            ) -> Tensor | dict[str, Tensor]:
     """Mean next-token cross-entropy (nats) of ``batch["tokens"] [B, T + 1]``; for a mixture-of-
-    experts model with ``aux_loss_weight > 0`` also the pooled load-balancing loss (Switch §2.2),
-    as ``{"loss": ce + w * balance, "ce": ce, "balance": balance}``."""
+    experts model with ``aux_loss_weight > 0`` also the pooled load-balancing loss (Switch §2.2) of
+    the routings its forward reports, as ``{"loss": ce + w * balance, "ce": ce, "balance": balance}``.
+    ``routings``: a list that also receives those routings (expert loads), one per MoE layer."""
     tokens = batch["tokens"]
-    logits = model(tokens[:, :-1])  # [B, T, V]
+    found: list[Routing] = []
+    logits = model(tokens[:, :-1], routings=found)  # [B, T, V]
+    if routings is not None:
+        routings.extend(found)
     ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
     moe = getattr(model, "config", None) is not None and getattr(model.config, "moe", None)
     if not moe or moe.aux_loss_weight == 0:
         return ce
-    routings = [m.last_routing for m in model.modules() if isinstance(m, MoE) and m.last_routing is not None]
-    balance = pooled_balance_loss(routings)
+    balance = pooled_balance_loss(found)
     return {"loss": ce + moe.aux_loss_weight * balance, "ce": ce, "balance": balance}
 
 

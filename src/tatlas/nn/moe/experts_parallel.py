@@ -1,9 +1,10 @@
 """Expert parallelism: the experts of a :class:`~tatlas.nn.moe.MoE` sharded across the ranks of a
-process group, tokens exchanged with two all-to-alls (GShard, Lepikhin et al. 2020, §2.2-3.1; Fedus
-et al. 2021, §2.3; DeepSeek-V3 2024, §3.2.2).
+process group (:class:`ParallelExperts`), tokens exchanged with two all-to-alls (GShard, Lepikhin et
+al. 2020, §2.2-3.1; Fedus et al. 2021, §2.3; DeepSeek-V3 2024, §3.2.2).
 
 Rank ``r`` of ``W`` holds experts ``[r E/W, (r+1) E/W)`` and routes only its own tokens (the router and
-shared experts are replicated). Forward:
+shared experts are replicated: build them as usual and pass ``ParallelExperts(..., group=)`` as
+the layer's experts). Forward:
 
 1. sort the kept (token, expert) assignments by global expert: ``S`` rows, ``counts [E]``;
 2. exchange the counts (``all_to_all_single`` of ``[W, E/W]``), so every rank knows how many rows it
@@ -27,7 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .moe import Experts, Routing, counts_per_expert, sort_by_expert
+from .experts import Experts
+from .routing import Routing, counts_per_expert, sort_by_expert
 
 
 def shard_range(experts: int, world: int, rank: int) -> tuple[int, int]:
@@ -44,7 +46,7 @@ def shard_range(experts: int, world: int, rank: int) -> tuple[int, int]:
 def expert_shard(experts: int, group) -> tuple[int, int]:
     """:func:`shard_range` for this process in ``group``."""
     if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("ep_group: expected an initialised torch.distributed process group")
+        raise ValueError("group: expected an initialised torch.distributed process group")
     return shard_range(experts, dist.get_world_size(group), dist.get_rank(group))
 
 
@@ -72,22 +74,35 @@ def all_to_all(x: Tensor, out_splits: list[int], in_splits: list[int], group=Non
     return _AllToAll.apply(x, out_splits, in_splits, group)
 
 
-def expert_parallel_forward(experts: Experts, x: Tensor, routing: Routing, group) -> Tensor:
-    """Dropless expert-parallel dispatch (module docstring). ``experts``: this rank's shard;
-    ``x [N, C]`` this rank's tokens; ``routing`` over all ``E`` experts -> ``[N, C]``."""
-    world = dist.get_world_size(group)
-    local, total = experts.num_experts, experts.total
-    token, weight, expert = sort_by_expert(routing)  # rows for rank 0's experts first, then rank 1's ...
-    counts = counts_per_expert(expert, total)  # [E]
-    received = torch.empty_like(counts)
-    dist.all_to_all_single(received, counts, group=group)  # [W E/W]: from source s, rows for my experts
-    received = received.view(world, local)
-    send_splits = counts.view(world, local).sum(1).tolist()
-    recv_splits = received.sum(1).tolist()
-    xr = all_to_all(x.index_select(0, token), recv_splits, send_splits, group)  # [R, C], by (source, expert)
-    local_id = torch.arange(local, device=x.device).repeat(world).repeat_interleave(received.reshape(-1))
-    perm = torch.argsort(local_id, stable=True)  # regroup by local expert
-    ys = experts.run_sorted(xr[perm], received.sum(0))
-    yr = ys[torch.argsort(perm)]  # back to (source, local expert) order
-    y = all_to_all(yr, send_splits, recv_splits, group)  # [S, C], as x[token]
-    return x.new_zeros(x.shape).index_add_(0, token, y * weight[:, None].to(x.dtype))
+class ParallelExperts(Experts):
+    """This rank's shard of ``experts`` experts over the ranks of ``group``: experts
+    ``[r E/W, (r+1) E/W)`` (``offset``, ``num_experts``) of ``total = experts``, with the dropless
+    all-to-all dispatch of the module docstring. ``experts`` must be divisible by the group's size.
+    Parameters have the shapes of an :class:`Experts` of ``E/W`` experts (the same key names); load a
+    full layer's state by slicing its ``experts.*`` tensors with :attr:`expert_slice`."""
+
+    def __init__(self, *, dim: int, hidden: int, experts: int, group, act: str = "silu", gated: bool = True,
+                 backend: str = "auto") -> None:
+        offset, local = expert_shard(experts, group)
+        super().__init__(dim=dim, hidden=hidden, experts=local, act=act, gated=gated, backend=backend)
+        self.offset, self.total, self.group = offset, experts, group
+
+    def forward(self, x: Tensor, routing: Routing) -> tuple[Tensor, Routing]:
+        """``x [N, C]`` this rank's tokens, ``routing`` over all ``E`` experts -> (``[N, C]``, ``routing``,
+        all of it served)."""
+        world = dist.get_world_size(self.group)
+        local = self.num_experts
+        token, weight, expert = sort_by_expert(routing)  # rows for rank 0's experts first, then rank 1's ...
+        counts = counts_per_expert(expert, self.total)  # [E]
+        received = torch.empty_like(counts)
+        dist.all_to_all_single(received, counts, group=self.group)  # [W E/W]: from source s, rows for my experts
+        received = received.view(world, local)
+        send_splits = counts.view(world, local).sum(1).tolist()
+        recv_splits = received.sum(1).tolist()
+        xr = all_to_all(x.index_select(0, token), recv_splits, send_splits, self.group)  # [R, C], by (source, expert)
+        local_id = torch.arange(local, device=x.device).repeat(world).repeat_interleave(received.reshape(-1))
+        perm = torch.argsort(local_id, stable=True)  # regroup by local expert
+        ys = self.run_sorted(xr[perm], received.sum(0))
+        yr = ys[torch.argsort(perm)]  # back to (source, local expert) order
+        y = all_to_all(yr, send_splits, recv_splits, self.group)  # [S, C], as x[token]
+        return x.new_zeros(x.shape).index_add_(0, token, y * weight[:, None].to(x.dtype)), routing
