@@ -1,5 +1,6 @@
-"""Package-level promises: tatlas imports without torchvision or the reference stack, and the
-layering (imports only point down cli > demo > train > generate > models > data > nn > io) holds."""
+"""Package-level promises: tatlas imports without torchvision or the reference stack, the
+layering (imports only point down cli > demo > jobs > train > generate > models > data > nn > io)
+holds, and no module imports itself through others (no import cycles, lazy imports included)."""
 
 import ast
 import pathlib
@@ -7,7 +8,7 @@ import subprocess
 import sys
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "tatlas"
-LAYERS = ["cli", "demo", "train", "generate", "models", "data", "nn", "io"]
+LAYERS = ["cli", "demo", "jobs", "train", "generate", "models", "data", "nn", "io"]
 
 
 def test_import_needs_no_torchvision_or_references():
@@ -46,3 +47,78 @@ def test_imports_only_point_down():
             if target and target[0] in LAYERS and LAYERS.index(target[0]) < rank:
                 problems.append(f"{path.relative_to(SRC)} imports {'.'.join(target)}")
     assert not problems, "imports pointing up: " + "; ".join(problems)
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the tatlas modules it imports anywhere in its file (function-level imports too).
+    ``from pkg import name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``."""
+    paths = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in paths}
+    for module, path in paths.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                names = [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                target, names = "", [a.name for a in node.names]
+            else:
+                continue
+            for name in [n for n in names if n in paths] or ([target] if target in paths else []):
+                if name != module:
+                    graph[module].add(name)
+    return graph
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch):
+    """The check itself: two modules importing each other (one lazily) are reported."""
+    pkg = tmp_path / "tatlas"
+    (pkg / "nn").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nn" / "__init__.py").write_text("")
+    (pkg / "nn" / "a.py").write_text("from .b import f\n")
+    (pkg / "nn" / "b.py").write_text("def f():\n    from . import a\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", pkg)
+    graph = import_graph()
+    assert graph["tatlas.nn.a"] == {"tatlas.nn.b"} and graph["tatlas.nn.b"] == {"tatlas.nn.a"}

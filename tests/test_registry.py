@@ -154,3 +154,31 @@ def test_bad_tokens_are_named():
     model = tatlas.create("llm", "tiny")
     with pytest.raises(ValueError, match=r"expected an integer tensor \[B, T\], got torch.float32"):
         model(torch.zeros(2, 3))
+
+
+def test_registries_are_plain_data(monkeypatch):
+    """Built-in systems and demos are tuples of records; importing a system module registers nothing;
+    a program adds its own through register()/register_demo() (a name once only)."""
+    import dataclasses
+    import importlib
+
+    import tatlas.demo as demo_module
+    import tatlas.models.registry as registry
+    from tatlas.demo.spec import Demo
+    from tatlas.models._builtin import BUILTIN
+
+    assert [s.name for s in BUILTIN] == ["llm", "imagegpt", "clip", "whisper", "decision_transformer"]
+    before = dict(systems())
+    importlib.reload(importlib.import_module("tatlas.models.clip.system"))
+    assert systems().keys() == before.keys()
+    monkeypatch.setattr(registry, "_ADDED", {})
+    mine = dataclasses.replace(systems()["llm"], name="my-llm")
+    assert registry.register(mine) is mine and tatlas.get_system("my-llm") is mine
+    with pytest.raises(ValueError, match="system 'llm' is registered twice"):
+        registry.register(systems()["llm"])
+    monkeypatch.setattr(demo_module, "_ADDED", {})
+    demo = Demo(system="my-llm", run=lambda options: None)
+    demo_module.register_demo(demo)
+    assert demo_module.demos()["my-llm"] is demo.run
+    with pytest.raises(ValueError, match="a demo for 'moe' is registered twice"):
+        demo_module.register_demo(Demo(system="moe", run=lambda options: None))

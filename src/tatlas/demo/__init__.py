@@ -1,6 +1,7 @@
 """Demos: one experiment per system, the paper's headline result in miniature on embedded data.
 
-A demo is a function ``(DemoOptions) -> DemoResult`` registered under its system's name."""
+A demo module defines ``DEMO = Demo(system=..., run=...)``, where ``run`` is a function
+``(DemoOptions) -> DemoResult`` (:mod:`.spec`); :data:`._builtin.BUILTIN` lists them."""
 
 from __future__ import annotations
 
@@ -9,64 +10,30 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from .spec import Demo, DemoFailure, DemoOptions, DemoResult
 
-@dataclass(frozen=True, kw_only=True)
-class DemoOptions:
-    out_dir: Path
-    seed: int = 0
-    quick: bool = False  # a shorter run (tests, smoke checks)
-    progress: bool = True
+__all__ = ["Demo", "DemoFailure", "DemoOptions", "DemoResult", "demos", "register_demo", "run_demos", "write_report"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class DemoResult:
-    system: str
-    claim: str  # the phenomenon, in one line
-    metric: str
-    value: float
-    baseline: str
-    baseline_value: float
-    higher_is_better: bool = True
-    seconds: float = 0.0
-    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path inside the report folder
-    details: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def beats_baseline(self) -> bool:
-        return self.value > self.baseline_value if self.higher_is_better else self.value < self.baseline_value
+_ADDED: dict[str, Demo] = {}
 
 
-Demo = Callable[[DemoOptions], DemoResult]
-_DEMOS: dict[str, Demo] = {}
+def register_demo(demo: Demo) -> Demo:
+    """Add a demo of your own (a third-party system's ``DEMO`` record); one per system."""
+    if demo.system in demos():
+        raise ValueError(f"a demo for {demo.system!r} is registered twice")
+    _ADDED[demo.system] = demo
+    return demo
 
 
-def register_demo(system: str) -> Callable[[Demo], Demo]:
-    def wrap(fn: Demo) -> Demo:
-        _DEMOS[system] = fn
-        return fn
+def demos() -> dict[str, Callable[[DemoOptions], DemoResult]]:
+    """System name -> its demo's ``run``: the built-in ones (:data:`._builtin.BUILTIN`) and the added."""
+    from ._builtin import BUILTIN  # imported on first use: each demo imports its system
 
-    return wrap
-
-
-def demos() -> dict[str, Demo]:
-    from . import _builtin  # noqa: F401  (registers the built-in demos once)
-
-    return dict(_DEMOS)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoFailure:
-    """A demo that raised: its one-line error; the full traceback is ``<system>/error.txt``."""
-
-    system: str
-    error: str
-    seconds: float = 0.0
-    artifacts: dict[str, str] = field(default_factory=dict)
-
-    beats_baseline = False
+    return {d.system: d.run for d in (*BUILTIN, *_ADDED.values())}
 
 
 def _failure(name: str, error: BaseException, seconds: float, folder: Path) -> DemoFailure:

@@ -1,7 +1,10 @@
-"""Imports every built-in demo so that it registers itself."""
-from . import llm as _llm  # noqa: F401
-from . import moe as _moe  # noqa: F401
-from . import imagegpt as _imagegpt  # noqa: F401
-from . import clip as _clip  # noqa: F401
-from . import decision_transformer as _decision_transformer  # noqa: F401
-from . import whisper as _whisper  # noqa: F401
+"""The built-in demos: each module's ``DEMO`` record, in one tuple (run in name order)."""
+
+from .clip import DEMO as CLIP
+from .decision_transformer import DEMO as DECISION_TRANSFORMER
+from .imagegpt import DEMO as IMAGEGPT
+from .llm import DEMO as LLM
+from .moe import DEMO as MOE
+from .whisper import DEMO as WHISPER
+
+BUILTIN = (CLIP, DECISION_TRANSFORMER, IMAGEGPT, LLM, MOE, WHISPER)

@@ -17,7 +17,7 @@ import torch
 
 from ..data.world import WorldConfig
 from ..train import TrainConfig, Trainer
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 # The recipe (chosen from a dozen short runs, on held-out accuracy): the tiny preset with a third
 # image block (shape, not colour, is the hard part) and a 16-token context (captions are <= 14
@@ -28,7 +28,6 @@ WORLD = WorldConfig(max_objects=1)
 STEPS, QUICK_STEPS, BATCH, LR, SCENES, IMAGE_LAYERS = 1200, 100, 128, 2e-3, 8192, 3
 
 
-@register_demo("clip")
 def run(options: DemoOptions) -> DemoResult:
     import tatlas
     import tatlas.models.clip.system  # noqa: F401  (registers "clip")
@@ -62,3 +61,6 @@ def run(options: DemoOptions) -> DemoResult:
             "samples_per_s": result.samples_per_s, "torch_threads": float(torch.get_num_threads()),
         },
     )
+
+
+DEMO = Demo(system="clip", run=run)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from ..jobs.decision_transformer import DTTrainOptions, collect_dataset, evaluate_checkpoint, plot_returns, train_on_dataset
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 # ---------------------------------------------------------------------- the demo
 
@@ -27,7 +27,6 @@ DEMO_TARGETS = (25.0, 100.0, 200.0, 350.0, 500.0)
 DEMO_EVAL_EPISODES = 20
 
 
-@register_demo("decision_transformer")
 def run(options: DemoOptions) -> DemoResult:
     start = time.perf_counter()
     quick = options.quick
@@ -63,3 +62,6 @@ def run(options: DemoOptions) -> DemoResult:
             "steps": float(result.steps), "train_seconds": result.elapsed_s, "seconds": time.perf_counter() - start,
         },
     )
+
+
+DEMO = Demo(system="decision_transformer", run=run)

@@ -24,7 +24,7 @@ from ..models.imagegpt.sample import (
     write_grid,
 )
 from ..jobs.imagegpt import complete
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 
 # ---------------------------------------------------------------------- the demo
@@ -93,7 +93,6 @@ def linear_probes(model: nn.Module, train_images: Tensor, train_labels: Tensor, 
     return out
 
 
-@register_demo("imagegpt")
 def run(options: DemoOptions) -> DemoResult:
     import tatlas
     from ..models.imagegpt.task import digit_images
@@ -148,3 +147,5 @@ def run(options: DemoOptions) -> DemoResult:
         },
     )
 
+
+DEMO = Demo(system="imagegpt", run=run)

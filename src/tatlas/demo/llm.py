@@ -12,10 +12,9 @@ from ..data import ByteTokenizer, unigram_cross_entropy
 from ..generate import GenerationConfig, generate
 from ..train import TrainConfig
 from ..train.run import train_system
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 
-@register_demo("llm")
 def run(options: DemoOptions) -> DemoResult:
     steps = 60 if options.quick else 600
     cfg = TrainConfig(steps=steps, batch_size=16, lr=2e-3, warmup_steps=steps // 10, weight_decay=0.1,
@@ -46,3 +45,6 @@ def run(options: DemoOptions) -> DemoResult:
         details={"val_loss_nats": result.eval["val_loss"], "unigram_nats": baseline, "steps": float(result.steps),
                  "samples_per_s": result.samples_per_s, "torch_threads": float(torch.get_num_threads())},
     )
+
+
+DEMO = Demo(system="llm", run=run)

@@ -12,7 +12,7 @@ import torch
 from ..models.llm import PRESETS
 from ..models.llm.task import lm_loss, train_task
 from ..train import Trainer, TrainConfig
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 
 def _active_mlp_params(config) -> int:
@@ -21,7 +21,6 @@ def _active_mlp_params(config) -> int:
     return 3 * config.dim * config.moe.hidden * config.moe.k
 
 
-@register_demo("moe")
 def run(options: DemoOptions) -> DemoResult:
     steps = 40 if options.quick else 300
     dense_cfg = PRESETS["tiny"]
@@ -78,3 +77,6 @@ def run(options: DemoOptions) -> DemoResult:
         details={"steps": float(steps), "max_expert_share_last": float(share[-20:].mean(0).max()),
                  "min_expert_share_last": float(share[-20:].mean(0).min())},
     )
+
+
+DEMO = Demo(system="moe", run=run)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DemoOptions, DemoResult, register_demo
+from .spec import Demo, DemoOptions, DemoResult
 
 # Everyday sentences for the real tiny.en (one is a caption of the embedded world).
 EVERYDAY: tuple[str, ...] = (
@@ -106,7 +106,6 @@ def _plot_wer(path: Path, curve: list[tuple[int, float]], baseline: float, real_
     return path
 
 
-@register_demo("whisper")
 def run(options: DemoOptions) -> DemoResult:
     import tatlas
 
@@ -183,3 +182,6 @@ def run(options: DemoOptions) -> DemoResult:
             "torch_threads": float(torch.get_num_threads()), "seconds": time.perf_counter() - start,
         },
     )
+
+
+DEMO = Demo(system="whisper", run=run)

@@ -1,7 +1,9 @@
-"""Imports every built-in system so that it registers itself."""
+"""The built-in systems: each package's ``SYSTEM`` record, in one tuple."""
 
-from .llm import system as _llm  # noqa: F401
-from .imagegpt import system as _imagegpt  # noqa: F401
-from .clip import system as _clip  # noqa: F401
-from .whisper import system as _whisper  # noqa: F401
-from .decision_transformer import system as _decision_transformer  # noqa: F401
+from .clip.system import SYSTEM as CLIP
+from .decision_transformer.system import SYSTEM as DECISION_TRANSFORMER
+from .imagegpt.system import SYSTEM as IMAGEGPT
+from .llm.system import SYSTEM as LLM
+from .whisper.system import SYSTEM as WHISPER
+
+BUILTIN = (LLM, IMAGEGPT, CLIP, WHISPER, DECISION_TRANSFORMER)

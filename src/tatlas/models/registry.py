@@ -1,80 +1,34 @@
-"""The registry of systems: each registers its config class, model class, exact-name presets, a
-sample input, and its converters from foreign formats. ``tatlas.create``/``tatlas.load``, the
-contract tests and the CLI all go through it."""
+"""The registry of systems: the built-in ones (:data:`tatlas.models._builtin.BUILTIN`, a tuple of
+each system's ``SYSTEM`` record) and those a program adds with :func:`register`.
+``tatlas.create``/``tatlas.load``, the contract tests and the CLI all go through it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import Dataset
+from .spec import Converter, System, TrainTask
 
-# A converter reads a foreign checkpoint (file or folder) -> (our config, our state dict).
-Converter = Callable[[Path], tuple[Any, dict[str, torch.Tensor]]]
-# the floating-point outputs of a batched forward -> the parts a smaller forward must reproduce
-BatchSelect = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+__all__ = ["Converter", "System", "TrainTask", "get_system", "register", "system_of", "systems"]
+
+_ADDED: dict[str, System] = {}
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainTask:
-    """What training a system means: its data, its loss (computed outside the model), an optional
-    evaluation, and how samples are batched."""
+def _builtin() -> dict[str, System]:
+    from ._builtin import BUILTIN  # imported on first use: `import tatlas` builds no system
 
-    train_data: Dataset
-    loss_fn: Callable[[nn.Module, Any], torch.Tensor | dict[str, torch.Tensor]]
-    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None
-    collate_fn: Callable[[list], Any] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class System:
-    name: str
-    summary: str
-    config_cls: type
-    model_cls: type[nn.Module]
-    presets: Mapping[str, Any]
-    # (model, generator) -> keyword arguments of one forward call on a small sample
-    sample_input: Callable[[nn.Module, torch.Generator], dict[str, Any]]
-    hf_model_types: Mapping[str, Converter] = field(default_factory=dict)  # config.json model_type -> converter
-    formats: Mapping[str, Converter] = field(default_factory=dict)  # named foreign formats
-    ct2_specs: Mapping[str, Converter] = field(default_factory=dict)  # CTranslate2 model.bin spec name -> converter
-    diagram: str = ""  # shown by `tatlas explain`
-    # (config, seed) -> the system's training task on embedded data
-    train_task: Callable[[Any, int], TrainTask] | None = None
-    train_preset: str = "tiny"  # what `tatlas train SYSTEM` builds unless told otherwise
-    # model class -> its inference twin, swapped in by tatlas.optimize (beside tatlas.nn.fastpath's own)
-    fast_variants: Mapping[type, type] = field(default_factory=dict)
-    # sample -> [(part of the sample, the outputs' parts that the part's outputs must equal)]: the
-    # batch-invariance contract; None: each row of every tensor input gives that row of every output
-    batch_views: Callable[[dict[str, Any]], list[tuple[dict[str, Any], BatchSelect]]] | None = None
-
-    def preset(self, name: str) -> Any:
-        try:
-            return self.presets[name]
-        except KeyError:
-            raise ValueError(
-                f"unknown preset {name!r} for system {self.name!r}; valid presets: {', '.join(self.presets)}"
-            ) from None
-
-
-_SYSTEMS: dict[str, System] = {}
+    return {s.name: s for s in BUILTIN}
 
 
 def register(system: System) -> System:
-    if system.name in _SYSTEMS:
+    """Add a system of your own (a third-party package's ``SYSTEM`` record); names are unique."""
+    if system.name in _builtin() or system.name in _ADDED:
         raise ValueError(f"system {system.name!r} is registered twice")
-    _SYSTEMS[system.name] = system
+    _ADDED[system.name] = system
     return system
 
 
 def systems() -> dict[str, System]:
-    from . import _builtin  # noqa: F401  (registers the built-in systems once)
-
-    return dict(_SYSTEMS)
+    return {**_builtin(), **_ADDED}
 
 
 def get_system(name: str) -> System:

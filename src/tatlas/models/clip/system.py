@@ -1,10 +1,10 @@
-"""Registers the ``clip`` system."""
+"""The ``clip`` system's record (:class:`~tatlas.models.spec.System`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import System, register
+from ..spec import System
 from .config import PRESETS, CLIPConfig
 from .convert import from_hf, from_open_clip, from_openai
 from .model import CLIP, FastCLIP
@@ -35,7 +35,7 @@ def _all_pairs(sample: dict) -> list:
     return views
 
 
-SYSTEM = register(System(
+SYSTEM = System(
     name="clip",
     summary="CLIP: ViT image and causal text towers, contrastive loss, zero-shot classification",
     config_cls=CLIPConfig,
@@ -54,4 +54,4 @@ SYSTEM = register(System(
         "  -> [ LN -> causal MHA -> + -> LN -> MLP -> + ] x L -> LN -> state at <EOT> -> W_t -> text embedding\n"
         "logits = exp(logit_scale) * cos(image, text); loss = symmetric cross-entropy over the batch"
     ),
-))
+)

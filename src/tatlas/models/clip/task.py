@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ...data.world import WorldConfig, WorldDataset, combinations, held_out_pairs
-from ..registry import TrainTask
+from ..spec import TrainTask
 from .config import CLIPConfig
 from .preprocess import normalise
 from .tokenizer import CLIPTokenizer

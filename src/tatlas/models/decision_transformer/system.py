@@ -1,10 +1,10 @@
-"""Registers the ``decision_transformer`` system."""
+"""The ``decision_transformer`` system's record (:class:`~tatlas.models.spec.System`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import System, register
+from ..spec import System
 from .config import PRESETS, DecisionTransformerConfig
 from .convert import from_hf
 from .model import DecisionTransformer
@@ -27,7 +27,7 @@ def _sample(model: DecisionTransformer, gen: torch.Generator) -> dict:
     }
 
 
-SYSTEM = register(System(
+SYSTEM = System(
     name="decision_transformer",
     summary="Decision Transformer: offline RL as return-conditioned sequence modelling (GPT over R, s, a)",
     config_cls=DecisionTransformerConfig,
@@ -43,4 +43,4 @@ SYSTEM = register(System(
         "  -> LayerNorm -> at s_t: action head (tanh | logits) -> a_t; at a_t: next state, next return\n"
         "  acting: target return R1, then R(t+1) = R(t) - r(t); 3 new tokens per step into the cache"
     ),
-))
+)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.offline_rl import OfflineDataset, TrajectoryWindows, collect, make_env, max_episode_steps
-from ..registry import TrainTask
+from ..spec import TrainTask
 from .config import DecisionTransformerConfig
 
 # embedded environments by the model's shape: (discrete, state_dim, act_dim) -> environment id

@@ -1,10 +1,10 @@
-"""Registers the ``imagegpt`` system."""
+"""The ``imagegpt`` system's record (:class:`~tatlas.models.spec.System`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import System, register
+from ..spec import System
 from .config import PRESETS, ImageGPTConfig
 from .convert import from_hf
 from .model import ImageGPT
@@ -17,7 +17,7 @@ def _sample(model: ImageGPT, gen: torch.Generator) -> dict:
     return {"tokens": tokens.to(model.embed.weight.device)}
 
 
-SYSTEM = register(System(
+SYSTEM = System(
     name="imagegpt",
     summary="ImageGPT: k-means colour tokens, GPT-2 over pixels, image completion, linear probes",
     config_cls=ImageGPTConfig,
@@ -32,4 +32,4 @@ SYSTEM = register(System(
         "     RMSNorm -> MLP (quick_gelu) -> + ] x layers -> RMSNorm -> head over K colours -> next pixel\n"
         "  linear probe: mean over pixels of rms-normalised block-l output -> logistic regression"
     ),
-))
+)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ...data import DigitsDataset
-from ..registry import TrainTask
+from ..spec import TrainTask
 from .config import ImageGPTConfig
 from .palette import fit_palette, nearest
 

@@ -1,10 +1,10 @@
-"""Registers the ``llm`` system."""
+"""The ``llm`` system's record (:class:`~tatlas.models.spec.System`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import System, register
+from ..spec import System
 from .config import PRESETS, LLMConfig
 from .convert import HF_ARCHITECTURES, from_hf
 from .model import LLM
@@ -23,7 +23,7 @@ def _sample(model: LLM, gen: torch.Generator) -> dict:
     return {"tokens": tokens.to(device), "pixels": pixels.to(device)}
 
 
-SYSTEM = register(System(
+SYSTEM = System(
     name="llm",
     summary="GPT-4/Gemini-style decoder LM: RoPE, GQA, gated MLP, RMSNorm, interleaved images (Llama, Mistral, Qwen2, Gemma 3)",
     config_cls=LLMConfig,
@@ -38,4 +38,4 @@ SYSTEM = register(System(
         "images (Gemma 3): pixels -> ViT -> avg-pool -> RMSNorm -> linear -> replace <image> tokens;\n"
         "                  tokens of one image attend to each other bidirectionally, the rest causally"
     ),
-))
+)

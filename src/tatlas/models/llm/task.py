@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ...data import ByteTokenizer, TextDataset
 from ...nn.moe import Routing, pooled_balance_loss
-from ..registry import TrainTask
+from ..spec import TrainTask
 from .config import LLMConfig
 
 

@@ -1,10 +1,10 @@
-"""Registers the ``whisper`` system."""
+"""The ``whisper`` system's record (:class:`~tatlas.models.spec.System`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import System, register
+from ..spec import System
 from .config import PRESETS, WhisperConfig
 from .convert import from_ct2, from_hf, from_openai
 from .model import Whisper
@@ -19,7 +19,7 @@ def _sample(model: Whisper, gen: torch.Generator) -> dict:
     return {"tokens": tokens.to(device), "mel": mel.to(device)}
 
 
-SYSTEM = register(System(
+SYSTEM = System(
     name="whisper",
     summary="Whisper: log-Mel encoder-decoder speech recognition, timestamps, long-form, real tiny.en weights",
     config_cls=WhisperConfig,
@@ -38,4 +38,4 @@ SYSTEM = register(System(
         "     [ LN -> causal MHA (KV cache) -> + -> LN -> cross-attn to audio (K/V once per window) -> + ->\n"
         "       LN -> MLP -> + ] x L -> LN -> x @ embed^T -> next token (text, timestamps <|t.tt|>, <|endoftext|>)"
     ),
-))
+)

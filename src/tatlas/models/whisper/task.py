@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..registry import TrainTask
+from ..spec import TrainTask
 from .audio import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
 from .config import ENGLISH_VOCAB, WhisperConfig
 from .metrics import word_error_rate
