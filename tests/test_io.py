@@ -138,8 +138,26 @@ def test_interleaved_to_half_permutes_rotary_pairs():
 
 
 def test_config_round_trip_and_unknown_fields():
-    c = LLMConfig(vocab_size=10, dim=8, layers=1, heads=2, kv_heads=1, mlp_hidden=8,
+    c = LLMConfig(vocab_size=10, dim=8, layers=1, heads=2, kv_heads=1, head_dim=4, mlp_hidden=8, layer_types=("full",),
                   rope_scaling=Llama3Scaling(factor=4.0))
     assert config_from_dict(LLMConfig, json.loads(json.dumps(config_to_dict(c)))) == c
     with pytest.raises(ValueError, match=r"unknown config fields \['depth'\]"):
         config_from_dict(LLMConfig, {**config_to_dict(c), "depth": 3})
+
+
+def test_configs_saved_before_head_dim_and_layer_types_were_stated_still_load(tmp_path):
+    """Checkpoints written when ``head_dim``/``layer_types`` could be None (derived) load as today's config."""
+    import tatlas
+    from tatlas.io import read_checkpoint, save_checkpoint
+
+    old = {**config_to_dict(tatlas.create("llm", "tiny").config), "head_dim": None, "layer_types": None}
+    assert config_from_dict(LLMConfig, old) == tatlas.create("llm", "tiny").config
+    windowed = config_from_dict(LLMConfig, {**old, "sliding_window": 8})
+    assert windowed.layer_types == ("sliding", "sliding") and windowed.head_dim == 16
+    model = tatlas.create("llm", "tiny")
+    state, *_ = read_checkpoint(tatlas.save(model, tmp_path / "now.safetensors"))
+    save_checkpoint(tmp_path / "old.safetensors", state, system="llm", config=old)
+    loaded = tatlas.load(tmp_path / "old.safetensors")
+    assert loaded.config == model.config
+    tokens = torch.randint(0, 259, (1, 5))
+    torch.testing.assert_close(loaded(tokens), model(tokens))

@@ -63,7 +63,7 @@ def test_gemma3_text_logits_and_greedy(tmp_path, gen):
     torch.manual_seed(0)
     ref = perturb_(Gemma3ForCausalLM(_gemma3_text_config(final_logit_softcapping=5.0)), seed=3).eval()
     ours = tatlas.load(save_hf(ref, tmp_path / "g3"), system="llm").eval()
-    assert ours.config.final_softcap == 5.0 and ours.config.kinds == ("sliding", "sliding", "full", "sliding")
+    assert ours.config.final_softcap == 5.0 and ours.config.layer_types == ("sliding", "sliding", "full", "sliding")
     tokens = torch.randint(0, 99, (2, 20), generator=gen)
     with torch.no_grad():
         assert_close(ours(tokens), ref(tokens).logits, atol=1e-4, what="gemma3 text logits")

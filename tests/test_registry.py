@@ -182,3 +182,18 @@ def test_registries_are_plain_data(monkeypatch):
     assert demo_module.demos()["my-llm"] is demo.run
     with pytest.raises(ValueError, match="a demo for 'moe' is registered twice"):
         demo_module.register_demo(Demo(system="moe", run=lambda options: None))
+
+
+def test_llm_overrides_keep_derived_sizes_derived():
+    """``head_dim`` and ``layer_types`` are stated in every config; an override of the sizes they
+    derive from carries them along where they had their derived values, and only there."""
+    big = tatlas.create("llm", "tiny", layers=4, dim=128, device="meta").config
+    assert (big.head_dim, big.layer_types) == (32, ("full",) * 4)
+    windowed = tatlas.create("llm", "tiny", sliding_window=8, device="meta").config
+    assert windowed.layer_types == ("sliding", "sliding")
+    assert tatlas.create("llm", "tiny", dim=128, head_dim=8, device="meta").config.head_dim == 8
+    assert tatlas.create("llm", "Gemma-3-1B", dim=1024, device="meta").config.head_dim == 256  # its own, not 1152 / 4
+    with pytest.raises(ValueError, match=r"layer_types: expected 3 entries \(one per layer\)"):
+        tatlas.create("llm", "tiny-gemma3-vision", layers=3, device="meta")
+    with pytest.raises(ValueError, match=r"dim \(30\) must be divisible by heads \(4\), or give head_dim"):
+        tatlas.create("llm", "tiny", dim=30, device="meta")

@@ -45,12 +45,14 @@ def create(
     dtype: torch.dtype | None = None, fast: bool = False, **overrides: Any,
 ) -> nn.Module:
     """Build system ``name`` from an exact preset name, with optional config field overrides
-    (``dataclasses.replace``). Weights are randomly initialised. ``fast``: :func:`optimize` it."""
+    (``dataclasses.replace``, or the config's own ``vary`` where sizes derive from others). Weights
+    are randomly initialised. ``fast``: :func:`optimize` it."""
     system = get_system(name)
     config = system.preset(preset)
     if overrides:
         try:
-            config = dataclasses.replace(config, **overrides)
+            vary = getattr(config, "vary", None)
+            config = vary(**overrides) if vary is not None else dataclasses.replace(config, **overrides)
         except TypeError as e:
             fields = sorted(f.name for f in dataclasses.fields(config))
             raise ValueError(f"bad override for {name}: {e}; valid fields: {fields}") from None

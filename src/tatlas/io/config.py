@@ -38,9 +38,13 @@ def _build(tp: Any, value: Any) -> Any:
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them."""
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them. A class whose
+    fields changed offers ``upgrade_saved(data) -> data``, which turns what older files hold into
+    today's fields first."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    if hasattr(cls, "upgrade_saved"):
+        data = cls.upgrade_saved(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - fields)

@@ -13,6 +13,7 @@ Shape legend used in every docstring and beside every reshape:
 from .attention import Attention, causal_mask, combine_mask, sdpa, softmax_attention
 from .block import SandwichBlock, TransformerBlock, classic_block
 from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
+from .checks import check_tokens
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
 from .init import init_normal_, initialise
@@ -39,7 +40,7 @@ from .vit import VisionTransformer
 __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
-    "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask",
+    "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_tokens",
     "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]

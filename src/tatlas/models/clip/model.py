@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import LayerNorm, LearnedPositions, TransformerBlock, VisionTransformer, classic_block
+from ...nn import LayerNorm, LearnedPositions, TransformerBlock, VisionTransformer, check_tokens, classic_block
 from .config import CLIPConfig, CLIPTextConfig
 
 
@@ -63,10 +63,9 @@ class TextTransformer(nn.Module):
         )
         self.norm = norm(c.dim)
 
-    def check_tokens(self, tokens: Tensor) -> None:
+    def check(self, tokens: Tensor) -> None:
         c = self.config
-        if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
+        check_tokens(tokens, c.vocab_size)
         if not 0 < tokens.shape[1] <= c.context_length:
             raise ValueError(
                 f"tokens: expected 1..{c.context_length} positions (the context length), got {tokens.shape[1]}; "
@@ -74,9 +73,6 @@ class TextTransformer(nn.Module):
             )
         if torch.compiler.is_compiling() or tokens.is_meta:
             return
-        bad = (tokens < 0) | (tokens >= c.vocab_size)
-        if bad.any():
-            raise ValueError(f"tokens: expected ids in 0..{c.vocab_size - 1}, got {int(tokens[bad][0])}")
         if c.pool == "eos" and not bool((tokens == c.eos_token_id).any(dim=1).all()):
             raise ValueError(f"tokens: every row needs the end-of-text token (id {c.eos_token_id}) that is pooled")
 
@@ -85,7 +81,7 @@ class TextTransformer(nn.Module):
         return self.token_embed(tokens) + self.positions.weight[: tokens.shape[1]]
 
     def forward(self, tokens: Tensor) -> Tensor:
-        self.check_tokens(tokens)
+        self.check(tokens)
         x = self.embed(tokens)  # [B, T, C]
         for block in self.blocks:
             x = block(x, causal=True)
@@ -189,7 +185,7 @@ class FastCLIP(CLIP):
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         text = self.text
-        text.check_tokens(tokens)
+        text.check(tokens)
         index = text.pool_index(tokens)  # [B]
         if not torch.compiler.is_compiling() and not tokens.is_meta:
             tokens = tokens[:, : int(index.max()) + 1]

@@ -23,6 +23,7 @@ from ...nn import (
     DecoderCache,
     LearnedPositions,
     RMSNorm,
+    check_tokens,
     classic_block,
 )
 from ..gpt2 import init_gpt2_
@@ -88,22 +89,11 @@ class ImageGPT(CachedDecoderMixin, nn.Module):
             device=device or self.embed.weight.device,
         )
 
-    def _check(self, tokens: Tensor) -> None:
-        if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
-        if not torch.compiler.is_compiling() and tokens.numel():
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(
-                    f"tokens: expected values in [0, {self.config.vocab_size - 1}] ({self.config.clusters} colours "
-                    f"+ SOS {self.config.sos_token}), got values in [{lo}, {hi}]"
-                )
-
     def _hidden(self, tokens: Tensor, cache: DecoderCache | None, input_pos: Tensor | None, upto: int,
                 keep: list[Tensor] | None = None) -> Tensor:
         """The residual stream ``[B, T, C]`` after the first ``upto`` blocks; ``keep`` collects the
         embeddings and every block's output on the way."""
-        self._check(tokens)
+        check_tokens(tokens, self.config.vocab_size)
         t = tokens.shape[1]
         if cache is None:
             if t > self.config.max_positions:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...nn.positions import Llama3Scaling
 from ..vision import ViTConfig
@@ -74,13 +74,19 @@ class LatentConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LLMConfig:
+    """A decoder LM: every size stated (as Hugging Face configs state them after construction), so a
+    config reads the same everywhere it is used. ``head_dim`` is each attention head's width (Llama:
+    ``dim // heads``; Gemma: its own); ``layer_types`` is each layer's attention, ``"full"`` or
+    ``"sliding"`` (within ``sliding_window``). :func:`uniform_layers` spells the common cases."""
+
     vocab_size: int
     dim: int
     layers: int
     heads: int
     kv_heads: int
     mlp_hidden: int
-    head_dim: int | None = None  # default dim // heads
+    head_dim: int
+    layer_types: tuple[str, ...]
     max_positions: int = 2048
     rope_theta: float = 10_000.0
     rope_scaling: Llama3Scaling | None = None
@@ -93,7 +99,6 @@ class LLMConfig:
     query_scale: float | None = None  # attention scale = query_scale ** -0.5 (Gemma); None: head_dim
     qkv_bias: bool = False  # Qwen2
     sliding_window: int | None = None  # Mistral, Gemma 3's local layers
-    layer_types: tuple[str, ...] | None = None  # "full"/"sliding" per layer; None: all "sliding" if a window is set
     final_softcap: float | None = None  # logits = cap * tanh(logits / cap)
     tie_embeddings: bool = False
     act: str = "silu"
@@ -104,35 +109,53 @@ class LLMConfig:
     image_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "layers", "heads", "kv_heads", "mlp_hidden", "max_positions"):
+        for name in ("vocab_size", "dim", "layers", "heads", "kv_heads", "mlp_hidden", "head_dim", "max_positions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LLMConfig.{name} must be positive, got {getattr(self, name)}")
         if self.heads % self.kv_heads:
             raise ValueError(f"LLMConfig: heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
-        if self.head_dim is None and self.dim % self.heads:
-            raise ValueError(f"LLMConfig: dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"LLMConfig.sliding_window must be positive, got {self.sliding_window}")
-        if self.layer_types is not None:
-            if len(self.layer_types) != self.layers or any(t not in LAYER_TYPES for t in self.layer_types):
-                raise ValueError(
-                    f"LLMConfig.layer_types: expected {self.layers} entries from {LAYER_TYPES}, got {self.layer_types}"
-                )
-            if "sliding" in self.layer_types and self.sliding_window is None:
-                raise ValueError("LLMConfig.layer_types has sliding layers but sliding_window is None")
+        if len(self.layer_types) != self.layers or any(t not in LAYER_TYPES for t in self.layer_types):
+            raise ValueError(
+                f"LLMConfig.layer_types: expected {self.layers} entries (one per layer) from {LAYER_TYPES}, got "
+                f"{tuple(self.layer_types)}"
+            )
+        if "sliding" in self.layer_types and self.sliding_window is None:
+            raise ValueError("LLMConfig.layer_types has sliding layers but sliding_window is None")
         if (self.vision is None) != (self.image_token_id is None):
             raise ValueError("LLMConfig: vision and image_token_id go together (both set or both None)")
 
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.dim // self.heads
+    def vary(self, **changes) -> LLMConfig:
+        """``dataclasses.replace`` that keeps derived sizes derived: where ``head_dim`` is
+        ``dim // heads`` and is not given, it follows new ``dim``/``heads``; where every layer has
+        one attention type and ``layer_types`` is not given, it follows new ``layers``/``sliding_window``
+        (``tatlas.create("llm", "tiny", layers=4, dim=128)`` is the tiny model made larger)."""
+        dim, heads = changes.get("dim", self.dim), changes.get("heads", self.heads)
+        if "head_dim" not in changes and self.head_dim * self.heads == self.dim and heads > 0:
+            if dim % heads:
+                raise ValueError(f"LLMConfig: dim ({dim}) must be divisible by heads ({heads}), or give head_dim")
+            changes["head_dim"] = dim // heads
+        if "layer_types" not in changes and len(set(self.layer_types)) == 1 and changes.get("layers", self.layers) > 0:
+            changes["layer_types"] = uniform_layers(changes.get("layers", self.layers),
+                                                    changes.get("sliding_window", self.sliding_window))
+        return replace(self, **changes)
 
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """Each layer's attention: ``"full"`` or ``"sliding"``."""
-        if self.layer_types is not None:
-            return self.layer_types
-        return ("sliding" if self.sliding_window is not None else "full",) * self.layers
+    @staticmethod
+    def upgrade_saved(data: dict) -> dict:
+        """A config saved before ``head_dim`` and ``layer_types`` were always stated (``None`` meant
+        ``dim // heads`` and every layer ``"sliding"`` if a window was set, else ``"full"``) -> today's."""
+        data = dict(data)
+        if data.get("head_dim") is None:
+            data["head_dim"] = data["dim"] // data["heads"]
+        if data.get("layer_types") is None:
+            data["layer_types"] = uniform_layers(data["layers"], data.get("sliding_window"))
+        return data
+
+
+def uniform_layers(layers: int, sliding_window: int | None = None) -> tuple[str, ...]:
+    """Every layer ``"sliding"`` when a window is set (Mistral), else ``"full"`` (Llama)."""
+    return ("sliding" if sliding_window is not None else "full",) * layers
 
 
 def _gemma3_types(layers: int, pattern: int = 6) -> tuple[str, ...]:
@@ -142,7 +165,8 @@ def _gemma3_types(layers: int, pattern: int = 6) -> tuple[str, ...]:
 _LLAMA3_SCALING = dict(low_freq_factor=1.0, high_freq_factor=4.0, original_max_positions=8192)
 
 PRESETS: dict[str, LLMConfig] = {
-    "tiny": LLMConfig(vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512),
+    "tiny": LLMConfig(vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, head_dim=16, mlp_hidden=172,
+                      layer_types=uniform_layers(2), max_positions=512),
     "tiny-gemma3-vision": LLMConfig(
         vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, head_dim=16, mlp_hidden=128, max_positions=512,
         rope_theta=1_000_000.0, rope_local_theta=10_000.0, norm_eps=1e-6, norm_offset=1.0, embed_scale=True,
@@ -151,41 +175,44 @@ PRESETS: dict[str, LLMConfig] = {
         vision=VisionConfig(image_size=32, patch=4, dim=32, layers=2, heads=2, mlp_hidden=64, tokens_per_image=16),
     ),
     "tiny-moe": LLMConfig(
-        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, mlp_hidden=172, max_positions=512,
-        moe=MoEConfig(experts=8, k=2, hidden=86, aux_loss_weight=0.01),
+        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=2, head_dim=16, mlp_hidden=172,
+        layer_types=uniform_layers(2), max_positions=512, moe=MoEConfig(experts=8, k=2, hidden=86, aux_loss_weight=0.01),
     ),
     "tiny-deepseek": LLMConfig(
-        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=4, mlp_hidden=172, max_positions=512, norm_eps=1e-6,
+        vocab_size=259, dim=64, layers=2, heads=4, kv_heads=4, head_dim=16, mlp_hidden=172,
+        layer_types=uniform_layers(2), max_positions=512, norm_eps=1e-6,
         rope_interleaved=True, latent=LatentConfig(kv_rank=32, nope_dim=16, rope_dim=8, v_dim=16, q_rank=48),
         moe=MoEConfig(experts=8, k=2, hidden=32, router="deepseek", groups=2, topk_groups=1, scaling=2.5,
                       shared_hidden=32, layers=(1,)),
     ),
     "Mixtral-8x7B": LLMConfig(
-        vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336, max_positions=32_768,
-        rope_theta=1_000_000.0, norm_eps=1e-5, moe=MoEConfig(experts=8, k=2, hidden=14_336),
+        vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, head_dim=128, mlp_hidden=14_336,
+        layer_types=uniform_layers(32), max_positions=32_768, rope_theta=1_000_000.0, norm_eps=1e-5,
+        moe=MoEConfig(experts=8, k=2, hidden=14_336),
     ),
     "Llama-3.2-1B": LLMConfig(
         vocab_size=128_256, dim=2048, layers=16, heads=32, kv_heads=8, mlp_hidden=8192, head_dim=64,
-        max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
+        layer_types=uniform_layers(16), max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
         rope_scaling=Llama3Scaling(factor=32.0, **_LLAMA3_SCALING),
     ),
     "Llama-3.2-3B": LLMConfig(
         vocab_size=128_256, dim=3072, layers=28, heads=24, kv_heads=8, mlp_hidden=8192, head_dim=128,
-        max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
+        layer_types=uniform_layers(28), max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True,
         rope_scaling=Llama3Scaling(factor=32.0, **_LLAMA3_SCALING),
     ),
     "Llama-3.1-8B": LLMConfig(
-        vocab_size=128_256, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336,
-        max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5,
+        vocab_size=128_256, dim=4096, layers=32, heads=32, kv_heads=8, head_dim=128, mlp_hidden=14_336,
+        layer_types=uniform_layers(32), max_positions=131_072, rope_theta=500_000.0, norm_eps=1e-5,
         rope_scaling=Llama3Scaling(factor=8.0, **_LLAMA3_SCALING),
     ),
     "Mistral-7B": LLMConfig(
-        vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, mlp_hidden=14_336,
-        max_positions=32_768, rope_theta=10_000.0, norm_eps=1e-5, sliding_window=4096,
+        vocab_size=32_000, dim=4096, layers=32, heads=32, kv_heads=8, head_dim=128, mlp_hidden=14_336,
+        layer_types=uniform_layers(32, 4096), max_positions=32_768, rope_theta=10_000.0, norm_eps=1e-5,
+        sliding_window=4096,
     ),
     "Qwen2.5-0.5B": LLMConfig(
-        vocab_size=151_936, dim=896, layers=24, heads=14, kv_heads=2, mlp_hidden=4864,
-        max_positions=32_768, rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
+        vocab_size=151_936, dim=896, layers=24, heads=14, kv_heads=2, head_dim=64, mlp_hidden=4864,
+        layer_types=uniform_layers(24), max_positions=32_768, rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
     ),
     "Gemma-3-1B": LLMConfig(
         vocab_size=262_144, dim=1152, layers=26, heads=4, kv_heads=1, head_dim=256, mlp_hidden=6912,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors, write_hf_folder
 from ...nn.positions import Llama3Scaling
-from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig
+from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig, uniform_layers
 
 
 def _decoder_rules(src: str) -> tuple[Rename, ...]:
@@ -288,11 +288,11 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
     if model_type in _KEYMAPS:
         extra["moe"], more = _moe_config(hf, model_type)
         extra.update(more)
-    head_dim = hf.get("head_dim")
     return LLMConfig(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], layers=hf["num_hidden_layers"], heads=heads,
         kv_heads=hf.get("num_key_value_heads") or heads, mlp_hidden=hf["intermediate_size"],
-        head_dim=None if head_dim == hf["hidden_size"] // heads else head_dim, max_positions=hf.get("max_position_embeddings", 2048),
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        layer_types=uniform_layers(hf["num_hidden_layers"], window), max_positions=hf.get("max_position_embeddings", 2048),
         rope_theta=theta, rope_scaling=scaling, norm_eps=hf.get("rms_norm_eps", 1e-6),
         qkv_bias=bool(hf.get("attention_bias", hf.get("qkv_bias", model_type in ("qwen2", "qwen2_moe")))),
         sliding_window=window, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
@@ -344,7 +344,7 @@ def to_hf(model, folder: str | Path) -> Path:
     hf_config = {
         "architectures": [arch], "model_type": model_type, "vocab_size": c.vocab_size,
         "hidden_size": c.dim, "intermediate_size": c.mlp_hidden, "num_hidden_layers": c.layers,
-        "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "head_dim": c.head_size,
+        "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim,
         "max_position_embeddings": c.max_positions, "rms_norm_eps": c.norm_eps, "rope_parameters": rope,
         "attention_bias": c.qkv_bias, "mlp_bias": False, "tie_word_embeddings": c.tie_embeddings,
         "hidden_act": c.act, "torch_dtype": "float32",

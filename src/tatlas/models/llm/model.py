@@ -33,6 +33,7 @@ from ...nn import (
     TransformerBlock,
     VisionTransformer,
     causal_mask,
+    check_tokens,
 )
 from ...nn.moe import DeepSeekRouter, Experts, MoE, Routing, TopKRouter
 from .config import LLMConfig, VisionConfig
@@ -63,12 +64,43 @@ def image_blocks(is_image: Tensor) -> Tensor:
     return torch.where(is_image, start.long().cumsum(dim=1) - 1, -1)
 
 
+def attention_masks(c: LLMConfig, tokens: Tensor, cache: DecoderCache | None, input_pos: Tensor | None, *,
+                    images: bool = False) -> tuple[Tensor, dict[str, Tensor | None]]:
+    """The token positions (``[T]``, or ``[B, T]`` from a cache) and each attention type's boolean
+    mask (``[T, S]`` or ``[B, 1, T, S]``; ``None``: plain causal attention, SDPA's fast path).
+
+    Causal over the sequence (with a cache: over its slots, left padding masked); ``"sliding"``
+    layers see only the last ``sliding_window`` keys; with ``images``, the tokens of one image see
+    each other both ways (keys from this call only: an image block is never split across calls)."""
+    t, device = tokens.shape[1], tokens.device
+    if cache is None:
+        if t > c.max_positions:
+            raise ValueError(f"sequence of {t} tokens exceeds the model's {c.max_positions} positions")
+        positions = q_slot = k_slot = torch.arange(t, device=device)
+        base = causal_mask(t, t, device=device)  # [T, S]
+    else:
+        if input_pos is None:
+            raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
+        positions, base = cache.positions(input_pos), cache.mask(input_pos)  # [B, T], [B, 1, T, S]
+        q_slot, k_slot = input_pos, torch.arange(base.shape[-1], device=device)
+    if images:
+        blocks = image_blocks(tokens == c.image_token_id)  # [B, T]
+        same = (blocks[:, :, None] == blocks[:, None, :]) & (blocks[:, :, None] >= 0)  # [B, T, T]
+        overlay = torch.zeros(*same.shape[:2], k_slot.shape[0], dtype=torch.bool, device=device)
+        overlay[:, :, q_slot] = same
+        base = base | overlay[:, None]
+    masks: dict[str, Tensor | None] = {"full": None if cache is None and not images else base}
+    if "sliding" in c.layer_types:
+        masks["sliding"] = base & (k_slot[None, :] > q_slot[:, None] - c.sliding_window)  # [T, S] window
+    return positions, masks
+
+
 def _attention(c: LLMConfig, norm) -> nn.Module:
     if c.latent is not None:
         a = c.latent
         return LatentAttention(dim=c.dim, heads=c.heads, kv_rank=a.kv_rank, nope_dim=a.nope_dim, rope_dim=a.rope_dim,
                                v_dim=a.v_dim, q_rank=a.q_rank, bias=c.qkv_bias, eps=c.norm_eps)
-    return Attention(dim=c.dim, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.head_size, qkv_bias=c.qkv_bias,
+    return Attention(dim=c.dim, heads=c.heads, kv_heads=c.kv_heads, head_dim=c.head_dim, qkv_bias=c.qkv_bias,
                      qk_norm=norm if c.qk_norm else None,
                      scale=None if c.query_scale is None else c.query_scale**-0.5)
 
@@ -89,14 +121,31 @@ def _mlp(c: LLMConfig, layer: int) -> nn.Module:
 
 
 class LLM(CachedDecoderMixin, nn.Module):
+    """The decoder of the module docstring, top to bottom as :meth:`forward` runs it:
+
+    - ``embed``: token embeddings ``[B, T, C]`` (times ``sqrt(C)`` for Gemma); image placeholders
+      replaced by ``projector(vision(pixels))`` (:class:`ImageProjector`);
+    - :func:`attention_masks`: causal (sliding-window for ``"sliding"`` layers, two-way inside an
+      image) and the token positions, from which ``rotary`` (``rotary_local`` for sliding layers
+      with their own base) gives the rotations of queries and keys;
+    - ``layers``: ``layers`` blocks, each ``x + attn(norm(x))`` then ``x + mlp(norm(x))``
+      (:class:`~tatlas.nn.TransformerBlock`; norms after each sublayer too for Gemma,
+      :class:`~tatlas.nn.SandwichBlock`): grouped-query attention with RoPE (or DeepSeek's latent
+      attention, :class:`~tatlas.nn.LatentAttention`) and a gated MLP (or a mixture of experts,
+      :class:`~tatlas.nn.moe.MoE`);
+    - ``norm`` and ``lm_head`` (tied to ``embed`` if configured): logits ``[B, T, V]``, soft-capped
+      for Gemma.
+
+    It decodes through :class:`~tatlas.nn.CachedDecoderMixin` (``new_cache``, ``prefill``, ``decode_step``)."""
+
     def __init__(self, config: LLMConfig) -> None:
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        rotary_dim = c.latent.rope_dim if c.latent is not None else c.head_size
+        rotary_dim = c.latent.rope_dim if c.latent is not None else c.head_dim
         self.rotary = RotaryEmbedding(dim=rotary_dim, theta=c.rope_theta, scaling=c.rope_scaling,
                                       interleaved=c.rope_interleaved)
-        if "sliding" in c.kinds and c.rope_local_theta is not None:
+        if "sliding" in c.layer_types and c.rope_local_theta is not None:
             self.rotary_local = RotaryEmbedding(dim=rotary_dim, theta=c.rope_local_theta, interleaved=c.rope_interleaved)
         else:
             self.rotary_local = None
@@ -131,7 +180,7 @@ class LLM(CachedDecoderMixin, nn.Module):
         if c.latent is not None:  # the latent and the shared rotary key are cached, one "head"
             kv_heads, head_dim, v_dim = 1, c.latent.kv_rank, c.latent.rope_dim
         else:
-            kv_heads, head_dim, v_dim = c.kv_heads, c.head_size, None
+            kv_heads, head_dim, v_dim = c.kv_heads, c.head_dim, None
         return DecoderCache(
             batch=batch, max_len=max_len, layers=c.layers, kv_heads=kv_heads, head_dim=head_dim, v_dim=v_dim,
             static=static, dtype=dtype or self.embed.weight.dtype, device=device or self.embed.weight.device,
@@ -147,10 +196,7 @@ class LLM(CachedDecoderMixin, nn.Module):
         c = self.config
         is_image = tokens == c.image_token_id if c.image_token_id is not None else None
         ids = tokens.masked_fill(is_image, 0) if is_image is not None and c.image_token_id >= c.vocab_size else tokens
-        if not torch.compiler.is_compiling() and not ids.is_meta:
-            bad = (ids < 0) | (ids >= c.vocab_size)
-            if bad.any():
-                raise ValueError(f"tokens: expected ids in 0..{c.vocab_size - 1}, got {int(ids[bad][0])}")
+        check_tokens(ids, c.vocab_size)
         x = self.embed(ids)  # [B, T, C]
         if c.embed_scale:
             x = x * torch.tensor(c.dim**0.5, dtype=x.dtype)
@@ -172,50 +218,18 @@ class LLM(CachedDecoderMixin, nn.Module):
         input_pos: Tensor | None = None, last_only: bool = False, routings: list[Routing] | None = None,
     ) -> Tensor:
         """``tokens [B, T]`` -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head
-        on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images whose tokens
-        replace the placeholders (``image_token_id``), in order. With a ``cache``, the tokens go to
-        slots ``input_pos [T]`` and attend everything cached before them. ``routings``: a list that receives
-        the :class:`~tatlas.nn.moe.Routing` of every mixture-of-experts layer, in layer order (their
-        auxiliary losses and loads; nothing of it is kept on the model)."""
-        if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
+        on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images
+        whose tokens replace the placeholders (``image_token_id``), in order. With a ``cache``, the
+        tokens go to slots ``input_pos [T]`` and attend everything cached before them. ``routings``: a
+        list that receives the :class:`~tatlas.nn.moe.Routing` of every mixture-of-experts layer, in
+        layer order (their auxiliary losses and loads; nothing of it is kept on the model)."""
         c = self.config
-        t = tokens.shape[1]
-        x = self._embed(tokens, pixels)
-        device = tokens.device
-
-        if cache is None:
-            if t > c.max_positions:
-                raise ValueError(f"sequence of {t} tokens exceeds the model's {c.max_positions} positions")
-            positions = torch.arange(t, device=device)
-            q_slot = k_slot = positions
-            base = causal_mask(t, t, device=device)  # [T, S]
-        else:
-            if input_pos is None:
-                raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
-            positions = cache.positions(input_pos)  # [B, T]
-            base = cache.mask(input_pos)  # [B, 1, T, S]
-            q_slot, k_slot = input_pos, torch.arange(base.shape[-1], device=device)
-
-        if pixels is not None:  # tokens of one image see each other (keys from this call only)
-            blocks = image_blocks(tokens == c.image_token_id)  # [B, T]
-            same = (blocks[:, :, None] == blocks[:, None, :]) & (blocks[:, :, None] >= 0)  # [B, T, T]
-            overlay = torch.zeros(*same.shape[:2], k_slot.shape[0], dtype=torch.bool, device=device)
-            overlay[:, :, q_slot] = same
-            base = base | overlay[:, None]
-        kinds = c.kinds
-        masks: dict[str, Tensor | None] = {}
-        if "full" in kinds:
-            masks["full"] = None if cache is None and pixels is None else base
-        if "sliding" in kinds:
-            in_window = k_slot[None, :] > q_slot[:, None] - c.sliding_window  # [T, S]
-            masks["sliding"] = base & in_window
-
-        ropes = {"full": self.rotary(positions)}
-        ropes["sliding"] = self.rotary_local(positions) if self.rotary_local is not None else ropes["full"]
-        for i, layer in enumerate(self.layers):
-            mask = masks[kinds[i]]
-            x = layer(x, mask=mask, causal=mask is None, rope=ropes[kinds[i]],
+        x = self._embed(tokens, pixels)  # [B, T, C]; checks the tokens
+        positions, masks = attention_masks(c, tokens, cache, input_pos, images=pixels is not None)
+        full = self.rotary(positions)
+        ropes = {"full": full, "sliding": full if self.rotary_local is None else self.rotary_local(positions)}
+        for i, (layer, kind) in enumerate(zip(self.layers, c.layer_types, strict=True)):
+            x = layer(x, mask=masks[kind], causal=masks[kind] is None, rope=ropes[kind],
                       cache=None if cache is None else cache.layers[i], input_pos=input_pos, routings=routings)
         logits = self.lm_head(self.norm(x[:, -1:] if last_only else x))
         if c.final_softcap is not None:

@@ -28,6 +28,7 @@ from ...nn import (
     LearnedPositions,
     TiedLinear,
     TransformerBlock,
+    check_tokens,
     classic_block,
     init_normal_,
     sinusoidal_positions,
@@ -150,14 +151,6 @@ class Whisper(CachedDecoderMixin, nn.Module):
         them; a check would synchronise with the host every step)."""
         return self.decoder(tokens, None, cache=cache, input_pos=input_pos, last_only=True)[:, -1]
 
-    def _check_tokens(self, tokens: Tensor) -> None:
-        if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"tokens: expected an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
-        if not torch.compiler.is_compiling() and tokens.numel():
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(f"tokens: expected ids in [0, {self.config.vocab_size - 1}], got [{lo}, {hi}]")
-
     def logits(
         self, tokens: Tensor, audio: Tensor | None, *, cache: DecoderCache | None = None,
         input_pos: Tensor | None = None, last_only: bool = False,
@@ -166,7 +159,7 @@ class Whisper(CachedDecoderMixin, nn.Module):
         ``cache`` the tokens go to slots ``input_pos [T]``; ``audio`` is needed only while the
         cross-attention caches are empty (the first call for a window)."""
         if not torch.compiler.is_compiling():
-            self._check_tokens(tokens)
+            check_tokens(tokens, self.config.vocab_size)
             if audio is None and (cache is None or not cache.cross[0].filled):
                 raise ValueError("the decoder needs the audio features (no cross-attention cache is filled)")
         return self.decoder(tokens, audio, cache=cache, input_pos=input_pos, last_only=last_only)
@@ -187,7 +180,7 @@ class Whisper(CachedDecoderMixin, nn.Module):
         """A teacher-forced pass that also keeps every decoder layer's cross-attention weights (word
         alignment): ``tokens [B, T]``, ``audio [B, S, C]`` -> logits ``[B, T, V]`` and weights
         ``[layers, B, heads, T, S]``."""
-        self._check_tokens(tokens)
+        check_tokens(tokens, self.config.vocab_size)
         weights: list[Tensor] = []
         logits = self.decoder(tokens, audio, cross_weights=weights)
         return logits, torch.stack(weights)
