@@ -232,7 +232,7 @@ def test_mlp_fuses_its_activation_into_the_onednn_matmul(act, gen, monkeypatch):
 def test_fast_linear_only_without_gradients_and_for_large_products(gen, monkeypatch):
     """``optimize_`` swaps classes in place (same parameters, state-dict keys, hooks): oneDNN serves
     calls without gradients whose product is large enough; with gradients it is F.linear and they
-    flow; small products, other dtypes and subclasses stay on F.linear."""
+    flow; small products, other dtypes, subclasses and layers too small to pay stay on F.linear."""
     import torch.nn.functional as F
 
     from tatlas.nn import Int8Linear
@@ -244,7 +244,8 @@ def test_fast_linear_only_without_gradients_and_for_large_products(gen, monkeypa
     hooked = []
     model[0].register_forward_hook(lambda *a: hooked.append(True))
     optimize_(model)
-    assert [type(m) for m in model] == [FastLinear, torch.nn.GELU, FastLinear, Int8Linear]
+    # the 512 -> 8 layer stays nn.Linear: oneDNN would not pay for it below 4 rows a call
+    assert [type(m) for m in model] == [FastLinear, torch.nn.GELU, torch.nn.Linear, Int8Linear]
     assert list(model.parameters()) == weights and list(model.state_dict()) == keys
     x = torch.randn(16, 256, generator=gen)  # 16 x 256 x 512 >= MIN_MACS; 16 x 512 x 8 is not
     assert 16 * 256 * 512 >= MIN_MACS > 16 * 512 * 8

@@ -80,8 +80,6 @@ def test_pooled_shortcuts_equal_the_plain_towers(gen, tok):
     runs the last block for the pooled token only, through oneDNN's matmul on CPU: all equal to
     the plain definitions, ``encode_image``/``encode_text`` of :class:`CLIP`."""
     from tatlas.models.clip.model import CLIP, FastCLIP
-    from tatlas.nn.fastpath import FastLinear
-
     model = tiny()
     pixels = torch.randn(3, 3, 32, 32, generator=gen)
     tokens = tok(["a photo of a cat", "a small striped red circle left of a large blue square", ""], context_length=32)
@@ -93,7 +91,7 @@ def test_pooled_shortcuts_equal_the_plain_towers(gen, tok):
         torch.testing.assert_close(model.encode_text(tokens), plain_text)
         keys = list(model.state_dict())
         fast = tatlas.optimize(model)
-        assert type(fast) is FastCLIP and type(fast.vision.blocks[0].attn.q) is FastLinear
+        assert type(fast) is FastCLIP  # (its 32-wide linears stay nn.Linear: too small for oneDNN to pay)
         assert list(fast.state_dict()) == keys
         torch.testing.assert_close(fast.encode_image(pixels), plain_image, atol=2e-6, rtol=1e-5)
         torch.testing.assert_close(fast.encode_text(tokens), plain_text, atol=2e-6, rtol=1e-5)
