@@ -16,6 +16,7 @@ from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .checks import check_tokens
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
+from .global_attention import GlobalAttention
 from .init import init_normal_, initialise
 from .linear import TiedLinear
 from .mla import LatentAttention
@@ -38,7 +39,7 @@ from .positions import (
 from .vit import VisionTransformer
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_tokens",
     "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
