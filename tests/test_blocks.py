@@ -174,6 +174,7 @@ def test_chunked_equals_unchunked(size, gen):
     assert chunked(fn, None) is fn
     with pytest.raises(ValueError, match="disagree"):
         chunked(fn, 2)(x, y[:5], scale=1.0)
+    assert chunked(fn, size, dim=0)(x[:0], y[:0], scale=1.0).shape == (0, 4, 6)  # an empty MSA stack
 
 
 def test_initialisers():

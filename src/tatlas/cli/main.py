@@ -268,6 +268,28 @@ def imagegpt_complete(
     console.print(f"kept {report.kept} of {report.total} pixels; grid: {report.out}", soft_wrap=True)
 
 
+@app.command()
+def fold(
+    msa: Path = typer.Argument(..., help="an alignment: A3M, aligned FASTA or Stockholm (query first)"),
+    model: Path = typer.Option(..., "--model", help="a tatlas evoformer checkpoint, or AlphaFold2 parameters "
+                                                     "(params_model_*.npz) with --weights alphafold2"),
+    out: Path = typer.Option(..., "--out", help="folder for prediction.npz, contacts.png, distogram.png, ca.pdb"),
+    weights: str = typer.Option(None, "--weights", help="the model file's format: alphafold2 (default: ours)"),
+    msa_format: str = typer.Option(None, "--format", help="a3m | fasta | stockholm (default: from the suffix)"),
+    recycles: int = typer.Option(None, help="recycling passes (default: the model's)"),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="rows per chunk in attention (less memory)"),
+) -> None:
+    """Predict the distogram, contacts and Cα trace of the alignment's query with an Evoformer."""
+    from tatlas.jobs.evoformer import fold as run_fold, load_model
+
+    if recycles is not None and recycles < 0 or chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"--recycles >= 0 and --chunk-size >= 1 expected, got {recycles} and {chunk_size}")
+    result = run_fold(msa, load_model(model, format=weights), out, format=msa_format, recycles=recycles,
+                      chunk_size=chunk_size)
+    console.print(f"{result.length} residues, {result.depth} sequences; wrote {result.npz}, {result.contacts_png}, "
+                  f"{result.distogram_png}" + (f", {result.pdb}" if result.pdb else ""), soft_wrap=True)
+
+
 from tatlas.cli.clip import app as _clip_app
 app.add_typer(_clip_app, name="clip")
 

@@ -23,6 +23,8 @@ def chunked(fn: Callable[..., Tensor], size: int | None, *, dim: int = 0) -> Cal
         if len(lengths) != 1:
             raise ValueError(f"chunked inputs disagree on dimension {dim}: sizes {sorted(lengths)}")
         (n,) = lengths
+        if n <= size:  # one piece (or none: an empty dimension passes through fn whole)
+            return fn(*args, **kwargs)
         outs = []
         for start in range(0, n, size):
             piece = [a.narrow(dim, start, min(size, n - start)) if isinstance(a, Tensor) else a for a in args]
