@@ -68,3 +68,17 @@ def test_fold_refuses_bad_options_and_missing_model(tmp_path, model_path):
     res = runner.invoke(app, ["fold", str(a3m), "--model", str(tmp_path / "none.safetensors"), "--out",
                               str(tmp_path / "o")])
     assert res.exit_code == 2 and "none.safetensors" in res.output and "Traceback" not in res.output
+
+
+def test_demo_quick_reports_contacts_beside_the_coevolution_baseline(tmp_path):
+    from tatlas.demo.evoformer import run
+    from tatlas.demo.spec import DemoOptions
+
+    result = run(DemoOptions(out_dir=tmp_path, quick=True, progress=False))
+    d = result.details
+    assert result.system == "evoformer" and 0 <= result.value <= 1
+    assert result.baseline_value == d["top_L5_long_covariance"] and 0 <= result.baseline_value <= 1
+    assert d["test_families"] == 3 and d["steps"] == 4
+    assert 0 <= d["lddt_ca_evoformer"] <= 1 and 0 <= d["lddt_ca_mds_of_covariance"] <= 1
+    assert (tmp_path / result.artifacts["contacts"]).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tatlas.data.proteins import (
-    GAP, MASK_TOKEN, FamilyConfig, Potts, contact_count, contact_map, decode, distance_matrix, encode, gibbs_sample,
-    make_potts, protein_families, radius_of_gyration, random_chain,
+    GAP, MASK_TOKEN, FamilyConfig, LazyFamilies, Potts, contact_count, contact_map, decode, distance_matrix, encode,
+    gibbs_sample, make_potts, protein_families, protein_family, radius_of_gyration, random_chain,
 )
 from tatlas.data.proteins.potts import Q
 from tatlas.data.proteins.residues import MAP_HHBLITS_AATYPE_TO_OUR_AATYPE
@@ -92,6 +92,13 @@ def test_families_are_pure_functions_of_seed_split_index():
     assert [f.name for f in test] == ["test-1-0000", "test-1-0001", "test-1-0002"]
     with pytest.raises(ValueError, match="split"):
         protein_families(1, split="valid")
+    lazy = LazyFamilies(3, seed=1, split="test", length=(20, 30), depth=16)
+    assert len(lazy) == 3 and not lazy._made
+    assert lazy[2].name == "test-1-0002" and set(lazy._made) == {2}  # made on first access only
+    assert lazy[-1] is lazy[2] and np.array_equal(lazy[2].msa, test[2].msa)
+    assert protein_family(1, seed=1, split="test", length=(20, 30), depth=16).sequence == test[1].sequence
+    with pytest.raises(IndexError, match="family 3"):
+        lazy[3]
     with pytest.raises(ValueError, match=r"FamilyConfig.shared: expected a fraction in \[0, 1\], got 1.5"):
         FamilyConfig(shared=1.5)
 

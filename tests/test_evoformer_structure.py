@@ -25,6 +25,7 @@ from tatlas.models.evoformer.structure import (
     FoldIteration,
     StructureModule,
     backbone_fape,
+    angle_norm_loss,
     backbone_loss,
     fape_loss,
 )
@@ -332,3 +333,18 @@ def test_backbone_loss_averages_the_trajectory(gen):
     torch.testing.assert_close(half, 0.5 * (per_layer + unclamped).mean(0))
     itself = backbone_fape(target.unsqueeze(0), target, mask, clamp=10.0, length_scale=10.0)
     assert itself.max() < 2e-3  # sqrt(eps) / length_scale: a perfect prediction
+
+
+def test_angle_norm_loss_is_zero_on_unit_vectors_and_masked(gen):
+    module = perturb_(structure_module(), std=0.2).eval()
+    out = module(torch.randn(2, 6, 16, generator=gen), torch.randn(2, 6, 6, 16, generator=gen))
+    mask = torch.ones(2, 6)
+    mask[1, 3:] = 0
+    raw = out.unnormalized_angles  # [L, B, N, 7, 2]
+    expected = ((raw.norm(dim=-1) - 1).abs().mean((0, -1)) * mask).sum(-1) / mask.sum(-1)
+    torch.testing.assert_close(angle_norm_loss(out, mask), expected, atol=1e-5, rtol=1e-5)
+    unit = replace(out, unnormalized_angles=out.angles)
+    assert angle_norm_loss(unit, mask).abs().max() < 1e-5
+    bad = raw.clone()
+    bad[:, 1, 3:] = 100.0  # masked residues do not count
+    assert torch.allclose(angle_norm_loss(replace(out, unnormalized_angles=bad), mask)[1], expected[1])

@@ -4,7 +4,9 @@
   sound and motion, with splits that hold out whole colour-shape combinations;
 - :mod:`.text`   a byte-level tokenizer and a language-modelling corpus that ships with CPython;
 - :mod:`.digits` scikit-learn's bundled 8x8 handwritten digits;
-- :mod:`.speech` sentences spoken by eSpeak NG (the ``espeakng-loader`` wheel, in-process).
+- :mod:`.speech` sentences spoken by eSpeak NG (the ``espeakng-loader`` wheel, in-process);
+- :mod:`.proteins` protein families: self-avoiding Cα chains, a Potts model coupled on their contacts,
+  Gibbs-sampled alignments in AlphaFold's alphabet (import it as ``tatlas.data.proteins``).
 """
 
 from .digits import DigitsDataset, split_indices

@@ -13,6 +13,7 @@ potential (:func:`.potts.compatibility_matrix`), the physics a model may learn.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,24 @@ def make_family(rng: np.random.Generator, *, length: int, depth: int, config: Fa
                          deletion_matrix=arrays[2], potts=potts)
 
 
+def _length_range(length: int | tuple[int, int]) -> tuple[int, int]:
+    lo, hi = (length, length) if isinstance(length, int) else length
+    if not 8 <= lo <= hi:
+        raise ValueError(f"length: expected an int >= 8 or a range (lo, hi) with 8 <= lo <= hi, got {length!r}")
+    return lo, hi
+
+
+def protein_family(i: int, *, seed: int = 0, split: str = "train", length: int | tuple[int, int] = (32, 48),
+                   depth: int = 256, config: FamilyConfig = FamilyConfig()) -> ProteinFamily:
+    """Family ``i`` of ``split``: the ``i``-th of :func:`protein_families` with the same arguments."""
+    if split not in FAMILY_SPLITS:
+        raise ValueError(f"split: expected one of {FAMILY_SPLITS}, got {split!r}")
+    lo, hi = _length_range(length)
+    rng = np.random.default_rng([seed, FAMILY_SPLITS.index(split), i])
+    size = int(rng.integers(lo, hi + 1))
+    return make_family(rng, length=size, depth=depth, config=config, name=f"{split}-{seed}-{i:04d}")
+
+
 def protein_families(n: int, *, seed: int = 0, split: str = "train", length: int | tuple[int, int] = (32, 48),
                      depth: int = 256, config: FamilyConfig = FamilyConfig()) -> tuple[ProteinFamily, ...]:
     """The first ``n`` families of ``split`` (``"train"`` or ``"test"``; disjoint by construction).
@@ -151,14 +170,30 @@ def protein_families(n: int, *, seed: int = 0, split: str = "train", length: int
     ``length`` is a fixed length or an inclusive range drawn per family; family ``i`` depends
     only on ``(seed, split, i, length, depth, config)``, not on ``n``, and is named
     ``"{split}-{seed}-{i:04d}"``."""
-    if split not in FAMILY_SPLITS:
-        raise ValueError(f"split: expected one of {FAMILY_SPLITS}, got {split!r}")
-    lo, hi = (length, length) if isinstance(length, int) else length
-    if not 8 <= lo <= hi:
-        raise ValueError(f"length: expected an int >= 8 or a range (lo, hi) with 8 <= lo <= hi, got {length!r}")
-    out = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, FAMILY_SPLITS.index(split), i])
-        size = int(rng.integers(lo, hi + 1))
-        out.append(make_family(rng, length=size, depth=depth, config=config, name=f"{split}-{seed}-{i:04d}"))
-    return tuple(out)
+    return tuple(LazyFamilies(n, seed=seed, split=split, length=length, depth=depth, config=config))
+
+
+class LazyFamilies(Sequence):
+    """The families :func:`protein_families` returns, each made on first access and kept: a training
+    run (or each rank of one) pays only for the families it draws."""
+
+    def __init__(self, n: int, *, seed: int = 0, split: str = "train", length: int | tuple[int, int] = (32, 48),
+                 depth: int = 256, config: FamilyConfig = FamilyConfig()) -> None:
+        if split not in FAMILY_SPLITS:
+            raise ValueError(f"split: expected one of {FAMILY_SPLITS}, got {split!r}")
+        _length_range(length)
+        self.n, self._made = n, {}
+        self._kwargs = dict(seed=seed, split=split, length=length, depth=depth, config=config)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"family {i}: expected an index below {self.n}")
+        i %= self.n
+        if i not in self._made:
+            self._made[i] = protein_family(i, **self._kwargs)
+        return self._made[i]

@@ -144,5 +144,15 @@ PRESETS: dict[str, EvoformerConfig] = {
         structure=StructureConfig(dim=16, layers=2, heads=2, scalar_qk=4, scalar_v=4, point_qk=2, point_v=2,
                                   transition_layers=2, angle_dim=8, angle_blocks=1),
     ),
+    # what `tatlas train evoformer` and the demo train on the embedded families (which have no templates
+    # and whose shallow alignments all fit the clusters, so no extra-MSA stack): dropout off for short runs
+    "tiny-families": EvoformerConfig(
+        msa_dim=16, pair_dim=32, extra_msa_dim=8, single_dim=32, blocks=2, extra_blocks=0,
+        block=BlockConfig(msa_heads=2, pair_heads=2, transition_factor=2, outer_channels=8, triangle_channels=32,
+                          msa_dropout=0.0, pair_dropout=0.0),
+        max_relative=32, recycles=0, template=None,
+        structure=StructureConfig(dim=32, layers=2, heads=2, scalar_qk=8, scalar_v=8, point_qk=2, point_v=2,
+                                  transition_layers=1, angle_dim=16, angle_blocks=1, dropout=0.0),
+    ),
     "alphafold2": EvoformerConfig(),  # DeepMind's model_1 sizes
 }

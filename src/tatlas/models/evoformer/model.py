@@ -72,7 +72,7 @@ class Evoformer(nn.Module):
                                            low=c.recycle_min, high=c.recycle_max)
         self.templates = None if c.template is None else TemplateEmbedder(pair_dim=c.pair_dim, cfg=c.template,
                                                                           block=c.block)
-        self.extra_embedder = ExtraMsaEmbedder(extra_msa_dim=c.extra_msa_dim)
+        self.extra_embedder = ExtraMsaEmbedder(extra_msa_dim=c.extra_msa_dim) if c.extra_blocks else None
         self.extra_blocks = nn.ModuleList(evoformer_block(c.extra_msa_dim, c.pair_dim, c.block, extra=True)
                                           for _ in range(c.extra_blocks))
         self.blocks = nn.ModuleList(evoformer_block(c.msa_dim, c.pair_dim, c.block) for _ in range(c.blocks))
@@ -106,9 +106,10 @@ class Evoformer(nn.Module):
         pair_mask = seq_mask[..., :, None] * seq_mask[..., None, :]  # [*, N_res, N_res]
         if self.templates is not None and templates is not None:
             pair = pair + self.templates(pair, templates, pair_mask, chunk_size=chunk_size)
-        extra = self.extra_embedder(extra_msa, extra_has_deletion, extra_deletion_value)
-        for block in self.extra_blocks:
-            extra, pair = block(extra, pair, extra_msa_mask, pair_mask, chunk_size=chunk_size)
+        if self.extra_embedder is not None:  # the extra-MSA stack (Alg. 2 lines 14-15)
+            extra = self.extra_embedder(extra_msa, extra_has_deletion, extra_deletion_value)
+            for block in self.extra_blocks:
+                extra, pair = block(extra, pair, extra_msa_mask, pair_mask, chunk_size=chunk_size)
         for block in self.blocks:
             msa, pair = block(msa, pair, msa_mask, pair_mask, chunk_size=chunk_size)
         single = self.single(msa[..., 0, :, :])

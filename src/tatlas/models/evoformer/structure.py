@@ -192,3 +192,13 @@ def backbone_loss(output: StructureOutput, target: Rigid, mask: Tensor, config: 
     fape = backbone_fape(output.frames, target, mask, clamp=config.fape_clamp, length_scale=config.fape_scale,
                          use_clamped=use_clamped)
     return fape.mean(0)
+
+
+def angle_norm_loss(output: StructureOutput, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """The torsion head's norm penalty (Supplement §1.9.1 eq. 29, ``folding.supervised_chi_loss``'s
+    ``angle_norm_loss``): ``| |(sin, cos)| - 1 |`` of the raw angles, averaged over the trajectory, the
+    seven angles and the residues of ``mask [*, N_res]`` -> ``[*]``. It needs no labels, so a model
+    trained without side chains still trains its torsion head."""
+    norm = torch.sqrt(output.unnormalized_angles.square().sum(-1) + eps)  # [L, *, N_res, 7]
+    error = (norm - 1.0).abs().mean((0, -1))  # [*, N_res]
+    return (error * mask).sum(-1) / mask.sum(-1).clamp_min(1e-10)

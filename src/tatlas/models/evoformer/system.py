@@ -73,6 +73,7 @@ SYSTEM = System(
     batch_views=_rows,
     formats={"alphafold2": from_alphafold_params},
     train_task=train_task,
+    train_preset="tiny-families",
     diagram=(
         "MSA features [S,R,49] + target [R,22] -> MSA rep m [S,R,c_m]; pair rep z [R,R,c_z] (outer sum + relpos)\n"
         "  + recycled (first row, pair, positions) + templates (pair stack, pointwise attention)\n"

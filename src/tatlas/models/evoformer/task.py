@@ -2,7 +2,8 @@
 self-avoiding Cα chains, Potts models coupled on their contacts, Gibbs-sampled alignments), with
 AlphaFold2's losses (Jumper et al. 2021, Supplement §1.9): the distogram cross-entropy (weight 0.3),
 the masked-MSA cross-entropy (2.0) and, with a structure module, the backbone FAPE over the
-trajectory (1.0; Alg. 20 line 17). The families carry Cα positions only, so the target frames are
+trajectory (1.0; Alg. 20 line 17) and the torsion head's angle-norm penalty (0.01; no side-chain labels
+here, so no χ loss). The families carry Cα positions only, so the target frames are
 built from three consecutive Cα (``Rigid.from_3_points(Cα_{i-1}, Cα_i, Cα_{i+1})``; the chain's ends
 are left out of the frames' mask), and the distogram's pseudo-β is the Cα.
 
@@ -21,16 +22,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ...data.proteins import ProteinFamily, protein_families
+from ...data.proteins import LazyFamilies, ProteinFamily, protein_families
 from ...nn.frames import Rigid
 from ..spec import TrainTask
 from .config import EvoformerConfig
 from .features import FeatureOptions, family_features, stack_features
 from .heads import distogram_loss, masked_msa_loss
 from .metrics import contact_precision, contact_probs_from_distogram
-from .structure import backbone_loss
+from .structure import angle_norm_loss, backbone_loss
 
-WEIGHTS = {"distogram": 0.3, "masked_msa": 2.0, "fape": 1.0}  # AlphaFold2's (Supplement Table 6)
+WEIGHTS = {"distogram": 0.3, "masked_msa": 2.0, "fape": 1.0, "angle_norm": 0.01}  # AlphaFold2's (Suppl. §1.9)
 
 
 class FamilyDataset(Dataset):
@@ -72,6 +73,7 @@ def evoformer_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tens
     if out.structure is not None:
         target, mask = ca_frames(batch["pseudo_beta"], batch["pseudo_beta_mask"])
         losses["fape"] = backbone_loss(out.structure, target, mask, _config(model).structure).mean()
+        losses["angle_norm"] = angle_norm_loss(out.structure, batch["seq_mask"]).mean()
     total = sum(WEIGHTS[k] * v for k, v in losses.items())
     return {"loss": total, **losses}
 
@@ -85,23 +87,32 @@ def _edges(model: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
-def contact_scores(model: nn.Module, families: Sequence[ProteinFamily], *, options: FeatureOptions,
-                   seed: int = 0) -> list[np.ndarray]:
-    """Each family's predicted contact probabilities ``[L, L]`` (one pass per family)."""
+def predictions(model: nn.Module, families: Sequence[ProteinFamily], *, options: FeatureOptions,
+                seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Each family's predicted contact probabilities ``[L, L]`` and (with a structure module) Cα
+    trace ``[L, 3]`` (Å), one pass per family in eval mode."""
     was = model.training
     model.eval()
-    c = _config(model)
+    net = getattr(model, "module", model)
+    c = net.config
     device = next(model.parameters()).device
-    out = []
+    contacts, traces = [], []
     for i, family in enumerate(families):
         feats = family_features(family, options=options, seed=np.random.default_rng([seed, 10_000 + i]))
-        feats = {k: v.to(device) for k, v in feats.items()}
-        logits = getattr(model, "module", model)(**feats).distogram_logits
-        probs = contact_probs_from_distogram(logits.float(), first_break=c.distogram_first,
+        out = net(**{k: v.to(device) for k, v in feats.items()})
+        probs = contact_probs_from_distogram(out.distogram_logits.float(), first_break=c.distogram_first,
                                              last_break=c.distogram_last)
-        out.append(probs.cpu().numpy())
+        contacts.append(probs.cpu().numpy())
+        if out.positions is not None:
+            traces.append(out.positions.float().cpu().numpy())
     model.train(was)
-    return out
+    return contacts, traces or None
+
+
+def contact_scores(model: nn.Module, families: Sequence[ProteinFamily], *, options: FeatureOptions,
+                   seed: int = 0) -> list[np.ndarray]:
+    """Each family's predicted contact probabilities ``[L, L]``."""
+    return predictions(model, families, options=options, seed=seed)[0]
 
 
 def mean_precision(scores: Sequence[np.ndarray], families: Sequence[ProteinFamily], *, top: int = 5,
@@ -110,17 +121,24 @@ def mean_precision(scores: Sequence[np.ndarray], families: Sequence[ProteinFamil
                           for s, f in zip(scores, families, strict=True)]))
 
 
-def train_options(config: EvoformerConfig) -> FeatureOptions:
-    """MSA sizes a small model trains on in seconds per step."""
-    return FeatureOptions(max_clusters=32, max_extra=64)
+DEPTH = 64  # sequences per embedded alignment: shallow, where coevolution statistics are noisy
+LENGTH = (32, 48)
 
 
-def make_task(config: EvoformerConfig, seed: int = 0, *, n_train: int = 32, n_test: int = 8,
-              length: tuple[int, int] = (32, 48), depth: int = 256) -> tuple[TrainTask, tuple, tuple]:
+def train_options(config: EvoformerConfig, depth: int = DEPTH) -> FeatureOptions:
+    """MSA sizes a small model trains on in a fraction of a second per step: every row a cluster when
+    the model has no extra-MSA stack (as the covariance baseline reads every row), else half and half."""
+    if config.extra_blocks == 0:
+        return FeatureOptions(max_clusters=depth, max_extra=0)
+    return FeatureOptions(max_clusters=depth // 2, max_extra=depth - depth // 2)
+
+
+def make_task(config: EvoformerConfig, seed: int = 0, *, n_train: int = 64, n_test: int = 8,
+              length: tuple[int, int] = LENGTH, depth: int = DEPTH) -> tuple[TrainTask, tuple, tuple]:
     """The task (``eval_fn``: long-range top-L/5 contact precision on the test families) and its families."""
-    train = protein_families(n_train, seed=seed, split="train", length=length, depth=depth)
+    train = LazyFamilies(n_train, seed=seed, split="train", length=length, depth=depth)  # made when drawn
     test = protein_families(n_test, seed=seed, split="test", length=length, depth=depth)
-    options = train_options(config)
+    options = train_options(config, depth)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         return {"contact_precision": mean_precision(contact_scores(model, test, options=options, seed=seed), test)}
