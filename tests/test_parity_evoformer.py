@@ -92,7 +92,9 @@ def test_outer_product_mean_chunked_and_not():
 ])
 def test_triangle_multiplications(name, cls):
     params, x, y, _ = golden(name)
-    close(loaded(cls(pair_dim=16, channels=8), params, name)(x["pair_act"], x["pair_mask"]), y["out"])
+    m = loaded(cls(pair_dim=16, channels=8), params, name)
+    for chunk in (None, 1, 3):  # chunked: one side whole, the other and the output a few rows at a time
+        close(m(x["pair_act"], x["pair_mask"], chunk_size=chunk), y["out"])
 
 
 @torch.no_grad()
@@ -226,6 +228,7 @@ def test_triangle_multiplication_equals_esmfold(outgoing, gen):
     z = torch.randn(2, 9, 9, 16, generator=gen)
     mask = (torch.rand(2, 9, 9, generator=gen) > 0.2).float()
     torch.testing.assert_close(ours(z, mask), theirs(z, mask), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours(z, mask, chunk_size=4), theirs(z, mask), atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Chunking: apply a function to slices of its inputs along one dimension and concatenate, trading
+"""Chunking: apply a function to slices of its inputs along one dimension and join the results, trading
 speed for peak memory (as in AlphaFold2's Supplement §1.11.8 "chunking")."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from torch import Tensor
 
 def chunked(fn: Callable[..., Tensor], size: int | None, *, dim: int = 0) -> Callable[..., Tensor]:
     """Wrap ``fn`` so that every positional tensor argument is cut into pieces of ``size`` along
-    ``dim`` (keyword arguments pass whole), and the outputs are concatenated along ``dim``.
+    ``dim`` (keyword arguments pass whole), and the outputs are joined along ``dim`` (written into one
+    preallocated tensor).
     ``size=None`` returns ``fn`` unchanged. All positional tensors must share that dimension's size."""
     if size is None:
         return fn
@@ -25,10 +26,16 @@ def chunked(fn: Callable[..., Tensor], size: int | None, *, dim: int = 0) -> Cal
         (n,) = lengths
         if n <= size:  # one piece (or none: an empty dimension passes through fn whole)
             return fn(*args, **kwargs)
-        outs = []
+        out = None  # the pieces are written into one output (no second copy from concatenating them)
         for start in range(0, n, size):
-            piece = [a.narrow(dim, start, min(size, n - start)) if isinstance(a, Tensor) else a for a in args]
-            outs.append(fn(*piece, **kwargs))
-        return torch.cat(outs, dim=dim)
+            width = min(size, n - start)
+            piece = fn(*[a.narrow(dim, start, width) if isinstance(a, Tensor) else a for a in args], **kwargs)
+            if out is None:
+                shape = list(piece.shape)
+                shape[dim] = n
+                out = piece.new_empty(shape)
+            out.narrow(dim, start, width).copy_(piece)
+            del piece
+        return out
 
     return run
