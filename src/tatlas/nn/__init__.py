@@ -26,7 +26,7 @@ from .moe import (
 )
 from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
 from .norms import LayerNorm, RMSNorm
-from .patch import PatchEmbed2d, PatchEmbed3d
+from .patch import PatchEmbed2d, PatchEmbed3d, pixel_shuffle_tokens
 from .quant import Int8Linear, quantize_int8_
 from .positions import (
     LearnedPositions,
@@ -42,6 +42,6 @@ __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_tokens",
-    "chunked", "classic_block", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
+    "chunked", "classic_block", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]

@@ -144,7 +144,8 @@ class Attention(nn.Module):
     """Multi-head self- or cross-attention.
 
     ``x [*, T, C]``; ``context [*, S, C_kv]`` for cross-attention (keys/values from ``context``).
-    Parameters: ``qkv`` (fused) or ``q``, ``k``, ``v``; ``out``; optionally ``gate``, ``q_norm``, ``k_norm``.
+    Parameters: ``qkv`` (fused) or ``q``, ``k``, ``v``; ``out``; optionally ``gate``, ``q_norm``, ``k_norm``
+    (per head, or with ``qk_norm_per_head=False`` over all heads' width before the split).
     """
 
     def __init__(
@@ -162,6 +163,7 @@ class Attention(nn.Module):
         fused_qkv: bool = False,
         gate: bool = False,
         qk_norm: Callable[[int], nn.Module] | None = None,
+        qk_norm_per_head: bool = True,
         scale: float | None = None,
         dropout: float = 0.0,
     ) -> None:
@@ -189,8 +191,10 @@ class Attention(nn.Module):
             self.q = nn.Linear(dim, q_out, bias=qkv_bias)
             self.k = nn.Linear(kv_dim, kv_out, bias=k_bias)
             self.v = nn.Linear(kv_dim, kv_out, bias=qkv_bias)
-        self.q_norm = qk_norm(head_dim) if qk_norm else None
-        self.k_norm = qk_norm(head_dim) if qk_norm else None
+        # QK-norm per head (ViT-22B, Gemma 3) or over all heads' width at once (InternViT)
+        self.qk_norm_per_head = qk_norm_per_head
+        self.q_norm = qk_norm(head_dim if qk_norm_per_head else q_out) if qk_norm else None
+        self.k_norm = qk_norm(head_dim if qk_norm_per_head else kv_out) if qk_norm else None
         self.gate = nn.Linear(dim, q_out, bias=True) if gate else None
         self.out = nn.Linear(q_out, out_dim or dim, bias=out_bias)
 
@@ -205,8 +209,10 @@ class Attention(nn.Module):
             k, v = kv.chunk(2, dim=-1)
         else:
             k, v = self.k(context), self.v(context)
+        if self.k_norm is not None and not self.qk_norm_per_head:
+            k = self.k_norm(k)
         k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
-        if self.k_norm is not None:
+        if self.k_norm is not None and self.qk_norm_per_head:
             k = self.k_norm(k)
         if rope is not None:
             k = apply_rotary(k, rope)
@@ -218,6 +224,8 @@ class Attention(nn.Module):
             q, k, v = self.qkv(x).split([q_out, kv_out, kv_out], dim=-1)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.k_norm is not None and not self.qk_norm_per_head:  # over the whole width, before the heads
+            q, k = self.q_norm(q), self.k_norm(k)
         return self._heads(q, self.heads), self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
 
     def forward(
@@ -244,15 +252,18 @@ class Attention(nn.Module):
             raise ValueError(f"attention input width: expected {width}, got {x.shape[-1]} (shape {tuple(x.shape)})")
         if context is None and not isinstance(cache, CrossKVCache):
             q, k, v = self._qkv(x)  # [*, H, T, D], [*, G, T, D]
-            if self.k_norm is not None:
+            if self.k_norm is not None and self.qk_norm_per_head:
                 q, k = self.q_norm(q), self.k_norm(k)
             if rope is not None:
                 q, k = apply_rotary(q, rope), apply_rotary(k, rope)
             if cache is not None:
                 k, v = cache.update(k, v, input_pos)  # [*, G, S, D]
         else:
-            q = self._heads(self.q(x), self.heads)
-            if self.q_norm is not None:
+            q = self.q(x)
+            if self.q_norm is not None and not self.qk_norm_per_head:
+                q = self.q_norm(q)
+            q = self._heads(q, self.heads)
+            if self.q_norm is not None and self.qk_norm_per_head:
                 q = self.q_norm(q)
             if rope is not None:
                 q = apply_rotary(q, rope)

@@ -2,12 +2,15 @@
 Architecture"; GPT-2, ViT, Whisper, Llama): ``x + attn(norm(x))``, optionally
 ``x + cross_attn(norm(x), context)`` (the decoder of Vaswani et al. 2017, §3.1), then
 ``x + mlp(norm(x))``. The block is assembled from modules the model builds, so one class serves
-CLIP, Whisper's encoder and decoder, GPT-2-style and Llama-style decoders."""
+CLIP, Whisper's encoder and decoder, GPT-2-style and Llama-style decoders. ``layer_scale``
+multiplies each sublayer's output by a learned per-channel vector before the residual sum
+(Touvron et al. 2021, "Going deeper with Image Transformers", CaiT §2.1; InternViT)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from .attention import Attention
@@ -26,6 +29,7 @@ class TransformerBlock(nn.Module):
         mlp: nn.Module,
         norm: Callable[[int], nn.Module],
         cross_attn: Attention | None = None,
+        layer_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.attn_norm = norm(dim)
@@ -34,6 +38,11 @@ class TransformerBlock(nn.Module):
         self.cross_attn = cross_attn
         self.mlp_norm = norm(dim)
         self.mlp = mlp
+        if layer_scale is not None:  # CaiT / InternViT: x + gamma * sublayer(norm(x))
+            self.attn_scale = nn.Parameter(torch.full((dim,), float(layer_scale)))
+            self.mlp_scale = nn.Parameter(torch.full((dim,), float(layer_scale)))
+        else:
+            self.attn_scale = self.mlp_scale = None
 
     def forward(
         self,
@@ -53,7 +62,8 @@ class TransformerBlock(nn.Module):
         """``cross_weights``: a list that receives the cross-attention weights ``[*, H, T, S]`` (the
         explicit-softmax path; Whisper's word alignment reads them). ``routings``: a list that receives
         the MLP's routing record if the MLP routes (a mixture of experts, :func:`_mlp_forward`)."""
-        x = x + self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
+        h = self.attn(self.attn_norm(x), mask=mask, causal=causal, rope=rope, cache=cache, input_pos=input_pos)
+        x = x + (h if self.attn_scale is None else self.attn_scale * h)
         if self.cross_attn is not None:
             h = self.cross_attn(self.cross_norm(x), context, mask=context_mask, cache=cross_cache,
                                 return_weights=cross_weights is not None)
@@ -61,7 +71,8 @@ class TransformerBlock(nn.Module):
                 h, weights = h
                 cross_weights.append(weights)
             x = x + h
-        return x + _mlp_forward(self.mlp, self.mlp_norm(x), routings)
+        h = _mlp_forward(self.mlp, self.mlp_norm(x), routings)
+        return x + (h if self.mlp_scale is None else self.mlp_scale * h)
 
 
 class SandwichBlock(nn.Module):
@@ -93,15 +104,20 @@ def _mlp_forward(mlp: nn.Module, x: Tensor, routings: list | None) -> Tensor:
 
 def classic_block(
     *, dim: int, heads: int, mlp_hidden: int, norm: Callable[[int], nn.Module], act: str = "gelu",
-    fused_qkv: bool = False, cross: bool = False,
+    fused_qkv: bool = False, cross: bool = False, qkv_bias: bool = True,
+    qk_norm: Callable[[int], nn.Module] | None = None, layer_scale: float | None = None,
 ) -> TransformerBlock:
     """The block of GPT-2, ViT, CLIP, ImageGPT, the Decision Transformer and Whisper: biased q/k/v
     and output projections (fused into one ``qkv`` matrix, or separate ``q``, ``k``, ``v``), a
-    two-layer biased MLP, and with ``cross`` a cross-attention whose keys have no bias (Whisper)."""
+    two-layer biased MLP, and with ``cross`` a cross-attention whose keys have no bias (Whisper).
+    InternViT's variant: ``qkv_bias=False``, ``qk_norm`` over the whole width of queries and keys,
+    and ``layer_scale``."""
     return TransformerBlock(
         dim=dim,
-        attn=Attention(dim=dim, heads=heads, fused_qkv=fused_qkv, qkv_bias=True, out_bias=True),
+        attn=Attention(dim=dim, heads=heads, fused_qkv=fused_qkv, qkv_bias=qkv_bias, out_bias=True, qk_norm=qk_norm,
+                       qk_norm_per_head=False),
         cross_attn=Attention(dim=dim, heads=heads, qkv_bias=True, k_bias=False, out_bias=True) if cross else None,
         mlp=MLP(dim=dim, hidden=mlp_hidden, act=act),
         norm=norm,
+        layer_scale=layer_scale,
     )

@@ -40,3 +40,20 @@ class PatchEmbed3d(nn.Module):
                 f"({self.tubelet}, {self.patch}, {self.patch})"
             )
         return self.proj(video).flatten(2).transpose(1, 2)  # [B, C, t, h, w] -> [B, t*h*w, C]
+
+
+def pixel_shuffle_tokens(grid: Tensor, ratio: float) -> Tensor:
+    """InternVL's pixel shuffle (Chen et al. 2024, "How Far Are We to GPT-4V?", §3.1): a token grid
+    ``[B, H, W, C]`` -> ``[B, H r, W r, C / r²]`` for ``ratio`` ``r`` (``0.5``: each 2x2 block of
+    neighbouring tokens becomes one token of 4x the width, a quarter of the tokens).
+
+    The channel order is InternVL's: the grid is regrouped along its second axis first, transposed,
+    regrouped along the other axis and transposed back (so weights trained with the reference load
+    unchanged)."""
+    b, h, w, c = grid.shape
+    if int(h * ratio) != h * ratio or int(w * ratio) != w * ratio or int(c / ratio**2) != c / ratio**2:
+        raise ValueError(f"pixel shuffle by {ratio}: token grid {h}x{w} and width {c} must divide evenly")
+    x = grid.reshape(b, h, int(w * ratio), int(c / ratio))  # fold columns into channels
+    x = x.transpose(1, 2)  # [B, W r, H, C / r]
+    x = x.reshape(b, int(w * ratio), int(h * ratio), int(c / ratio**2))  # fold rows into channels
+    return x.transpose(1, 2).contiguous()  # [B, H r, W r, C / r²]

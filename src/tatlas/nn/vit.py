@@ -2,7 +2,9 @@
 patches linearly embedded, an optional class token, learned absolute positions, an optional
 LayerNorm before the blocks (OpenAI CLIP's ``ln_pre``), pre-norm transformer blocks, and an
 optional final LayerNorm. One encoder serves CLIP, SigLIP (Gemma 3's vision tower), LLaVA's and
-InternVL's towers and ImageBind's image encoder."""
+InternVL's towers and ImageBind's image encoder. InternViT (Chen et al. 2024, "InternVL") adds
+RMS or layer norms, QK-norm over the whole width, q/k/v without bias and layer scale, all options
+here."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .block import classic_block
-from .norms import LayerNorm
+from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d
 from .positions import LearnedPositions
 
@@ -36,6 +38,10 @@ class VisionTransformer(nn.Module):
         pre_norm: bool = False,
         post_norm: bool = True,
         patch_bias: bool = True,
+        norm: str = "layer",
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        layer_scale: float | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch:
@@ -45,13 +51,16 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed2d(in_channels=channels, dim=dim, patch=patch, bias=patch_bias)
         self.class_token = nn.Parameter(torch.randn(dim) * dim**-0.5) if class_token else None
         self.positions = LearnedPositions(self.grid**2 + int(class_token), dim)
-        norm = partial(LayerNorm, eps=eps)
-        self.pre_norm = norm(dim) if pre_norm else None
+        if norm not in ("layer", "rms"):
+            raise ValueError(f"norm: expected 'layer' or 'rms', got {norm!r}")
+        block_norm = partial(LayerNorm if norm == "layer" else RMSNorm, eps=eps)
+        self.pre_norm = LayerNorm(dim, eps=eps) if pre_norm else None
         self.blocks = nn.ModuleList(
-            classic_block(dim=dim, heads=heads, mlp_hidden=mlp_hidden, act=act, norm=norm)
+            classic_block(dim=dim, heads=heads, mlp_hidden=mlp_hidden, act=act, norm=block_norm, qkv_bias=qkv_bias,
+                          qk_norm=partial(RMSNorm, eps=1e-6) if qk_norm else None, layer_scale=layer_scale)
             for _ in range(layers)
         )
-        self.post_norm = norm(dim) if post_norm else None
+        self.post_norm = LayerNorm(dim, eps=eps) if post_norm else None
 
     def forward(self, pixels: Tensor, *, layer: int | None = None) -> Tensor:
         """All tokens after block ``layer`` (negative counts from the end; ``None``: after every

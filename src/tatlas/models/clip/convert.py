@@ -48,6 +48,21 @@ def _hf_blocks(src: str, dst: str) -> tuple[Rename, ...]:
                  for hf, ours in zip(names, _BLOCK, strict=True) for p in ("weight", "bias"))
 
 
+def hf_vision_rules(src: str = "vision_model", dst: str = "vision") -> tuple[Rename, ...]:
+    """Transformers' ``CLIPVisionTransformer`` keys under ``src`` -> our :class:`~tatlas.nn.VisionTransformer`'s
+    under ``dst`` (class token, ``ln_pre`` and ``ln_post`` included). LLaVA's tower uses them too."""
+    return (
+        Rename(f"{src}.embeddings.class_embedding", f"{dst}.class_token"),
+        Rename(f"{src}.embeddings.patch_embedding.weight", f"{dst}.patch_embed.proj.weight"),
+        Rename(f"{src}.embeddings.position_embedding.weight", f"{dst}.positions.weight"),
+        Rename(f"{src}.pre_layrnorm.weight", f"{dst}.pre_norm.weight"),
+        Rename(f"{src}.pre_layrnorm.bias", f"{dst}.pre_norm.bias"),
+        *_hf_blocks(src, dst),
+        Rename(f"{src}.post_layernorm.weight", f"{dst}.post_norm.weight"),
+        Rename(f"{src}.post_layernorm.bias", f"{dst}.post_norm.bias"),
+    )
+
+
 HF_CLIP = KeyMap(
     rules=(
         Rename("text_model.embeddings.token_embedding.weight", "text.token_embed.weight"),
@@ -55,14 +70,7 @@ HF_CLIP = KeyMap(
         *_hf_blocks("text_model", "text"),
         Rename("text_model.final_layer_norm.weight", "text.norm.weight"),
         Rename("text_model.final_layer_norm.bias", "text.norm.bias"),
-        Rename("vision_model.embeddings.class_embedding", "vision.class_token"),
-        Rename("vision_model.embeddings.patch_embedding.weight", "vision.patch_embed.proj.weight"),
-        Rename("vision_model.embeddings.position_embedding.weight", "vision.positions.weight"),
-        Rename("vision_model.pre_layrnorm.weight", "vision.pre_norm.weight"),
-        Rename("vision_model.pre_layrnorm.bias", "vision.pre_norm.bias"),
-        *_hf_blocks("vision_model", "vision"),
-        Rename("vision_model.post_layernorm.weight", "vision.post_norm.weight"),
-        Rename("vision_model.post_layernorm.bias", "vision.post_norm.bias"),
+        *hf_vision_rules(),
         Rename("visual_projection.weight", "image_proj.weight"),
         Rename("text_projection.weight", "text_proj.weight"),
         Rename("logit_scale", "logit_scale"),
@@ -93,14 +101,28 @@ def config_from_hf(hf: Mapping[str, Any]) -> CLIPConfig:
         mlp_hidden=t.get("intermediate_size", 2048), act=_hf_act(t, "text_config"), eps=t.get("layer_norm_eps", 1e-5),
         **({"pool": "argmax"} if eos == 2 else {"pool": "eos", "eos_token_id": eos}),
     )
-    vision = CLIPVisionConfig(
+    return CLIPConfig(embed_dim=hf.get("projection_dim", 512), vision=vision_config_from_hf(v), text=text,
+                      logit_scale_init=float(hf.get("logit_scale_init_value", 2.6592)))
+
+
+def vision_config_from_hf(v: Mapping[str, Any]) -> CLIPVisionConfig:
+    """A transformers ``CLIPVisionConfig`` dict -> ours (defaults as transformers' own)."""
+    return CLIPVisionConfig(
         image_size=v.get("image_size", 224), patch=v.get("patch_size", 32), dim=v.get("hidden_size", 768),
         layers=v.get("num_hidden_layers", 12), heads=v.get("num_attention_heads", 12),
         mlp_hidden=v.get("intermediate_size", 3072), channels=v.get("num_channels", 3), act=_hf_act(v, "vision_config"),
         eps=v.get("layer_norm_eps", 1e-5),
     )
-    return CLIPConfig(embed_dim=hf.get("projection_dim", 512), vision=vision, text=text,
-                      logit_scale_init=float(hf.get("logit_scale_init_value", 2.6592)))
+
+
+def vision_config_to_hf(v: CLIPVisionConfig, **extra: Any) -> dict[str, Any]:
+    """Ours -> a transformers ``CLIPVisionConfig`` dict."""
+    return {
+        "model_type": "clip_vision_model", "image_size": v.image_size, "patch_size": v.patch,
+        "hidden_size": v.dim, "num_hidden_layers": v.layers, "num_attention_heads": v.heads,
+        "intermediate_size": v.mlp_hidden, "num_channels": v.channels, "hidden_act": v.act,
+        "layer_norm_eps": v.eps, **extra,
+    }
 
 
 def _read_preprocessor(folder: Path, vision: CLIPVisionConfig) -> CLIPVisionConfig:
@@ -141,12 +163,7 @@ def to_hf(model, folder: str | Path) -> Path:
         # 2 is HF's legacy switch for argmax pooling (what OpenAI's checkpoints use)
         "eos_token_id": 2 if t.pool == "argmax" else t.eos_token_id,
     }
-    vision_config = {
-        "model_type": "clip_vision_model", "image_size": v.image_size, "patch_size": v.patch,
-        "hidden_size": v.dim, "num_hidden_layers": v.layers, "num_attention_heads": v.heads,
-        "intermediate_size": v.mlp_hidden, "num_channels": v.channels, "hidden_act": v.act,
-        "layer_norm_eps": v.eps, "projection_dim": c.embed_dim,
-    }
+    vision_config = vision_config_to_hf(v, projection_dim=c.embed_dim)
     hf_config = {
         "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": c.embed_dim,
         "logit_scale_init_value": c.logit_scale_init, "text_config": text_config, "vision_config": vision_config,

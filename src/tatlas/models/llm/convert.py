@@ -302,9 +302,12 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
 
 def from_hf(folder: Path) -> tuple[LLMConfig, dict[str, Tensor]]:
     """A Hugging Face Llama/Mistral/Qwen2/Gemma 3 folder -> (config, state dict)."""
-    hf = json.loads((Path(folder) / "config.json").read_text())
+    return convert_hf(json.loads((Path(folder) / "config.json").read_text()), read_tensors(folder))
+
+
+def convert_hf(hf: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[LLMConfig, dict[str, Tensor]]:
+    """A transformers config dict and its tensors (a causal LM's keys) -> (config, state dict)."""
     config = config_from_hf(hf)
-    tensors = read_tensors(folder)
     if hf["model_type"] == "gemma3":
         state = HF_GEMMA3.convert(GEMMA3_LEGACY_PREFIXES.convert(tensors))
     elif hf["model_type"] == "gemma3_text":
@@ -324,15 +327,20 @@ def to_hf(model, folder: str | Path) -> Path:
     """Write a Llama-architecture ``model`` as a Hugging Face folder: ``LlamaForCausalLM``, or
     ``Qwen2ForCausalLM`` when it has q/k/v biases (Llama's ``attention_bias`` would add one to the
     output projection too)."""
-    c: LLMConfig = model.config
+    hf_config, hf_state = export_hf(model.config, dict(model.state_dict()))
+    return write_hf_folder(folder, hf_config, hf_state)
+
+
+def export_hf(c: LLMConfig, state: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Our config and state dict -> a transformers Llama/Qwen2 config dict and its tensors."""
     llama_like = (c.sliding_window is None and not c.sandwich_norm and not c.qk_norm and not c.embed_scale
                   and c.norm_offset == 0.0 and c.query_scale is None and c.final_softcap is None and c.vision is None
                   and c.moe is None and c.latent is None and not c.rope_interleaved)
     if not llama_like:
         raise ValueError("only Llama-architecture models export to a Llama folder (this config would change outputs)")
-    state = dict(model.state_dict())
+    state = dict(state)
     if c.tie_embeddings:
-        state.pop("lm_head.weight")
+        state.pop("lm_head.weight", None)
     hf_state = HF_LLAMA.inverted().convert(state)
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": c.rope_theta}
     if c.rope_scaling is not None:
@@ -349,4 +357,4 @@ def to_hf(model, folder: str | Path) -> Path:
         "attention_bias": c.qkv_bias, "mlp_bias": False, "tie_word_embeddings": c.tie_embeddings,
         "hidden_act": c.act, "torch_dtype": "float32",
     }
-    return write_hf_folder(folder, hf_config, hf_state)
+    return hf_config, hf_state

@@ -192,6 +192,10 @@ class LLM(CachedDecoderMixin, nn.Module):
             raise ValueError("this model is text-only: it has no vision encoder for the given image")
         return self.projector(self.vision(pixels))
 
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """``tokens [B, T]`` (checked against the vocabulary) -> input embeddings ``[B, T, C]``."""
+        return self._embed(tokens, None)
+
     def _embed(self, tokens: Tensor, pixels: Tensor | None) -> Tensor:
         c = self.config
         is_image = tokens == c.image_token_id if c.image_token_id is not None else None
@@ -216,15 +220,25 @@ class LLM(CachedDecoderMixin, nn.Module):
     def forward(
         self, tokens: Tensor, *, pixels: Tensor | None = None, cache: DecoderCache | None = None,
         input_pos: Tensor | None = None, last_only: bool = False, routings: list[Routing] | None = None,
+        embeds: Tensor | None = None,
     ) -> Tensor:
         """``tokens [B, T]`` -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head
         on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images
         whose tokens replace the placeholders (``image_token_id``), in order. With a ``cache``, the
         tokens go to slots ``input_pos [T]`` and attend everything cached before them. ``routings``: a
         list that receives the :class:`~tatlas.nn.moe.Routing` of every mixture-of-experts layer, in
-        layer order (their auxiliary losses and loads; nothing of it is kept on the model)."""
+        layer order (their auxiliary losses and loads; nothing of it is kept on the model).
+        ``embeds [B, T, C]``: the input embeddings, given instead of embedding ``tokens`` (a
+        vision-language model that spliced its own image features in, LLaVA and InternVL); the
+        tokens then only give the positions' count."""
         c = self.config
-        x = self._embed(tokens, pixels)  # [B, T, C]; checks the tokens
+        if embeds is not None:
+            if pixels is not None or embeds.shape != (*tokens.shape, c.dim):
+                raise ValueError(f"embeds: expected [B, T, {c.dim}] = {[*tokens.shape, c.dim]} and no pixels, got "
+                                 f"{list(embeds.shape)}{' and pixels' if pixels is not None else ''}")
+            x = embeds
+        else:
+            x = self._embed(tokens, pixels)  # [B, T, C]; checks the tokens
         positions, masks = attention_masks(c, tokens, cache, input_pos, images=pixels is not None)
         full = self.rotary(positions)
         ropes = {"full": full, "sliding": full if self.rotary_local is None else self.rotary_local(positions)}

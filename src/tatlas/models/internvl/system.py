@@ -1,0 +1,39 @@
+"""The ``internvl`` system's record (:class:`~tatlas.models.spec.System`)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import System
+from .config import PRESETS, InternVLConfig
+from .convert import from_hf
+from .model import InternVL
+
+
+def _sample(model: InternVL, gen: torch.Generator) -> dict:
+    """Two prompts, one single-tile image each (tiles of one prompt stay in one row of ``pixels``)."""
+    c = model.config
+    device = model.language_model.embed.weight.device
+    s, n = c.vision.image_size, c.tokens_per_tile
+    rows = []
+    for _ in range(2):
+        text = torch.randint(0, c.image_token_id, (8,), generator=gen)
+        rows.append(torch.cat([text[:2], torch.full((n,), c.image_token_id), text[2:]]))
+    pixels = torch.randn(2, c.vision.channels, s, s, generator=gen)
+    return {"tokens": torch.stack(rows).to(device), "pixels": pixels.to(device)}
+
+
+SYSTEM = System(
+    name="internvl",
+    summary="InternVL 2.5/3: InternViT -> pixel shuffle (1/4 tokens) -> LayerNorm-MLP connector -> Qwen2/Llama, dynamic tiling",
+    config_cls=InternVLConfig,
+    model_cls=InternVL,
+    presets=PRESETS,
+    sample_input=_sample,
+    hf_model_types={"internvl": from_hf},
+    diagram=(
+        "image -> 1..max_tiles tiles of the closest aspect ratio (+ thumbnail) -> InternViT (layer scale) per tile\n"
+        "      -> drop class token -> pixel shuffle 2x2 -> [tile tokens / 4, 4 C] -> LayerNorm -> Linear -> GELU -> Linear\n"
+        "      -> replace <IMG_CONTEXT> tokens (tile by tile) -> Qwen2 / Llama decoder -> logits"
+    ),
+)
