@@ -199,7 +199,8 @@ _COMPILE = typer.Option(False, "--compile", help="compile the decode step (stati
 def generate_cmd(
     model: Path = _MODEL,
     prompt: str = typer.Option(..., help="the text to continue"),
-    image: Path = typer.Option(None, help="an image, for image-text models"),
+    image: list[Path] = typer.Option(None, help="an image, for image-text models (repeat for several; the prompt's "
+                                                "<image> marks mark where each goes, else they go first)"),
     max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
     min_p: float = _MIN_P, repetition_penalty: float = _REP, beams: int = _BEAMS, seed: int = _SEED,
     int8: bool = _INT8, compile_: bool = _COMPILE,
@@ -209,7 +210,7 @@ def generate_cmd(
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
     tm = load_text_model(model, int8=int8)
-    generate_text(tm, prompt, config, image=image, on_text=lambda piece: print(piece, end="", flush=True))
+    generate_text(tm, prompt, config, images=image or (), on_text=lambda piece: print(piece, end="", flush=True))
     print()
     for note in tm.notes:
         console.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
@@ -219,16 +220,23 @@ def generate_cmd(
 def chat(
     model: Path = _MODEL,
     system: str = typer.Option(None, help="a system message"),
+    image: list[Path] = typer.Option(None, help="an image the conversation is about (repeat for several)"),
     max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
     min_p: float = _MIN_P, repetition_penalty: float = _REP, seed: int = _SEED, int8: bool = _INT8,
 ) -> None:
-    """Multi-turn chat through the chat template stored with the model (an empty line or EOF ends)."""
+    """Multi-turn chat through the chat template stored with the model (an empty line or EOF ends);
+    ``--image`` files join the first user turn (image-text models: llava, internvl, Gemma 3)."""
     import sys
 
     from tatlas.jobs.llm import generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
     tm = load_text_model(model, int8=int8)
+    images = list(image or ())
+    if images:
+        from tatlas.jobs.llm import prepare_images
+
+        prepare_images(tm, images)  # unreadable files fail now, before the first turn
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         print("you> ", end="", flush=True)
@@ -237,7 +245,8 @@ def chat(
             break
         messages.append({"role": "user", "content": line.strip()})
         print("model> ", end="", flush=True)
-        reply = generate_text(tm, "", config, chat=messages, on_text=lambda p: print(p, end="", flush=True))
+        reply = generate_text(tm, "", config, chat=messages, images=images,
+                              on_text=lambda p: print(p, end="", flush=True))
         print()
         messages.append({"role": "assistant", "content": reply})
 

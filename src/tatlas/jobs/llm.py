@@ -1,20 +1,28 @@
-"""Text generation from a model on disk: load model and tokenizer, build the prompt (with an
-image block for image-text models, or a chat template for conversations), and stream the
-continuation as text. The one call behind ``tatlas generate`` and ``tatlas chat``."""
+"""Text generation from a model on disk: load model, tokenizer and image processor settings,
+build the prompt (each image's placeholder block where the prompt marks it, or at its start; a
+chat template for conversations), and stream the continuation as text. The one call behind
+``tatlas generate`` and ``tatlas chat``, for the ``llm`` system (Gemma 3's images) and the
+vision-language rows ``llava`` (1.5 and NeXT) and ``internvl``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import normalise, read_rgb, resize_square
-from ..models.llm.tokenizer import TextTokenizer, load_tokenizer
 from ..generate.config import GenerationConfig
 from ..generate.loop import generate
+from ..models.llm.tokenizer import TextTokenizer, load_tokenizer
+
+SYSTEMS = ("llm", "llava", "internvl")
+IMAGE_MARKER = "<image>"  # where a prompt puts an image (the processors' own marker)
 
 
 @dataclass
@@ -22,18 +30,74 @@ class TextModel:
     model: nn.Module
     tokenizer: TextTokenizer
     notes: list[str]
+    system: str = "llm"
+    image_settings: Any = None  # the folder's image processor settings (AnyresSettings / TilingSettings)
+
+
+@dataclass
+class ImageInputs:
+    """Images made ready for a prompt: each one's placeholder token ids, in order, and the model's
+    image keyword inputs."""
+
+    blocks: list[list[int]]
+    kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _preprocessor(path: Path) -> dict[str, Any]:
+    folder = path if path.is_dir() else path.parent
+    file = folder / "preprocessor_config.json"
+    return json.loads(file.read_text()) if path.is_dir() and file.is_file() else {}
+
+
+def _image_settings(system: str, model: nn.Module, path: Path) -> Any:
+    """The folder's image processor settings (``preprocessor_config.json``), else the model's own
+    (its tower's size and statistics); checked against the tower's input size."""
+    c = model.config
+    if system == "llava":
+        from ..models.llava.preprocess import AnyresSettings
+
+        size = c.vision.image_size
+        own = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size},
+               "image_mean": list(c.vision.image_mean), "image_std": list(c.vision.image_std)}
+        if c.grid_pinpoints:
+            own["image_grid_pinpoints"] = [list(p) for p in c.grid_pinpoints]
+        settings = AnyresSettings.from_hf({**own, **_preprocessor(path)})
+        if settings.crop != (size, size):
+            raise ValueError(f"{path}: preprocessor_config.json crops {settings.crop[0]}x{settings.crop[1]} but the "
+                             f"vision tower takes {size}x{size}")
+        return settings
+    if system == "internvl":
+        from ..models.internvl.preprocess import TilingSettings
+
+        size = c.vision.image_size
+        own = {"size": {"height": size, "width": size}, "image_mean": list(c.vision.image_mean),
+               "image_std": list(c.vision.image_std)}
+        settings = TilingSettings.from_hf({**own, **_preprocessor(path)})
+        if settings.tile != size:
+            raise ValueError(f"{path}: preprocessor_config.json tiles at {settings.tile} px but the vision tower "
+                             f"takes {size}")
+        return settings
+    return None
 
 
 def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
+    """A text-generating model (``llm``, ``llava`` or ``internvl``) with its tokenizer and image
+    processor settings."""
     import tatlas
+    from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
 
-    model = tatlas.load(path, system="llm", fast=True).eval()
+    model = tatlas.load(path, fast=True).eval()
+    system = system_of(model).name
+    if system not in SYSTEMS:
+        raise ValueError(f"{path}: a {system} model does not generate text; generate and chat take {', '.join(SYSTEMS)}")
     notes = []
     if int8:
         quantize_int8_(model)
         notes.append("weights quantised to int8 (weight-only)")
-    return TextModel(model, load_tokenizer(path, model.config.vocab_size), notes)
+    text_config = model.config if system == "llm" else model.config.text
+    return TextModel(model, load_tokenizer(path, text_config.vocab_size), notes, system,
+                     _image_settings(system, model, Path(path)))
 
 
 def image_block(tm: TextModel) -> list[int]:
@@ -59,29 +123,121 @@ def load_pixels(tm: TextModel, image: str | Path) -> tuple[torch.Tensor, str | N
     return normalise(pixels, v.image_mean, v.image_std)[None], note
 
 
+def _image_token(tm: TextModel, name: str) -> int:
+    """The model's placeholder id, checked against the tokenizer's ``name`` token (a byte-level
+    tokenizer has none: the id is the model's alone)."""
+    image_id = tm.model.config.image_token_id
+    found = tm.tokenizer.token_id(name)
+    if found is None and not _byte_level(tm):
+        raise ValueError(f"the tokenizer has no {name} token (the model's image token id is {image_id}): this "
+                         "folder's tokenizer.json is not the image-text model's")
+    if found is not None and found != image_id:
+        raise ValueError(f"the tokenizer's {name} is id {found} but the model's image token id is {image_id}")
+    return image_id
+
+
+def _byte_level(tm: TextModel) -> bool:
+    from ..data import ByteTokenizer
+
+    return isinstance(tm.tokenizer.backend, ByteTokenizer)
+
+
+def prepare_images(tm: TextModel, images: Sequence[str | Path]) -> ImageInputs:
+    """Read ``images`` and preprocess them as the model's processor does -> their placeholder
+    blocks and the model's keyword inputs. Unreadable files are one ``ValueError`` line naming them."""
+    device = next(tm.model.parameters()).device
+    if tm.system == "llm":
+        if tm.model.config.vision is None:
+            raise ValueError("this model is text-only: it cannot take an image")
+        loaded = []
+        for image in images:
+            pixels, note = load_pixels(tm, image)
+            if note:
+                tm.notes.append(f"{image}: {note}")
+            loaded.append(pixels)
+        return ImageInputs([image_block(tm) for _ in images], {"pixels": torch.cat(loaded).to(device)})
+    if tm.system == "llava":
+        from ..models.llava.preprocess import as_rgb, clip_view, preprocess_anyres
+
+        image_id, c = _image_token(tm, IMAGE_MARKER), tm.model.config
+        if c.grid_pinpoints is None:
+            pixels = torch.stack([clip_view(as_rgb(Path(i)), tm.image_settings) for i in images])
+            return ImageInputs([[image_id] * c.tokens_per_tile for _ in images], {"pixels": pixels.to(device)})
+        padded, sizes, counts = preprocess_anyres([Path(i) for i in images], tm.image_settings)
+        tiles = torch.cat([p[:n] for p, n in zip(padded, counts, strict=True)])
+        blocks = [[image_id] * tm.model.image_token_count((h, w)) for h, w in sizes.tolist()]
+        return ImageInputs(blocks, {"pixels": tiles.to(device), "image_sizes": sizes.to(device)})
+    from ..models.internvl.preprocess import preprocess_tiles
+
+    image_id = _image_token(tm, "<IMG_CONTEXT>")
+    begin, end = tm.tokenizer.token_id("<img>"), tm.tokenizer.token_id("</img>")
+    pixels, counts = preprocess_tiles([Path(i) for i in images], tm.image_settings)
+    blocks = [([begin] if begin is not None else []) + [image_id] * tm.model.image_token_count(n)
+              + ([end] if end is not None else []) for n in counts]
+    return ImageInputs(blocks, {"pixels": pixels.to(device)})
+
+
+def _markers(tm: TextModel) -> list[str]:
+    """The strings that mark an image's place in a prompt: ``<image>``, and the tokenizer's own
+    image token (InternVL's chat template writes ``<IMG_CONTEXT>``)."""
+    own = {"llava": IMAGE_MARKER, "internvl": "<IMG_CONTEXT>", "llm": "<start_of_image>"}[tm.system]
+    return [IMAGE_MARKER] + ([own] if own != IMAGE_MARKER else [])
+
+
+def encode_with_images(tm: TextModel, text: str, blocks: list[list[int]], *, add_bos: bool) -> list[int]:
+    """``text`` -> token ids with each image marker replaced by the next image's block; with no
+    marker in ``text``, the images go first (after BOS). More markers than images (or images than
+    markers) is an error naming both counts."""
+    pattern = "|".join(re.escape(m) for m in _markers(tm))
+    pieces = re.split(pattern, text)
+    n_markers = len(pieces) - 1
+    if n_markers == 0:
+        ids = tm.tokenizer.encode(text, add_bos=add_bos)
+        bos = ids[:1] if tm.tokenizer.bos_id is not None and ids[:1] == [tm.tokenizer.bos_id] else []
+        return bos + [t for b in blocks for t in b] + ids[len(bos):]
+    if n_markers != len(blocks):
+        raise ValueError(f"the prompt marks {n_markers} image place(s) ({' or '.join(_markers(tm))}) but "
+                         f"{len(blocks)} image(s) were given")
+    ids = tm.tokenizer.encode(pieces[0], add_bos=add_bos)
+    for block, piece in zip(blocks, pieces[1:], strict=True):
+        ids += block + tm.tokenizer.encode(piece)
+    return ids
+
+
+def _chat_messages(messages: list[dict[str, Any]], images: int) -> list[dict[str, Any]]:
+    """Messages in the content-list form image-text chat templates read (images in the first user turn)."""
+    out, placed = [], False
+    for m in messages:
+        content: list[dict[str, Any]] = [{"type": "text", "text": m["content"]}]
+        if images and m["role"] == "user" and not placed:
+            content = [{"type": "image"} for _ in range(images)] + content
+            placed = True
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
 def generate_text(
-    tm: TextModel, prompt: str, config: GenerationConfig, *, image: str | Path | None = None,
+    tm: TextModel, prompt: str, config: GenerationConfig, *, images: Sequence[str | Path] = (),
     on_text: Callable[[str], None] | None = None, chat: list[dict[str, str]] | None = None,
 ) -> str:
     """Continue ``prompt`` (or, with ``chat``, answer the conversation), streaming text pieces to
-    ``on_text`` as they become decodable."""
-    text = tm.tokenizer.render_chat(chat) if chat is not None else prompt
-    ids = tm.tokenizer.encode(text, add_bos=chat is None or not tm.tokenizer.chat_template)
-    kwargs = {}
-    if image is not None:
-        pixels, note = load_pixels(tm, image)
-        if note:
-            tm.notes.append(f"{image}: {note}")
-        bos = ids[:1] if tm.tokenizer.bos_id is not None and ids[:1] == [tm.tokenizer.bos_id] else []
-        ids = bos + image_block(tm) + ids[len(bos):]
-        kwargs["pixels"] = pixels.to(next(tm.model.parameters()).device)
-    limit = tm.model.config.max_positions
+    ``on_text`` as they become decodable. ``images``: files, placed where the prompt writes
+    ``<image>`` (in order), else before the text; in a chat, in the first user turn."""
+    inputs = prepare_images(tm, images) if images else ImageInputs([])
+    if chat is not None and tm.tokenizer.chat_template and tm.system != "llm":  # templates that read content lists
+        text = tm.tokenizer.render_chat(_chat_messages(chat, len(images)))
+    elif chat is not None:
+        text = tm.tokenizer.render_chat(chat)
+    else:
+        text = prompt
+    ids = encode_with_images(tm, text, inputs.blocks, add_bos=chat is None or not tm.tokenizer.chat_template)
+    kwargs = inputs.kwargs
+    text_config = tm.model.config if tm.system == "llm" else tm.model.config.text
+    limit = text_config.max_positions
     if len(ids) + config.max_new_tokens > limit:
         raise ValueError(f"prompt of {len(ids)} tokens + {config.max_new_tokens} new tokens exceeds the model's "
                          f"{limit} positions")
     if not config.stop_tokens and tm.tokenizer.stop_tokens:
-        from dataclasses import replace
-
         config = replace(config, stop_tokens=tm.tokenizer.stop_tokens)
     produced: list[int] = []
     shown = ""

@@ -247,8 +247,9 @@ def anyres_token_count(image_hw: tuple[int, int], *, tile: int, patch: int, pinp
 # ---------------------------------------------------------------------------------------------
 
 
-def _view(img: Any, s: AnyresSettings) -> Tensor:
-    """One view (base or tile, an RGB ``PIL.Image``) through CLIP's path -> ``[3, S, S]``."""
+def clip_view(img: Any, s: AnyresSettings) -> Tensor:
+    """One view (base or tile, an RGB ``PIL.Image``) through CLIP's path -> ``[3, S, S]``: what
+    ``CLIPImageProcessor`` does to a LLaVA-1.5 image."""
     if s.do_resize and s.do_center_crop and isinstance(s.size, int) and s.crop == (s.size, s.size) \
             and s.resample == BICUBIC:
         img = resize_crop(img, s.size)  # the checkpoints' case: exactly CLIP's resize + crop
@@ -287,7 +288,7 @@ def anyres_tiles(image: Any, s: AnyresSettings) -> Tensor:
     views = [img.resize((base_w, base_h), resample=s.resample)]
     views += [canvas.crop((x, y, min(x + s.tile, canvas_hw[1]), min(y + s.tile, canvas_hw[0])))
               for y in range(0, canvas_hw[0], s.tile) for x in range(0, canvas_hw[1], s.tile)]
-    return torch.stack([_view(v, s) for v in views])
+    return torch.stack([clip_view(v, s) for v in views])
 
 
 def preprocess_anyres(images: Sequence[Any], s: AnyresSettings) -> tuple[Tensor, Tensor, list[int]]:

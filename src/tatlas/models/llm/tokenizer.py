@@ -30,8 +30,8 @@ class TextTokenizer:
         return ([self.bos_id] if add_bos and self.bos_id is not None else []) + ids
 
     def decode(self, ids: list[int]) -> str:
-        if isinstance(self.backend, ByteTokenizer):
-            return self.backend.decode(ids)
+        if isinstance(self.backend, ByteTokenizer):  # ids past its vocabulary (a model's own image token) are not text
+            return self.backend.decode([i for i in ids if i < self.backend.vocab_size])
         return self.backend.decode(ids, skip_special_tokens=True)
 
     def token_id(self, token: str) -> int | None:
