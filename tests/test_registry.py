@@ -167,7 +167,8 @@ def test_registries_are_plain_data(monkeypatch):
     from tatlas.demo.spec import Demo
     from tatlas.models._builtin import BUILTIN
 
-    assert [s.name for s in BUILTIN] == ["llm", "imagegpt", "clip", "whisper", "decision_transformer", "evoformer"]
+    assert [s.name for s in BUILTIN] == ["llm", "imagegpt", "clip", "whisper", "decision_transformer", "evoformer",
+                                        "llava", "internvl"]
     before = dict(systems())
     importlib.reload(importlib.import_module("tatlas.models.clip.system"))
     assert systems().keys() == before.keys()
