@@ -44,9 +44,9 @@ class ImageInputs:
 
 
 def _preprocessor(path: Path) -> dict[str, Any]:
-    folder = path if path.is_dir() else path.parent
-    file = folder / "preprocessor_config.json"
-    return json.loads(file.read_text()) if path.is_dir() and file.is_file() else {}
+    """A model folder's ``preprocessor_config.json`` (a tatlas checkpoint file has none)."""
+    file = path / "preprocessor_config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def _image_settings(system: str, model: nn.Module, path: Path) -> Any:
