@@ -85,3 +85,7 @@ PRESETS: dict[str, InternVLConfig] = {
         text=_qwen2(151_674, 896, 24, 14, 2, 4864, max_positions=32_768, rope_theta=1_000_000.0, tie_embeddings=True),
     ),
 }
+# the world task's (tatlas.models.vlm_task): byte tokens 0..258, <IMG_CONTEXT> 259
+PRESETS["tiny-world"] = InternVLConfig(
+    vision=InternViTConfig(image_size=32, patch=4, dim=48, layers=2, heads=2, mlp_hidden=96), image_token_id=259,
+    text=_qwen2(260, 64, 2, 4, 2, 172, max_positions=256))

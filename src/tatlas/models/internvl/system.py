@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..spec import System
+from ..vlm_task import train_task
 from .config import PRESETS, InternVLConfig
 from .convert import from_hf
 from .model import InternVL
@@ -30,6 +31,8 @@ SYSTEM = System(
     model_cls=InternVL,
     presets=PRESETS,
     sample_input=_sample,
+    train_task=train_task,
+    train_preset="tiny-world",
     hf_model_types={"internvl": from_hf},
     diagram=(
         "image -> 1..max_tiles tiles of the closest aspect ratio (+ thumbnail) -> InternViT (layer scale) per tile\n"

@@ -71,3 +71,8 @@ PRESETS: dict[str, LlavaConfig] = {
         grid_pinpoints=((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)),
         text=_text(32064, 4096, 32, 32, 8, 14336, max_positions=32768, rope_theta=1_000_000.0, norm_eps=1e-5)),
 }
+# the world task's (tatlas.models.vlm_task): byte tokens 0..258, <image> 259; a third tower block so
+# that the penultimate layer read is the second
+PRESETS["tiny-world"] = LlavaConfig(vision=CLIPVisionConfig(image_size=32, patch=4, dim=48, layers=3, heads=2,
+                                                            mlp_hidden=96),
+                                    text=_text(260, 64, 2, 4, 2, 172, max_positions=256), image_token_id=259)

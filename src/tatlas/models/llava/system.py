@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..spec import System
+from ..vlm_task import train_task
 from .config import PRESETS, LlavaConfig
 from .convert import from_hf
 from .model import Llava
@@ -44,6 +45,8 @@ SYSTEM = System(
     model_cls=Llava,
     presets=PRESETS,
     sample_input=_sample,
+    train_task=train_task,
+    train_preset="tiny-world",
     hf_model_types={"llava": from_hf, "llava_next": from_hf},
     diagram=(
         "image -> (NeXT: base image + tiles of the best grid) -> CLIP ViT, read at layer -2, class token dropped\n"
