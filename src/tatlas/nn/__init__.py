@@ -16,6 +16,7 @@ from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .checks import check_tokens
 from .chunk import chunked
 from .decoder import CachedDecoderMixin
+from .gated_xattn import GatedCrossAttentionBlock, media_attention
 from .global_attention import GlobalAttention
 from .init import init_normal_, initialise
 from .linear import TiedLinear
@@ -28,6 +29,7 @@ from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
 from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d, PatchEmbed3d, pixel_shuffle_tokens
 from .quant import Int8Linear, quantize_int8_
+from .resampler import PerceiverAttention, PerceiverResampler, ResamplerLayer
 from .positions import (
     LearnedPositions,
     Llama3Scaling,
@@ -39,7 +41,7 @@ from .positions import (
 from .vit import VisionTransformer
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedMLP", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
+    "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedCrossAttentionBlock", "GatedMLP", "PerceiverAttention", "PerceiverResampler", "ResamplerLayer", "media_attention", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_tokens",
     "chunked", "classic_block", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",

@@ -15,6 +15,7 @@ tokens of one image see each other bidirectionally.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -220,7 +221,7 @@ class LLM(CachedDecoderMixin, nn.Module):
     def forward(
         self, tokens: Tensor, *, pixels: Tensor | None = None, cache: DecoderCache | None = None,
         input_pos: Tensor | None = None, last_only: bool = False, routings: list[Routing] | None = None,
-        embeds: Tensor | None = None,
+        embeds: Tensor | None = None, before_layer: Callable[[int, Tensor], Tensor] | None = None,
     ) -> Tensor:
         """``tokens [B, T]`` -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``: the LM head
         on the last position alone, as generation's prefill needs). ``pixels [N_img, C, H, W]``: images
@@ -230,7 +231,8 @@ class LLM(CachedDecoderMixin, nn.Module):
         layer order (their auxiliary losses and loads; nothing of it is kept on the model).
         ``embeds [B, T, C]``: the input embeddings, given instead of embedding ``tokens`` (a
         vision-language model that spliced its own image features in, LLaVA and InternVL); the
-        tokens then only give the positions' count."""
+        tokens then only give the positions' count. ``before_layer(i, x) -> x``: runs before layer
+        ``i`` (Flamingo's gated cross-attention layers between the frozen LM's own)."""
         c = self.config
         if embeds is not None:
             if pixels is not None or embeds.shape != (*tokens.shape, c.dim):
@@ -243,6 +245,8 @@ class LLM(CachedDecoderMixin, nn.Module):
         full = self.rotary(positions)
         ropes = {"full": full, "sliding": full if self.rotary_local is None else self.rotary_local(positions)}
         for i, (layer, kind) in enumerate(zip(self.layers, c.layer_types, strict=True)):
+            if before_layer is not None:
+                x = before_layer(i, x)
             x = layer(x, mask=masks[kind], causal=masks[kind] is None, rope=ropes[kind],
                       cache=None if cache is None else cache.layers[i], input_pos=input_pos, routings=routings)
         logits = self.lm_head(self.norm(x[:, -1:] if last_only else x))
