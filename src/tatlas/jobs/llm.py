@@ -1,8 +1,9 @@
 """Text generation from a model on disk: load model, tokenizer and image processor settings,
 build the prompt (each image's placeholder block where the prompt marks it, or at its start; a
 chat template for conversations), and stream the continuation as text. The one call behind
-``tatlas generate`` and ``tatlas chat``, for the ``llm`` system (Gemma 3's images) and the
-vision-language rows ``llava`` (1.5 and NeXT) and ``internvl``."""
+``tatlas generate`` and ``tatlas chat``, for the ``llm`` system (Gemma 3's images), the
+vision-language rows ``llava`` (1.5 and NeXT) and ``internvl``, and ``flamingo`` (interleaved
+``<image> ... <|endofchunk|>`` prompts, IDEFICS and OpenFlamingo checkpoints)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from ..generate.config import GenerationConfig
 from ..generate.loop import generate
 from ..models.llm.tokenizer import TextTokenizer, load_tokenizer
 
-SYSTEMS = ("llm", "llava", "internvl")
+SYSTEMS = ("llm", "llava", "internvl", "flamingo")
+END_OF_CHUNK = "<|endofchunk|>"  # Flamingo: ends the text of one image
 IMAGE_MARKER = "<image>"  # where a prompt puts an image (the processors' own marker)
 
 
@@ -81,8 +83,8 @@ def _image_settings(system: str, model: nn.Module, path: Path) -> Any:
 
 
 def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
-    """A text-generating model (``llm``, ``llava`` or ``internvl``) with its tokenizer and image
-    processor settings."""
+    """A text-generating model (``llm``, ``llava``, ``internvl`` or ``flamingo``) with its tokenizer
+    and image processor settings."""
     import tatlas
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
@@ -156,6 +158,8 @@ def prepare_images(tm: TextModel, images: Sequence[str | Path]) -> ImageInputs:
                 tm.notes.append(f"{image}: {note}")
             loaded.append(pixels)
         return ImageInputs([image_block(tm) for _ in images], {"pixels": torch.cat(loaded).to(device)})
+    if tm.system == "flamingo":
+        return _flamingo_images(tm, images, device)
     if tm.system == "llava":
         from ..models.llava.preprocess import as_rgb, clip_view, preprocess_anyres
 
@@ -177,10 +181,47 @@ def prepare_images(tm: TextModel, images: Sequence[str | Path]) -> ImageInputs:
     return ImageInputs(blocks, {"pixels": pixels.to(device)})
 
 
+def _flamingo_images(tm: TextModel, images: Sequence[str | Path], device: torch.device) -> ImageInputs:
+    """Flamingo: each image resized to the tower's square and normalised (IDEFICS's processor;
+    OpenFlamingo's centre crop of a square image is the same), all in one row ``[1, N, 3, S, S]``;
+    its place in the text is its ``<image>`` token, framed by ``<fake_token_around_image>`` where
+    the tokenizer has it (IDEFICS)."""
+    c = tm.model.config
+    if c.media_token_id is None:
+        raise ValueError("this Flamingo has no <image> token id (media_token_id): its folder has no tokenizer.json "
+                         "naming <image>")
+    found = tm.tokenizer.token_id(IMAGE_MARKER)
+    if found is not None and found != c.media_token_id:
+        raise ValueError(f"the tokenizer's <image> is id {found} but the model's is {c.media_token_id}")
+    fake = tm.tokenizer.token_id("<fake_token_around_image>")
+    loaded = []
+    for image in images:
+        pixels, note = load_pixels(tm, image)
+        if note:
+            tm.notes.append(f"{image}: {note}")
+        loaded.append(pixels)
+    block = [fake, c.media_token_id, fake] if fake is not None else [c.media_token_id]
+    return ImageInputs([block for _ in images], {"pixels": torch.cat(loaded)[None].to(device)})
+
+
+def _encode_text(tm: TextModel, text: str, *, add_bos: bool = False) -> list[int]:
+    """``text`` -> ids; for Flamingo each ``<|endofchunk|>`` becomes the model's token even where
+    the tokenizer does not know it (the byte-level one)."""
+    eoc = getattr(tm.model.config, "eoc_token_id", None) if tm.system == "flamingo" else None
+    if eoc is None or END_OF_CHUNK not in text or tm.tokenizer.token_id(END_OF_CHUNK) == eoc:
+        return tm.tokenizer.encode(text, add_bos=add_bos)
+    first, *rest = text.split(END_OF_CHUNK)
+    ids = tm.tokenizer.encode(first, add_bos=add_bos)
+    for piece in rest:
+        ids += [eoc] + tm.tokenizer.encode(piece)
+    return ids
+
+
 def _markers(tm: TextModel) -> list[str]:
     """The strings that mark an image's place in a prompt: ``<image>``, and the tokenizer's own
     image token (InternVL's chat template writes ``<IMG_CONTEXT>``)."""
-    own = {"llava": IMAGE_MARKER, "internvl": "<IMG_CONTEXT>", "llm": "<start_of_image>"}[tm.system]
+    own = {"llava": IMAGE_MARKER, "internvl": "<IMG_CONTEXT>", "llm": "<start_of_image>",
+           "flamingo": IMAGE_MARKER}[tm.system]
     return [IMAGE_MARKER] + ([own] if own != IMAGE_MARKER else [])
 
 
@@ -192,15 +233,15 @@ def encode_with_images(tm: TextModel, text: str, blocks: list[list[int]], *, add
     pieces = re.split(pattern, text)
     n_markers = len(pieces) - 1
     if n_markers == 0:
-        ids = tm.tokenizer.encode(text, add_bos=add_bos)
+        ids = _encode_text(tm, text, add_bos=add_bos)
         bos = ids[:1] if tm.tokenizer.bos_id is not None and ids[:1] == [tm.tokenizer.bos_id] else []
         return bos + [t for b in blocks for t in b] + ids[len(bos):]
     if n_markers != len(blocks):
         raise ValueError(f"the prompt marks {n_markers} image place(s) ({' or '.join(_markers(tm))}) but "
                          f"{len(blocks)} image(s) were given")
-    ids = tm.tokenizer.encode(pieces[0], add_bos=add_bos)
+    ids = _encode_text(tm, pieces[0], add_bos=add_bos)
     for block, piece in zip(blocks, pieces[1:], strict=True):
-        ids += block + tm.tokenizer.encode(piece)
+        ids += block + _encode_text(tm, piece)
     return ids
 
 
@@ -239,6 +280,9 @@ def generate_text(
                          f"{limit} positions")
     if not config.stop_tokens and tm.tokenizer.stop_tokens:
         config = replace(config, stop_tokens=tm.tokenizer.stop_tokens)
+    eoc = getattr(tm.model.config, "eoc_token_id", None) if tm.system == "flamingo" else None
+    if eoc is not None and eoc not in config.stop_tokens:  # OpenFlamingo's generate stops at <|endofchunk|>
+        config = replace(config, stop_tokens=(*config.stop_tokens, eoc))
     produced: list[int] = []
     shown = ""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from ...io import CheckpointError, KeyMap, Rename, Split, read_tensors, write_hf_folder
 from ..clip.config import CLIPVisionConfig
 from ..clip.convert import OPENAI_CLIP, hf_vision_rules
+from ..llava.convert import read_image_stats
 from ..llm.convert import convert_hf, export_hf
 from .config import CrossConfig, FlamingoConfig, ResamplerConfig
 
@@ -125,7 +127,10 @@ def config_from_idefics(hf: dict[str, Any], folder: Path | None = None) -> tuple
                         gate=hf.get("alpha_type", "float"), qk_norm=bool(hf.get("qk_layer_norms", False)))
     from ..llm.convert import config_from_hf as llm_config
 
-    config = FlamingoConfig(text=llm_config(text_hf), vision=_vision_from_idefics(hf.get("vision_config") or {}),
+    vision = _vision_from_idefics(hf.get("vision_config") or {})
+    if folder is not None:
+        vision = replace(vision, **read_image_stats(folder))
+    config = FlamingoConfig(text=llm_config(text_hf), vision=vision,
                             cross=cross, resampler=resampler, vision_tokens="all",
                             **(_special_ids(folder) if folder is not None else {}))
     return text_hf, config
@@ -255,7 +260,8 @@ def _of_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def from_open_flamingo(path: str | Path) -> tuple[FlamingoConfig, dict[str, Tensor]]:
     """An ``open_flamingo.Flamingo`` state dict (``torch.save(model.state_dict())``, read with
     ``weights_only=True``; or safetensors) -> (config, state). Beside it: the LM's ``config.json``,
-    optionally ``open_clip_config.json`` (tower heads and activation) and ``tokenizer.json``
+    optionally ``open_clip_config.json`` (tower heads and activation; without it, OpenAI's CLIP
+    tower as the released models have: 64-wide heads, QuickGELU) and ``tokenizer.json``
     (``<image>``/``<|endofchunk|>`` ids; else the factory's order, the last two rows of the
     vocabulary). Attention is 64 wide per head in the resampler and gated layers, as the factory
     builds them."""
@@ -300,10 +306,16 @@ def from_open_flamingo(path: str | Path) -> tuple[FlamingoConfig, dict[str, Tens
     width, patch = conv.shape[0], conv.shape[-1]
     grid = round((vision["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     n_blocks = len({k.split(".")[3] for k in vision if k.startswith("visual.transformer.resblocks.")})
+    head_width = int(vcfg.get("head_width", 64))
+    if width % head_width:
+        raise CheckpointError(f"{path}: the vision tower is {width} wide, not a multiple of its head width {head_width} "
+                              "(set vision_cfg.head_width in open_clip_config.json beside the checkpoint)")
+    # no open_clip_config.json: OpenAI's ViT-L/14, the tower of every released OpenFlamingo, QuickGELU
+    quick = clip_cfg.get("quick_gelu", False) if clip_cfg else True
     tower = CLIPVisionConfig(image_size=patch * grid, patch=patch, dim=width, layers=n_blocks,
-                             heads=width // int(vcfg.get("head_width", 64)), channels=conv.shape[1],
+                             heads=width // head_width, channels=conv.shape[1],
                              mlp_hidden=vision["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-                             act="quick_gelu" if clip_cfg.get("quick_gelu") else "gelu")
+                             act="quick_gelu" if quick else "gelu")
     vision.pop("visual.proj", None)  # the pooled embedding's projection: Flamingo reads the tokens
     state = KeyMap(tuple(r for r in OPENAI_CLIP.rules if getattr(r, "src", "").startswith("visual.")
                          and r.src != "visual.proj")).convert(vision)
