@@ -306,10 +306,11 @@ def child(spec: dict) -> dict:
             "transformers_imported": "transformers" in sys.modules}
 
 
-def run_child(spec: dict) -> tuple[float, dict]:
+def run_child(spec: dict, script: str = __file__) -> tuple[float, dict]:
+    """Launch ``script --child spec`` (a benchmark whose ``main`` answers ``--child``); (wall s, its JSON)."""
     spec = dict(spec, t0=time.time())
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False,
+    out = subprocess.run([sys.executable, script, "--child", json.dumps(spec)], capture_output=True, text=True, check=False,
                          env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
     wall = time.perf_counter() - t
     if out.returncode != 0:

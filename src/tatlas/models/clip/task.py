@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ...data.world import WorldConfig, WorldDataset, combinations, held_out_pairs
+from ...nn import contrastive_accuracy, info_nce
 from ..spec import TrainTask
 from .config import CLIPConfig
 from .preprocess import normalise
@@ -47,6 +48,10 @@ def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """Symmetric InfoNCE over ``B`` (image, text) pairs (Figure 3 of the paper):
     ``(CE(logits, arange) + CE(logits^T, arange)) / 2`` with ``logits = exp(min(s, ln 100)) * cos``.
 
+    Under ``torchrun`` the negatives are the *global* batch: embeddings are gathered from every rank
+    with gradients (:func:`tatlas.nn.info_nce`), so the loss and, after DDP's averaging, the
+    gradients equal one process on all ranks' samples; ``batch_accuracy`` is over the global batch too.
+
     One generalisation: when captions repeat within the batch (the world has a few hundred
     distinct single-object captions), every copy of an image's caption counts as right, with equal
     target weight, instead of all but one being pushed away as negatives. With distinct captions,
@@ -54,14 +59,10 @@ def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     image = F.normalize(model.encode_image(batch["pixels"]).float(), dim=-1)  # [B, E]
     text = F.normalize(model.encode_text(batch["tokens"]).float(), dim=-1)  # [B, E]
     scale = model.logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
-    logits = scale * image @ text.t()  # [B_img, B_txt]
-    tokens = batch["tokens"]
-    same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1)  # [B, B] identical captions; eye if distinct
-    target = same.float() / same.sum(dim=1, keepdim=True)  # symmetric, rows sum to 1
-    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    accuracy = 0.5 * (same[rows, logits.argmax(1)].float().mean() + same[logits.argmax(0), rows].float().mean())
-    return {"loss": loss, "logit_scale": scale.detach(), "batch_accuracy": accuracy.detach()}
+    tokens = batch["tokens"]  # [B, T] the keys: identical captions are positives of each other
+    loss = info_nce(image, text, scale, keys=tokens)
+    accuracy = contrastive_accuracy(image, text, scale, keys=tokens)
+    return {"loss": loss, "logit_scale": scale.detach(), "batch_accuracy": accuracy}
 
 
 @functools.lru_cache(maxsize=1)

@@ -155,3 +155,13 @@ PRESETS: dict[str, FlamingoConfig] = {
                           act="silu"),
         vision_tokens="all", media_token_id=32001, eoc_token_id=None),
 }
+# for the demo and `tatlas train flamingo` (models/flamingo/task.py): byte tokens (ids 0-258, as
+# tatlas.data.ByteTokenizer), <|endofchunk|> 260, <image> 261; the CLIP "tiny" preset's image tower
+# (its weights are copied in after CLIP trains on the world); a 3-layer LM with a gated cross layer
+# before each of its layers, so the image reaches the LM's first (copying) attention
+PRESETS["tiny-world"] = FlamingoConfig(
+    text=_llama(262, 64, 3, 4, 172, max_positions=512),
+    vision=CLIPVisionConfig(image_size=32, patch=8, dim=64, layers=2, heads=4, mlp_hidden=256),
+    resampler=ResamplerConfig(depth=1, heads=2, head_dim=32, latents=4),
+    cross=CrossConfig(every=1, first=0, heads=2, head_dim=32, mlp_hidden=128), vision_tokens="patches",
+    media_token_id=261, eoc_token_id=260)

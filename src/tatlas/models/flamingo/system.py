@@ -8,6 +8,7 @@ from ..spec import System
 from .config import PRESETS, FlamingoConfig
 from .convert import from_hf, from_open_flamingo
 from .model import Flamingo
+from .task import train_task
 
 
 def _sample(model: Flamingo, gen: torch.Generator) -> dict:
@@ -33,6 +34,8 @@ SYSTEM = System(
     sample_input=_sample,
     hf_model_types={"idefics": from_hf},
     formats={"open_flamingo": from_open_flamingo},
+    train_task=train_task,
+    train_preset="tiny-world",
     diagram=(
         "each image -> CLIP ViT -> Perceiver resampler (latents attend [features; latents]) -> n visual tokens\n"
         "text: ... <image> caption <|endofchunk|> <image> ... -> frozen LM layers, and before every k-th:\n"
