@@ -125,6 +125,17 @@ def load_pixels(tm: TextModel, image: str | Path) -> tuple[torch.Tensor, str | N
     return normalise(pixels, v.image_mean, v.image_std)[None], note
 
 
+def _square_pixels(tm: TextModel, images: Sequence[str | Path]) -> torch.Tensor:
+    """Each image through :func:`load_pixels` (resize notes kept) -> ``[N, 3, S, S]``."""
+    loaded = []
+    for image in images:
+        pixels, note = load_pixels(tm, image)
+        if note:
+            tm.notes.append(f"{image}: {note}")
+        loaded.append(pixels)
+    return torch.cat(loaded)
+
+
 def _image_token(tm: TextModel, name: str) -> int:
     """The model's placeholder id, checked against the tokenizer's ``name`` token (a byte-level
     tokenizer has none: the id is the model's alone)."""
@@ -151,13 +162,7 @@ def prepare_images(tm: TextModel, images: Sequence[str | Path]) -> ImageInputs:
     if tm.system == "llm":
         if tm.model.config.vision is None:
             raise ValueError("this model is text-only: it cannot take an image")
-        loaded = []
-        for image in images:
-            pixels, note = load_pixels(tm, image)
-            if note:
-                tm.notes.append(f"{image}: {note}")
-            loaded.append(pixels)
-        return ImageInputs([image_block(tm) for _ in images], {"pixels": torch.cat(loaded).to(device)})
+        return ImageInputs([image_block(tm) for _ in images], {"pixels": _square_pixels(tm, images).to(device)})
     if tm.system == "flamingo":
         return _flamingo_images(tm, images, device)
     if tm.system == "llava":
@@ -194,14 +199,8 @@ def _flamingo_images(tm: TextModel, images: Sequence[str | Path], device: torch.
     if found is not None and found != c.media_token_id:
         raise ValueError(f"the tokenizer's <image> is id {found} but the model's is {c.media_token_id}")
     fake = tm.tokenizer.token_id("<fake_token_around_image>")
-    loaded = []
-    for image in images:
-        pixels, note = load_pixels(tm, image)
-        if note:
-            tm.notes.append(f"{image}: {note}")
-        loaded.append(pixels)
     block = [fake, c.media_token_id, fake] if fake is not None else [c.media_token_id]
-    return ImageInputs([block for _ in images], {"pixels": torch.cat(loaded)[None].to(device)})
+    return ImageInputs([block for _ in images], {"pixels": _square_pixels(tm, images)[None].to(device)})
 
 
 def _encode_text(tm: TextModel, text: str, *, add_bos: bool = False) -> list[int]:

@@ -48,6 +48,16 @@ class VLMConfig:
         return self.feature_layer if self.feature_layer < 0 else self.feature_layer - 1
 
 
+def hf_inputs(tokens: Tensor | None, input_ids: Tensor | None, pixels: Tensor | None, pixel_values: Tensor | None
+              ) -> tuple[Tensor, Tensor | None]:
+    """Our names or transformers' (``input_ids``, ``pixel_values``), each given once -> (tokens, pixels)."""
+    if (tokens is None) == (input_ids is None):
+        raise ValueError("give the token ids once: tokens= or input_ids=")
+    if pixels is not None and pixel_values is not None:
+        raise ValueError("give the images once: pixels= or pixel_values=")
+    return (tokens if tokens is not None else input_ids), (pixels if pixels is not None else pixel_values)
+
+
 def padding_side(attention_mask: Tensor) -> str:
     """``"none"``, ``"right"`` (real tokens first) or ``"left"`` (real tokens last) for a ``[B, T]``
     mask; anything else is an error (holes inside a row)."""
@@ -127,12 +137,7 @@ class VisionLanguageModel(CachedDecoderMixin, nn.Module):
         against transformers' ``...ForConditionalGeneration`` ports over. ``attention_mask`` marks
         real tokens of a padded batch: right padding needs nothing (attention is causal); left
         padding runs through a cache whose positions skip each row's padding (as generation does)."""
-        if (tokens is None) == (input_ids is None):
-            raise ValueError("give the token ids once: tokens= or input_ids=")
-        if pixels is not None and pixel_values is not None:
-            raise ValueError("give the images once: pixels= or pixel_values=")
-        tokens = tokens if tokens is not None else input_ids
-        pixels = pixels if pixels is not None else pixel_values
+        tokens, pixels = hf_inputs(tokens, input_ids, pixels, pixel_values)
         if attention_mask is not None and cache is None and padding_side(attention_mask) == "left":
             cache = self.new_cache(tokens.shape[0], tokens.shape[1])
             return self.prefill(tokens, cache, attention_mask=attention_mask, last_only=last_only, pixels=pixels,

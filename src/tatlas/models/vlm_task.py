@@ -358,16 +358,21 @@ def world_data(config: Any, questions: Sequence[Questions] = WORLD_QUESTIONS, *,
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
-    """Right-pad ``tokens`` (with ``PAD``) and ``labels`` (with :data:`IGNORE`) to ``[B, L]``;
-    concatenate the images' views ``[sum n_i, 3, S, S]`` in sample order; stack ``image_sizes [B, 2]``."""
+def pad_tokens(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """Right-pad each item's ``tokens`` (with ``PAD``) and ``labels`` (with :data:`IGNORE`) to ``[B, L]``."""
     width = max(len(it["tokens"]) for it in items)
     tokens = torch.full((len(items), width), PAD, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     for i, it in enumerate(items):
         tokens[i, : len(it["tokens"])] = it["tokens"]
         labels[i, : len(it["labels"])] = it["labels"]
-    batch = {"tokens": tokens, "labels": labels}
+    return {"tokens": tokens, "labels": labels}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """:func:`pad_tokens`; concatenate the images' views ``[sum n_i, 3, S, S]`` in sample order;
+    stack ``image_sizes [B, 2]``."""
+    batch = pad_tokens(items)
     if "pixels" in items[0]:
         batch["pixels"] = torch.cat([it["pixels"] for it in items])
         batch["image_sizes"] = torch.stack([it["image_size"] for it in items])

@@ -25,7 +25,7 @@ from ...nn import (
     PerceiverResampler, RMSNorm, VisionTransformer, media_attention,
 )
 from ..llm.model import LLM
-from ..vlm import padding_side
+from ..vlm import hf_inputs, padding_side
 from .config import FlamingoConfig
 
 
@@ -166,12 +166,7 @@ class Flamingo(CachedDecoderMixin, nn.Module):
         """Logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``). transformers' IDEFICS keywords
         work too: ``input_ids``, ``attention_mask``, ``pixel_values [B, N, 3, S, S]`` and
         ``image_attention_mask [B, T, N]``. Left padding (``attention_mask``) runs through a cache."""
-        if (tokens is None) == (input_ids is None):
-            raise ValueError("give the token ids once: tokens= or input_ids=")
-        if pixels is not None and pixel_values is not None:
-            raise ValueError("give the images once: pixels= or pixel_values=")
-        tokens = tokens if tokens is not None else input_ids
-        pixels = pixels if pixels is not None else pixel_values
+        tokens, pixels = hf_inputs(tokens, input_ids, pixels, pixel_values)
         if attention_mask is not None and cache is None and padding_side(attention_mask) == "left":
             cache = self.new_cache(tokens.shape[0], tokens.shape[1])
             return self.prefill(tokens, cache, attention_mask=attention_mask, last_only=last_only, pixels=pixels,

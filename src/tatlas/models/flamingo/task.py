@@ -49,12 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ...data import PAD, ByteTokenizer, TextDataset, normalise
+from ...data import ByteTokenizer, TextDataset, normalise
 from ...data.world import WorldConfig, WorldDataset, combinations, held_out_pairs, train_pairs
 from ..spec import TrainTask
+from ..vlm_task import IGNORE, pad_tokens
 from .config import FlamingoConfig
 
-IGNORE = -100
 WORLD = WorldConfig(max_objects=1, modalities=("image", "caption"))  # one object: the picture is its kind
 BINDING = ""  # between a chunk's key and its name (" is a " was tried first: a longer hop for the LM)
 KEYS = tuple(range(ord("A"), ord("Z") + 1))  # the text episodes' key letters
@@ -228,13 +228,7 @@ def caption_tokens(config: FlamingoConfig, captions: Sequence[str]) -> tuple[lis
 def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
     """Right-pad ``tokens`` (``PAD``) and ``labels`` (``IGNORE``) to ``[B, L]``; ``pixels`` to
     ``[B, N_max, 3, S, S]`` with zero images (no ``<image>`` token points at them)."""
-    width = max(len(it["tokens"]) for it in items)
-    tokens = torch.full((len(items), width), PAD, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    for i, it in enumerate(items):
-        tokens[i, : len(it["tokens"])] = it["tokens"]
-        labels[i, : len(it["labels"])] = it["labels"]
-    batch = {"tokens": tokens, "labels": labels}
+    batch = pad_tokens(items)
     if "pixels" in items[0]:
         n = max(len(it["pixels"]) for it in items)
         pixels = items[0]["pixels"].new_zeros(len(items), n, *items[0]["pixels"].shape[1:])
