@@ -3,6 +3,7 @@
 from .clip import DEMO as CLIP
 from .decision_transformer import DEMO as DECISION_TRANSFORMER
 from .evoformer import DEMO as EVOFORMER
+from .flamingo import DEMO as FLAMINGO
 from .imagegpt import DEMO as IMAGEGPT
 from .internvl import DEMO as INTERNVL
 from .llava import DEMO as LLAVA
@@ -10,4 +11,4 @@ from .llm import DEMO as LLM
 from .moe import DEMO as MOE
 from .whisper import DEMO as WHISPER
 
-BUILTIN = (CLIP, DECISION_TRANSFORMER, EVOFORMER, IMAGEGPT, INTERNVL, LLAVA, LLM, MOE, WHISPER)
+BUILTIN = (CLIP, DECISION_TRANSFORMER, EVOFORMER, FLAMINGO, IMAGEGPT, INTERNVL, LLAVA, LLM, MOE, WHISPER)
