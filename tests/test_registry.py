@@ -168,7 +168,7 @@ def test_registries_are_plain_data(monkeypatch):
     from tatlas.models._builtin import BUILTIN
 
     assert [s.name for s in BUILTIN] == ["llm", "imagegpt", "clip", "whisper", "decision_transformer", "evoformer",
-                                        "llava", "internvl", "flamingo"]
+                                        "llava", "internvl", "flamingo", "imagebind"]
     before = dict(systems())
     importlib.reload(importlib.import_module("tatlas.models.clip.system"))
     assert systems().keys() == before.keys()

@@ -145,7 +145,10 @@ class Attention(nn.Module):
 
     ``x [*, T, C]``; ``context [*, S, C_kv]`` for cross-attention (keys/values from ``context``).
     Parameters: ``qkv`` (fused) or ``q``, ``k``, ``v``; ``out``; optionally ``gate``, ``q_norm``, ``k_norm``
-    (per head, or with ``qk_norm_per_head=False`` over all heads' width before the split).
+    (per head, or with ``qk_norm_per_head=False`` over all heads' width before the split), and with
+    ``kv_bias_token`` a learned key ``bias_k`` and value ``bias_v`` (``[G * D]``) appended as one more
+    position every query may attend to (``torch.nn.MultiheadAttention(add_bias_kv=True)``; ImageBind's
+    audio, depth, thermal and IMU encoders). Self-attention without a cache only.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class Attention(nn.Module):
         qk_norm_per_head: bool = True,
         scale: float | None = None,
         dropout: float = 0.0,
+        kv_bias_token: bool = False,
     ) -> None:
         super().__init__()
         kv_heads = kv_heads or heads
@@ -197,6 +201,11 @@ class Attention(nn.Module):
         self.k_norm = qk_norm(head_dim if qk_norm_per_head else kv_out) if qk_norm else None
         self.gate = nn.Linear(dim, q_out, bias=True) if gate else None
         self.out = nn.Linear(q_out, out_dim or dim, bias=out_bias)
+        if kv_bias_token:
+            self.bias_k = nn.Parameter(torch.empty(kv_out).normal_(std=kv_out**-0.5))
+            self.bias_v = nn.Parameter(torch.empty(kv_out).normal_(std=kv_out**-0.5))
+        else:
+            self.bias_k = self.bias_v = None
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         return x.unflatten(-1, (n, self.head_dim)).transpose(-2, -3)  # [*, T, n*D] -> [*, n, T, D]
@@ -257,7 +266,12 @@ class Attention(nn.Module):
             if rope is not None:
                 q, k = apply_rotary(q, rope), apply_rotary(k, rope)
             if cache is not None:
+                if self.bias_k is not None:
+                    raise ValueError("kv_bias_token attention takes no KV cache")
                 k, v = cache.update(k, v, input_pos)  # [*, G, S, D]
+            if self.bias_k is not None:
+                return self._with_bias_token(q, k, v, x, mask=mask, bias=bias, causal=causal,
+                                             return_weights=return_weights)
         else:
             q = self.q(x)
             if self.q_norm is not None and not self.qk_norm_per_head:
@@ -297,6 +311,29 @@ class Attention(nn.Module):
             out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, dropout_p=dropout)
         out = self._out(out, x)
         return (out, weights) if return_weights else out
+
+    def _with_bias_token(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor, *, mask: Tensor | None,
+                         bias: Tensor | None, causal: bool, return_weights: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """Attention over ``[k; bias_k]`` and ``[v; bias_v]``: the learned position is visible to every
+        query (its mask column allowed, causal or not)."""
+        t = k.shape[-2]
+        extra = (*k.shape[:-2], 1, self.head_dim)
+        k = torch.cat([k, self._heads(self.bias_k.to(k.dtype)[None], self.kv_heads).expand(extra)], dim=-2)
+        v = torch.cat([v, self._heads(self.bias_v.to(v.dtype)[None], self.kv_heads).expand(extra)], dim=-2)
+        attn_mask = combine_mask(mask, bias, q.dtype)
+        if causal:
+            cm = causal_mask(q.shape[-2], t, device=q.device)
+            attn_mask = cm if attn_mask is None else (
+                attn_mask & cm if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~cm, float("-inf")))
+        if attn_mask is not None:
+            allowed = attn_mask.new_ones(()) if attn_mask.dtype == torch.bool else attn_mask.new_zeros(())
+            attn_mask = torch.cat([attn_mask, allowed.expand(*attn_mask.shape[:-1], 1)], dim=-1)
+        dropout = self.dropout if self.training else 0.0
+        if return_weights:
+            out, weights = softmax_attention(q, k, v, attn_mask=attn_mask, is_causal=False, scale=self.scale,
+                                             dropout_p=dropout)
+            return self._out(out, x), weights
+        return self._out(sdpa(q, k, v, attn_mask=attn_mask, is_causal=False, scale=self.scale, dropout_p=dropout), x)
 
     def _out(self, out: Tensor, x: Tensor) -> Tensor:
         out = out.transpose(-2, -3).flatten(-2)  # [*, H, T, D] -> [*, T, H*D]

@@ -7,17 +7,22 @@ from torch import Tensor, nn
 
 
 class PatchEmbed2d(nn.Module):
-    """``pixels [B, C_in, H, W] -> tokens [B, (H/p)(W/p), C]`` (row-major patch order)."""
+    """``pixels [B, C_in, H, W] -> tokens [B, (H/p)(W/p), C]`` (row-major patch order). A ``stride``
+    below the patch cuts overlapping patches (AST and ImageBind's audio spectrogram: 16x16 every 10),
+    ``((H - p) // s + 1) ((W - p) // s + 1)`` of them."""
 
-    def __init__(self, *, in_channels: int, dim: int, patch: int, bias: bool = True) -> None:
+    def __init__(self, *, in_channels: int, dim: int, patch: int, bias: bool = True, stride: int | None = None) -> None:
         super().__init__()
-        self.in_channels, self.patch = in_channels, patch
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch, bias=bias)
+        self.in_channels, self.patch, self.stride = in_channels, patch, stride or patch
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=self.stride, bias=bias)
 
     def forward(self, pixels: Tensor) -> Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != self.in_channels:
             raise ValueError(f"pixels: expected [B, {self.in_channels}, H, W], got {list(pixels.shape)}")
-        if pixels.shape[-1] % self.patch or pixels.shape[-2] % self.patch:
+        if self.stride != self.patch:
+            if min(pixels.shape[-2:]) < self.patch:
+                raise ValueError(f"input size {tuple(pixels.shape[-2:])} is smaller than the patch {self.patch}")
+        elif pixels.shape[-1] % self.patch or pixels.shape[-2] % self.patch:
             raise ValueError(f"image size {tuple(pixels.shape[-2:])} is not a multiple of the patch {self.patch}")
         return self.proj(pixels).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
 
