@@ -20,8 +20,10 @@ PyPI's torchaudio 2.11 is a CUDA build whose C++ extension cannot load beside th
 functions used here (``compliance.kaldi.fbank``, ``functional.resample``) are pure PyTorch, so the
 script stubs ``torchaudio._extension`` when the import fails. torchvision 0.28's C++ operators do
 not register with torch 2.13, so the script defines the two ``torchvision::nms``/``qnms`` operator
-schemas it checks for at import; nothing used here calls them. (``pip install torch==2.9.1
-'torchaudio==2.9.*' torchvision==0.24.1`` is the no-stub route, about 7 GB.)
+schemas it checks for at import; nothing used here calls them. Cross-check, 2026-12-06: the
+audio steps rerun without any stub in a venv with ``pip install torch==2.9.1 'torchaudio==2.9.*'``
+(about 7 GB, CUDA builds, run on the CPU) reproduce every audio, fbank and resample golden bit
+for bit.
 
 pytorchvideo's ``ConstantClipsPerVideoSampler`` is taken from the commit ImageBind's
 ``requirements.txt`` pins (28fe037d; PyPI's 0.1.5 predates its clip-spacing fix), as one

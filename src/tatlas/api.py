@@ -19,6 +19,7 @@ from .io import (
     save_checkpoint,
 )
 from .io.ctranslate2 import ct2_spec
+from .io.gguf import is_gguf
 from .models.registry import System, get_system, system_of, systems
 from .nn.fastpath import optimize_
 
@@ -100,6 +101,9 @@ def _load(path: Path, format: str | None, system: str | None, device: Any, dtype
         raise CheckpointError(f"{path}: no such file or folder")
     if format is not None:
         return _load_by(path, "formats", format, "unknown checkpoint format {key!r}; known formats: {known}", system,
+                        device, dtype, error=ValueError)
+    if is_gguf(path):  # llama.cpp's format (a file, its .partNN pieces, or a folder holding them)
+        return _load_by(path, "formats", "gguf", "unknown checkpoint format {key!r}; known formats: {known}", system,
                         device, dtype, error=ValueError)
     if path.is_dir() and (path / "model.bin").is_file():  # a CTranslate2 folder (e.g. faster-whisper's)
         return _load_by(path, "ct2_specs", ct2_spec(path), "{path}: CTranslate2 model spec {key!r} is not supported; "

@@ -182,7 +182,7 @@ def _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penal
                             compile=compile_)
 
 
-_MODEL = typer.Option(..., "--model", help="a tatlas checkpoint or a Hugging Face folder (with tokenizer.json)")
+_MODEL = typer.Option(..., "--model", help="a tatlas checkpoint, a Hugging Face folder (with tokenizer.json), a GGUF file, or a named real model: smollm2")
 _MAX_NEW = typer.Option(128, "--max-new-tokens")
 _TEMP = typer.Option(0.0, help="0 = greedy")
 _TOP_K = typer.Option(None, "--top-k")

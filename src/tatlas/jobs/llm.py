@@ -84,11 +84,14 @@ def _image_settings(system: str, model: nn.Module, path: Path) -> Any:
 
 def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
     """A text-generating model (``llm``, ``llava``, ``internvl`` or ``flamingo``) with its tokenizer
-    and image processor settings."""
+    and image processor settings; ``path`` may be a named real model (``"smollm2"``, :mod:`.named`)."""
     import tatlas
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
 
+    from .named import resolve_model
+
+    path = resolve_model(path)
     model = tatlas.load(path, fast=True).eval()
     system = system_of(model).name
     if system not in SYSTEMS:

