@@ -189,6 +189,8 @@ def test_errors(tmp_path):
         tatlas.load(bad)
     with pytest.raises(ValueError, match="not a named model"):
         resolve_model("no-such-model")
+    with pytest.raises(ValueError, match="'base' is a whisper model; here the named models are gemma3-270m, smollm2"):
+        resolve_model("base", systems=("llm",))
 
 
 def test_named_model_missing_wheel(monkeypatch):

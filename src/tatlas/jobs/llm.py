@@ -94,7 +94,7 @@ def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
     from .named import NAMED, resolve_model
 
     named = NAMED.get(str(path))
-    path = resolve_model(path)
+    path = resolve_model(path, systems=SYSTEMS)
     model = tatlas.load(path, fast=True).eval()
     system = system_of(model).name
     if system not in SYSTEMS:

@@ -88,16 +88,19 @@ def _with_beside(entry: NamedModel, folder: Path) -> Path:
     return folder
 
 
-def resolve_model(name: str | Path) -> Path:
+def resolve_model(name: str | Path, *, systems: tuple[str, ...] | None = None) -> Path:
     """An existing path as given; a name of :data:`NAMED` as the file its wheel installed (a clear
-    one-line error naming the pip command when the wheel is missing)."""
+    one-line error naming the pip command when the wheel is missing). ``systems``: the systems the
+    caller runs (a Whisper name given to ``tatlas chat`` is refused by name, not at load)."""
     path = Path(name)
     if path.exists():
         return path
     entry = NAMED.get(str(name))
+    fitting = sorted(n for n, m in NAMED.items() if systems is None or m.system in systems)
     if entry is None:
-        raise ValueError(f"model {str(name)!r}: no such file or folder, and not a named model "
-                         f"({', '.join(sorted(NAMED))})")
+        raise ValueError(f"model {str(name)!r}: no such file or folder, and not a named model ({', '.join(fitting)})")
+    if systems is not None and entry.system not in systems:
+        raise ValueError(f"model {entry.name!r} is a {entry.system} model; here the named models are {', '.join(fitting)}")
     if entry.parts:
         folders = [package_dir(package) for package, _ in entry.parts]
         if package_dir(entry.package) is None or any(f is None for f in folders):

@@ -40,7 +40,7 @@ def default_model(name: str = "tiny.en", *, device: torch.device | str | None = 
         fmt = "openai-whisper" if str(name).endswith(".pt") else None
         model = tatlas.load(name, format=fmt, system="whisper", fast=True)
     elif name in NAMED and NAMED[name].system == "whisper":
-        model = tatlas.load(resolve_model(name), system="whisper", fast=True)
+        model = tatlas.load(resolve_model(name, systems=("whisper",)), system="whisper", fast=True)
     else:
         raise ValueError(f"model {name!r}: no such file or folder; the named Whisper models are "
                          f"{', '.join(whisper_names())}")
