@@ -192,6 +192,8 @@ _REP = typer.Option(1.0, "--repetition-penalty")
 _BEAMS = typer.Option(1, "--beams")
 _SEED = typer.Option(None)
 _INT8 = typer.Option(False, "--int8", help="int8 weight-only quantisation")
+_DEQUANT = typer.Option(False, "--dequantize", help="a GGUF file's weights dequantised to float32 (default: its "
+                                                    "quantised layers run on their blocks)")
 _COMPILE = typer.Option(False, "--compile", help="compile the decode step (static cache)")
 
 
@@ -203,13 +205,13 @@ def generate_cmd(
                                                 "<image> marks mark where each goes, else they go first)"),
     max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
     min_p: float = _MIN_P, repetition_penalty: float = _REP, beams: int = _BEAMS, seed: int = _SEED,
-    int8: bool = _INT8, compile_: bool = _COMPILE,
+    int8: bool = _INT8, compile_: bool = _COMPILE, dequantize: bool = _DEQUANT,
 ) -> None:
     """Continue a prompt, streaming tokens as they come."""
     from tatlas.jobs.llm import generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
-    tm = load_text_model(model, int8=int8)
+    tm = load_text_model(model, int8=int8, dequantize=dequantize)
     generate_text(tm, prompt, config, images=image or (), on_text=lambda piece: print(piece, end="", flush=True))
     print()
     for note in tm.notes:
@@ -223,6 +225,7 @@ def chat(
     image: list[Path] = typer.Option(None, help="an image the conversation is about (repeat for several)"),
     max_new_tokens: int = _MAX_NEW, temperature: float = _TEMP, top_k: int = _TOP_K, top_p: float = _TOP_P,
     min_p: float = _MIN_P, repetition_penalty: float = _REP, seed: int = _SEED, int8: bool = _INT8,
+    dequantize: bool = _DEQUANT,
 ) -> None:
     """Multi-turn chat through the chat template stored with the model (an empty line or EOF ends);
     ``--image`` files join the first user turn (image-text models: llava, internvl, Gemma 3)."""
@@ -231,7 +234,7 @@ def chat(
     from tatlas.jobs.llm import generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
-    tm = load_text_model(model, int8=int8)
+    tm = load_text_model(model, int8=int8, dequantize=dequantize)
     images = list(image or ())
     if images:
         from tatlas.jobs.llm import prepare_images

@@ -84,9 +84,11 @@ def _image_settings(system: str, model: nn.Module, path: Path) -> Any:
     return None
 
 
-def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
+def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = False) -> TextModel:
     """A text-generating model (``llm``, ``llava``, ``internvl`` or ``flamingo``) with its tokenizer
-    and image processor settings; ``path`` may be a named real model (``"smollm2"``, :mod:`.named`)."""
+    and image processor settings; ``path`` may be a named real model (``"smollm2"``, :mod:`.named`).
+    A GGUF file's quantised layers run on their own blocks (:func:`~tatlas.models.llm.gguf_quant.quantize_gguf_`:
+    int4 kernels, bfloat16 activations) unless ``dequantize`` (float32 throughout)."""
     import tatlas
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
@@ -103,6 +105,13 @@ def load_text_model(path: str | Path, *, int8: bool = False) -> TextModel:
     if int8:
         quantize_int8_(model)
         notes.append("weights quantised to int8 (weight-only)")
+    elif is_gguf(path) and system == "llm" and not dequantize:
+        from ..models.llm.gguf_quant import quantize_gguf_
+
+        swapped = quantize_gguf_(model, path)
+        if swapped:
+            notes.append("GGUF layers run on their quantised blocks (int4 kernels, bfloat16 activations; "
+                         "--dequantize for float32)")
     text_config = model.config if system == "llm" else model.config.text
     if is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata
         tokenizer = gguf_tokenizer(path)
