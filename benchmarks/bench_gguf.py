@@ -24,16 +24,14 @@ same threads, so ``bytes/token x tokens/s / bandwidth`` says how close each one 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _timing import busy, load_average
 
 PROMPT = "Write a short poem about the sea, then explain what a transformer is in two sentences."
 IMPLS = ("tatlas f32", "tatlas quant", "transformers f32", "llama.cpp")
@@ -63,23 +61,6 @@ for line in sys.stdin:
     tn, toks = gen(args["new"])
     print(json.dumps({"t1": t1, "tn": tn, "tokens": toks}), flush=True)
 """
-
-
-def _load() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-@contextlib.contextmanager
-def busy(procs: int):
-    """``procs`` Python processes spinning on the CPU while the block runs (ours, ended by pid)."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(procs)]
-    try:
-        time.sleep(2.0 if procs else 0)
-        yield
-    finally:
-        for p in spinners:
-            p.kill()
-            p.wait()
 
 
 def bandwidth(repeats: int = 5) -> float:
@@ -152,7 +133,7 @@ def main() -> None:
     prompt = tok.encode(tok.render_chat([{"role": "user", "content": PROMPT}]))
     impls = [i for i in args.impls.split(",") if i != "llama.cpp" or args.llama_python]
     print(f"{path.name}: torch {torch.__version__}, threads {args.threads}, prompt {len(prompt)} tokens, "
-          f"{args.new} new, {args.rounds} rounds; {_load()}", flush=True)
+          f"{args.new} new, {args.rounds} rounds; {load_average()}", flush=True)
 
     runs, sizes, children = {}, {}, {}
     with torch.inference_mode():
@@ -199,7 +180,7 @@ def main() -> None:
     tn: dict[str, list[float]] = {i: [] for i in impls}
     tokens: dict[str, list[int]] = {}
     with busy(args.busy_procs if args.busy else 0), torch.inference_mode():
-        print(f"measuring{' (BUSY: ' + str(args.busy_procs) + ' spinning)' if args.busy else ''}; {_load()}", flush=True)
+        print(f"measuring{' (BUSY: ' + str(args.busy_procs) + ' spinning)' if args.busy else ''}; {load_average()}", flush=True)
         for name, fn in runs.items():  # warm-up (and compilation) at both lengths timed
             fn(1)
             fn(args.new)
@@ -220,7 +201,7 @@ def main() -> None:
                 t = time.perf_counter()
                 tokens[name] = [int(x) for x in runs[name](args.new)]
                 tn[name].append(time.perf_counter() - t)
-        print(f"done; {_load()}", flush=True)
+        print(f"done; {load_average()}", flush=True)
     for c in children.values():
         c.stdin.close()
         c.wait()

@@ -43,10 +43,8 @@ which does not import beside this torch): stubs stand in while it imports, as in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +52,7 @@ import types
 from pathlib import Path
 
 import torch
+from _timing import busy, load_average
 
 SHAPES = {
     "tiny": {"out": 16, "dims": {m: (32, 1, 4) for m in ("vision", "text", "audio", "depth", "thermal", "imu")}},
@@ -132,23 +131,6 @@ def inputs(batch: int, device: str, dtype: torch.dtype) -> dict[str, torch.Tenso
     return {m: out[m] for m in MODALITIES}
 
 
-@contextlib.contextmanager
-def busy(procs: int):
-    """``procs`` Python processes spinning on the CPU while the block runs (ours, ended by pid)."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(procs)]
-    try:
-        time.sleep(2.0 if procs else 0)
-        yield
-    finally:
-        for p in spinners:
-            p.kill()
-            p.wait()
-
-
-def _load() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default=None, choices=sorted(SHAPES), help="default: small (tiny with --quick)")
@@ -183,7 +165,7 @@ def main() -> None:
     x = inputs(batch, device, dtype)
     print(f"ImageBind {shape} ({SHAPES[shape]['dims']}, embedding {SHAPES[shape]['out']}), {where}, batch {batch}, "
           f"{rounds} rounds, torch {torch.__version__}; built in {time.perf_counter() - t0:.0f} s; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{_load()}", flush=True)
+          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
     results: dict[str, dict[str, float]] = {}
     with busy(args.busy_procs if args.busy else 0), torch.inference_mode():
         for m in modalities:
@@ -206,8 +188,8 @@ def main() -> None:
             per = results[m]
             print(f"{m}: " + ", ".join(f"{name} {v:.1f} {UNITS[m]}/s" for name, v in per.items())
                   + f"; tatlas {per['tatlas'] / per['official']:.2f}x official, plain "
-                  f"{per['tatlas (plain)'] / per['official']:.2f}x ({_load()})", flush=True)
-    print(f"\nSummary (tatlas / official as speeds, > 1: tatlas faster; {_load()}):")
+                  f"{per['tatlas (plain)'] / per['official']:.2f}x ({load_average()})", flush=True)
+    print(f"\nSummary (tatlas / official as speeds, > 1: tatlas faster; {load_average()}):")
     print("| modality | tatlas | tatlas (plain) | official | tatlas / official | plain / official |")
     print("|---|---|---|---|---|---|")
     for m, per in results.items():

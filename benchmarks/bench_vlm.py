@@ -57,7 +57,6 @@ near tie, so the GPU mode reports how many leading tokens agree instead of refus
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -69,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _timing import busy, load_average
 
 IMPLS = ("tatlas", "tatlas plain", "transformers", "transformers static")
 OURS = ("tatlas", "tatlas plain", "tatlas compiled")
@@ -321,10 +321,6 @@ def run_child(spec: dict, script: str = __file__) -> tuple[float, dict]:
 # ------------------------------------------------------------------------------ one case
 
 
-def _load() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
 def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x"
 
@@ -343,7 +339,7 @@ def profile(name: str, run, new: int, rows: int = 12) -> None:
 
 
 def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync) -> dict:
-    print(f"\n== {case} ({_load()})", flush=True)
+    print(f"\n== {case} ({load_average()})", flush=True)
     results: dict = {"case": case}
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "hf"
@@ -387,7 +383,7 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
             med = {k: {n: statistics.median(v) for n, v in d.items()} for k, d in
                    (("ttft", ttft), ("decode", dec), ("wall", wall))}
             results["inproc"] = med
-            print(f"   in-process, median of {args.rounds} rounds ({_load()}):")
+            print(f"   in-process, median of {args.rounds} rounds ({load_average()}):")
             print("   | implementation | TTFT ms | decode tok/s | generate of all tokens, s | tokens equal |")
             print("   |---|---|---|---|---|")
             for name in impls:
@@ -426,7 +422,7 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
                         counted = False
             med = {n: statistics.median(v) for n, v in walls.items()}
             results["whole"] = med
-            print(f"   whole process (launch to exit; median of {args.process_runs}; {_load()}):")
+            print(f"   whole process (launch to exit; median of {args.process_runs}; {load_average()}):")
             print("   | implementation | wall s | start-up + torch | + import | + load | + generate | imports transformers |")
             print("   |---|---|---|---|---|---|---|")
             for name in names:
@@ -446,19 +442,6 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
 
 
 # ------------------------------------------------------------------------------ entry point
-
-
-@contextlib.contextmanager
-def busy(procs: int):
-    """``procs`` Python processes spinning on the CPU while the block runs (ours, ended by pid)."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(procs)]
-    try:
-        time.sleep(2.0 if procs else 0)
-        yield
-    finally:
-        for p in spinners:
-            p.kill()
-            p.wait()
 
 
 def main() -> None:
@@ -504,7 +487,7 @@ def main() -> None:
         device, dtype, sync = "cpu", torch.float32, lambda: None
         where = f"CPU ({os.cpu_count()} cores), float32, {torch.get_num_threads()} threads"
     print(f"{where}, torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}: {s}; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{_load()}", flush=True)
+          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
     start = time.perf_counter()
     cases = args.cases.split(",")
     with busy(args.busy_procs if args.busy else 0):
@@ -516,7 +499,7 @@ def main() -> None:
             if args.quick and i > 0 and "whole" in args.modes:  # keep the smoke run short
                 case_args = argparse.Namespace(**{**vars(args), "modes": "inproc"})
             summary.append(bench_case(case, case_args, s, device, dtype, sync))
-    print(f"\nSummary (tatlas / transformers, the better of its two caches; > 1: tatlas faster; {_load()}):")
+    print(f"\nSummary (tatlas / transformers, the better of its two caches; > 1: tatlas faster; {load_average()}):")
     print("| case | TTFT | decode | whole process | tokens equal |")
     print("|---|---|---|---|---|")
     for r in summary:

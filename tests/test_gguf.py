@@ -39,7 +39,11 @@ def _byte_tokens() -> tuple[list[str], list[str]]:
 
 
 def _write(path: Path, arch: str, *, seed: int = 0, dim: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-           hidden: int = 128, tied: bool = False) -> Path:
+           hidden: int = 128, tied: bool = False, qtypes=None, scale: float = 0.08) -> Path:
+    """A tiny GGUF: ``qtypes(name, layer)`` -> the ggml type of each matrix (default: Q8_0, the keys
+    F16), F32 norms (and qwen2 biases), a byte-level BPE tokenizer and a chat template."""
+    Q = gguf.GGMLQuantizationType
+    qtype_of = qtypes or (lambda name, layer: Q.F16 if name == "attn_k" else Q.Q8_0)
     rng = np.random.default_rng(seed)
     tokens, merges = _byte_tokens()
     vocab = len(tokens)
@@ -66,9 +70,11 @@ def _write(path: Path, arch: str, *, seed: int = 0, dim: int = 64, layers: int =
                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     hd = dim // heads
 
-    def mat(name: str, rows: int, cols: int, qtype=gguf.GGMLQuantizationType.Q8_0) -> None:
-        x = (rng.standard_normal((rows, cols)) * 0.08).astype(np.float32)
-        if qtype == gguf.GGMLQuantizationType.F16:
+    def mat(name: str, rows: int, cols: int) -> None:
+        parts = name.split(".")
+        qtype = qtype_of(parts[2], int(parts[1])) if parts[0] == "blk" else qtype_of(parts[0], None)
+        x = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+        if qtype == Q.F16:
             w.add_tensor(name, x.astype(np.float16))
         else:
             w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
@@ -80,7 +86,7 @@ def _write(path: Path, arch: str, *, seed: int = 0, dim: int = 64, layers: int =
     for i in range(layers):
         vec(f"blk.{i}.attn_norm.weight", dim)
         mat(f"blk.{i}.attn_q.weight", heads * hd, dim)
-        mat(f"blk.{i}.attn_k.weight", kv_heads * hd, dim, gguf.GGMLQuantizationType.F16)
+        mat(f"blk.{i}.attn_k.weight", kv_heads * hd, dim)
         mat(f"blk.{i}.attn_v.weight", kv_heads * hd, dim)
         if arch == "qwen2":
             for n, rows in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):

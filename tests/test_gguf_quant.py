@@ -69,55 +69,19 @@ def test_other_types_are_left_alone():
     assert gguf_linear(t) is None
 
 
-def _write(path: Path, arch: str, *, dim: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-           hidden: int = 128, seed: int = 0) -> Path:
-    """A tiny GGUF with a mix of types: Q4_1 q/gate/up, Q4_0 o, Q8_0 k/v/down and the tied token
-    embedding, F16 for one matrix (kept float), F32 norms (and qwen2 biases)."""
-    rng = np.random.default_rng(seed)
-    vocab = 300
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(layers)
-    w.add_context_length(256)
-    w.add_embedding_length(dim)
-    w.add_feed_forward_length(hidden)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv_heads)
-    w.add_rope_freq_base(10_000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(dim // heads)
-    w.add_vocab_size(vocab)
-    hd = dim // heads
+_MIXED = {"attn_q": Q.Q4_1, "attn_k": Q.Q8_0, "attn_output": Q.Q4_0, "ffn_gate": Q.Q4_1, "ffn_up": Q.Q4_1,
+          "ffn_down": Q.Q8_0, "token_embd": Q.Q8_0}
 
-    def mat(name: str, rows: int, cols: int, qtype) -> None:
-        x = (rng.standard_normal((rows, cols)) * 0.1).astype(np.float32)
-        if qtype == Q.F16:
-            w.add_tensor(name, x.astype(np.float16))
-        else:
-            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
 
-    def vec(name: str, n: int, base: float = 1.0) -> None:
-        w.add_tensor(name, (base + 0.1 * rng.standard_normal(n)).astype(np.float32))
+def _write(path: Path, arch: str) -> Path:
+    """tests/test_gguf.py's tiny GGUF with a mix of types: Q4_1 q/gate/up, Q4_0 o, Q8_0 k/v/down and the
+    tied token embedding, F16 for layer 0's v (kept float), F32 norms (and qwen2 biases)."""
+    from test_gguf import _write as write_gguf
 
-    mat("token_embd.weight", vocab, dim, Q.Q8_0)
-    for i in range(layers):
-        vec(f"blk.{i}.attn_norm.weight", dim)
-        mat(f"blk.{i}.attn_q.weight", heads * hd, dim, Q.Q4_1)
-        mat(f"blk.{i}.attn_k.weight", kv_heads * hd, dim, Q.Q8_0)
-        mat(f"blk.{i}.attn_v.weight", kv_heads * hd, dim, Q.Q8_0 if i else Q.F16)
-        if arch == "qwen2":
-            for n, rows in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
-                vec(f"blk.{i}.attn_{n}.bias", rows, 0.0)
-        mat(f"blk.{i}.attn_output.weight", dim, heads * hd, Q.Q4_0)
-        vec(f"blk.{i}.ffn_norm.weight", dim)
-        mat(f"blk.{i}.ffn_gate.weight", hidden, dim, Q.Q4_1)
-        mat(f"blk.{i}.ffn_up.weight", hidden, dim, Q.Q4_1)
-        mat(f"blk.{i}.ffn_down.weight", dim, hidden, Q.Q8_0)
-    vec("output_norm.weight", dim)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    def qtypes(name: str, layer: int | None):
+        return (Q.F16 if layer == 0 else Q.Q8_0) if name == "attn_v" else _MIXED[name]
+
+    return write_gguf(path, arch, tied=True, qtypes=qtypes, scale=0.1)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -131,7 +95,7 @@ def test_swapped_tiny_model_equals_float32(tmp_path, arch):
     assert isinstance(exact.layers[0].attn.q, Int4Linear) and isinstance(exact.layers[0].attn.out, Int4Linear)
     assert isinstance(exact.layers[1].attn.v, Int4PairLinear) and isinstance(exact.lm_head, GroupInt8Linear)
     assert type(exact.layers[0].attn.v) is nn.Linear  # F16 in the file: kept float32
-    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = ref(ids)
         assert (exact(ids) - want).abs().max().item() < 1e-4  # the blocks, row order, biases: exact
