@@ -60,15 +60,10 @@ def _table(trained, untrained) -> str:
 
 
 def run(options: DemoOptions) -> DemoResult:
-    """Trains and measures on one intra-op thread (restored afterwards): every op here is small, and
-    on a shared 2-core machine two threads made a training step 10x slower (6-10 s against 0.6 s,
-    measured under a load average of 4.7)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(options, threads)
-    finally:
-        torch.set_num_threads(threads)
+    """Every op here is small: on a shared 2-core machine two threads made a training step 10x
+    slower (6-10 s against 0.6 s, under a load average of 4.7), on a quiet one they help; the shared
+    trainer picks the thread count by timing its own steps (:mod:`tatlas.nn.threads`)."""
+    return _run(options, torch.get_num_threads())
 
 
 def _run(options: DemoOptions, threads: int) -> DemoResult:

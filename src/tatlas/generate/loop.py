@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..nn.threads import thread_tuner
 from .config import GenerationConfig
 from .sampling import RepetitionPenalty
 from .search import BeamSearch, Sampler, power_penalty, rank, score
@@ -44,15 +45,29 @@ class GenerationOutput:
 
 
 def search(step: Step, cache, logits: Tensor, tokens: Tensor, *, begin: int, steps: int, strategy,
-           filters: Sequence[LogitFilter] = (), streamer: Streamer | None = None) -> tuple[int, Tensor]:
+           filters: Sequence[LogitFilter] = (), streamer: Streamer | None = None, tune_threads: bool = True
+           ) -> tuple[int, Tensor]:
     """The decoding loop. ``tokens [N, >= begin + steps]`` holds the prompts in ``[:, :begin]``;
     ``logits [N, V]`` are the prefill's for column ``begin``. Each step filters the logits, lets
     ``strategy`` write column ``cur`` (and say which rows it kept), reorders ``cache`` to them, and
     runs ``step`` on the new column (written to cache slot ``cur``). At most ``steps`` columns; stops
-    early when the strategy says so. Returns the filled width and the rows' summed log-probabilities."""
+    early when the strategy says so. Returns the filled width and the rows' summed log-probabilities.
+    ``tune_threads``: a CPU loop times its steps to run on 1 or all threads, whichever is faster now
+    (:class:`~tatlas.nn.threads.ThreadTuner`; off for a compiled step, whose threads are fixed)."""
     sum_logprobs = torch.zeros(tokens.shape[0], device=tokens.device)
     cur = begin
+    tuner = thread_tuner(tokens.device, enabled=tune_threads)
+    try:
+        cur = _search(step, cache, logits, tokens, begin, steps, strategy, filters, streamer, sum_logprobs, tuner)
+    finally:
+        tuner.close()
+    return cur, sum_logprobs
+
+
+def _search(step, cache, logits, tokens, begin, steps, strategy, filters, streamer, sum_logprobs, tuner) -> int:
+    cur = begin
     for i in range(steps):
+        tuner.tick()
         if i > 0:
             logits = step(tokens[:, cur - 1 : cur], cache, torch.tensor([cur - 1], device=tokens.device))
         for f in filters:
@@ -65,7 +80,7 @@ def search(step: Step, cache, logits: Tensor, tokens: Tensor, *, begin: int, ste
             break
         if source is not None:
             cache.reorder(source, slots=cur - 1)
-    return cur, sum_logprobs
+    return cur
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token: int, device=None) -> tuple[Tensor, Tensor]:
@@ -139,7 +154,7 @@ def generate(
     buffer[:, :t0] = tokens
     filters = [RepetitionPenalty(config.repetition_penalty, mask)] if config.repetition_penalty != 1.0 else []
     cur, sum_logprobs = search(step, cache, logits, buffer, begin=t0, steps=config.max_new_tokens, strategy=strategy,
-                               filters=filters, streamer=streamer if k == 1 else None)
+                               filters=filters, streamer=streamer if k == 1 else None, tune_threads=not config.compile)
     if k == 1:
         lengths = strategy.lengths
         return GenerationOutput(buffer[:, t0 : t0 + int(lengths.max())], lengths)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from ..io import CheckpointError
+from ..nn.threads import thread_tuner
 from . import distributed as D
 from .checkpoint import (
     CheckpointStore,
@@ -255,7 +256,9 @@ class Trainer:
         interrupted = False
         step = start_step
         unit.train()
+        tuner = thread_tuner(env.device)  # 1 or all threads, whichever runs these steps faster now
         while step < cfg.steps:
+            tuner.tick()
             t0 = time.perf_counter()
             report = self._step(
                 env=env, model=model, unit=unit, optimizer=optimizer, scheduler=scheduler, params=params,
@@ -287,6 +290,7 @@ class Trainer:
             if self.eval_fn is not None and (
                 step == cfg.steps or (cfg.eval_every is not None and step % cfg.eval_every == 0)
             ):
+                tuner.pause()
                 last_eval = self._evaluate(model, env, cfg)
                 metrics.log({"step": step, "elapsed": elapsed_before + time.perf_counter() - t_start,
                              **{f"eval/{k}": v for k, v in last_eval.items()}})
@@ -296,6 +300,7 @@ class Trainer:
                 interrupted = bool(env.all_reduce(flag, "max").item())
             due = cfg.checkpoint_every is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
             if store is not None and (due or interrupted):
+                tuner.pause()
                 checkpoint = self._save(store, step, sampler.position(sampler.start + step - start_step), model,
                                         optimizer, scheduler, env, elapsed_before + time.perf_counter() - t_start)
             if interrupted:
@@ -304,6 +309,7 @@ class Trainer:
                                 if checkpoint else " (no out_dir: nothing saved)")
                 break
 
+        tuner.close()
         model_path = None
         if not interrupted and cfg.out_path is not None:
             state = D.full_state_dict(model, env)

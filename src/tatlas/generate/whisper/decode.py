@@ -199,7 +199,7 @@ class WindowDecoder:
         self.search.reset(n_audio)
         filters = [_as_float] + [_generated_only(f, t0) for f in self.filters]
         cur, sum_logprobs = search(step, cache, logits, tokens, begin=t0, strategy=self.search, filters=filters,
-                                   steps=min(self.sample_len, self.n_ctx + 1 - t0))
+                                   steps=min(self.sample_len, self.n_ctx + 1 - t0), tune_threads=not self.compile)
 
         candidates = self.search.finalize(tokens, cur, sum_logprobs, begin=t0, groups=n_audio)
         chosen = rank(candidates, opts.length_penalty)

@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 
 from ...data.world import COLOURS, SHAPES, SIZES, TEXTURES, WorldConfig, WorldDataset
 from ...nn import contrastive_accuracy, info_nce
+from ...nn.threads import tuned_threads
 from ..clip.preprocess import normalise
 from ..clip.tokenizer import CLIPTokenizer
 from ..spec import TrainTask
@@ -125,18 +126,15 @@ class BindDataset(Dataset):
         return len(self.scenes)
 
     def prerender(self) -> BindDataset:
-        """Render every scene into the cache now, on one intra-op thread (each op is tiny; with two
-        threads on a busy machine every op waits for a time slice and preprocessing is ~100x
-        slower). The thread count is restored afterwards."""
+        """Render every scene into the cache now (each op is tiny: with two threads on a busy machine
+        every op waits for a time slice and preprocessing was ~100x slower, on a quiet one the second
+        thread helps; the loop times itself to pick, :mod:`tatlas.nn.threads`)."""
         if self._cache is None:
             raise ValueError("prerender: this dataset was built with cache=False")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with tuned_threads("cpu") as tuner:
             for i in range(len(self)):
+                tuner.tick()
                 self[i]
-        finally:
-            torch.set_num_threads(threads)
         return self
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019  (a few hundred captions, tokenised once)

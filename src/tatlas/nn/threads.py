@@ -1,0 +1,153 @@
+"""How many CPU threads a loop of small steps should use, found by measuring, again and again.
+
+On a 2-core machine that another process keeps busy, every parallel region of torch's OpenMP pool
+waits at its barrier for the thread the scheduler has not yet run: a decode step or a small
+training step, made of hundreds of such regions, then takes several times longer with 2 threads
+than with 1 (measured here: the Flamingo demo 48 s quiet, 166 s beside one busy process; beside two,
+309 s with 2 threads against 112 s with 1). On a quiet machine the second thread helps. No rule
+read off the machine (load average, idle time) predicts which side of that line a loop is on, and
+the machine changes state while the loop runs; so :class:`ThreadTuner` times the loop's own steps
+at each thread count now and then, and runs the faster in between.
+
+``TATLAS_THREADS=N`` (or ``OMP_NUM_THREADS``) fixes the count and turns the tuner off.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def tuning_wanted(device: torch.device | str | None = None) -> bool:
+    """Whether a loop on ``device`` should tune its threads: a CPU loop with more than one thread,
+    unless ``TATLAS_THREADS`` or ``OMP_NUM_THREADS`` fixes the count."""
+    if device is not None and torch.device(device).type != "cpu":
+        return False
+    if os.environ.get("TATLAS_THREADS", "auto").strip().lower() != "auto" or "OMP_NUM_THREADS" in os.environ:
+        return False
+    return torch.get_num_threads() > 1
+
+
+class ThreadTuner:
+    """Call :meth:`tick` once at the start of every step of a loop. Each thread count in
+    ``candidates`` (default: 1 and torch's current count) is tried for ``warmup + trial`` steps (the
+    warm-up steps are not timed: the pool is rebuilt); the one with the smaller median step time
+    then runs for ``period`` steps, a period that doubles (up to ``max_period``) while the choice
+    holds. A step slower than ``1 + drift`` times the winner's median for ``patience`` steps in a
+    row (the machine got busier, or quieter for the other count) starts a new round at once.
+    :meth:`close` (or leaving ``with``) restores the thread count found at the start.
+
+    ``choices`` records each round's ``(step, {threads: median seconds}, chosen)``."""
+
+    def __init__(self, *, candidates: tuple[int, ...] | None = None, warmup: int = 1, trial: int = 3,
+                 period: int = 32, max_period: int = 512, drift: float = 0.5, patience: int = 4,
+                 clock=time.perf_counter) -> None:
+        self.base = torch.get_num_threads()
+        self.candidates = tuple(sorted(set(candidates or (1, self.base))))
+        if any(c < 1 for c in self.candidates):
+            raise ValueError(f"thread candidates must be >= 1, got {self.candidates}")
+        self.warmup, self.trial, self.first_period, self.max_period = warmup, trial, period, max_period
+        self.drift, self.patience, self.clock = drift, patience, clock
+        self.steps = 0
+        self.choices: list[tuple[int, dict[int, float], int]] = []
+        self._last: float | None = None
+        self._period = period
+        self._new_round()
+
+    # --- the schedule ------------------------------------------------------------------------
+
+    def _new_round(self) -> None:
+        self._queue = [c for c in self.candidates for _ in range(self.warmup + self.trial)]
+        self._timed: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self._left = 0  # exploitation steps left
+        self._slow = 0
+        self._best: float | None = None
+        self._set(self._queue[0])
+
+    def _set(self, n: int) -> None:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        self.current = n
+
+    def _record(self, seconds: float) -> None:
+        """The step that just ended ran with ``self.current`` threads for ``seconds``."""
+        if self._queue:  # exploring
+            n = self._queue.pop(0)
+            done_with_n = sum(1 for c in self._queue if c == n)
+            if done_with_n < self.trial:  # past the warm-up steps of this count
+                self._timed[n].append(seconds)
+            if self._queue:
+                self._set(self._queue[0])
+                return
+            medians = {c: statistics.median(v) for c, v in self._timed.items() if v}
+            chosen = min(medians, key=medians.get)
+            previous = self.choices[-1][2] if self.choices else None
+            self._period = min(self._period * 2, self.max_period) if chosen == previous else self.first_period
+            self.choices.append((self.steps, medians, chosen))
+            self._best, self._left, self._slow = medians[chosen], self._period, 0
+            self._set(chosen)
+            return
+        self._left -= 1  # exploiting
+        self._slow = self._slow + 1 if self._best is not None and seconds > (1 + self.drift) * self._best else 0
+        if self._left <= 0 or self._slow >= self.patience:
+            if self._slow >= self.patience:
+                self._period = self.first_period
+            self._new_round()
+
+    # --- the interface -----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """A step begins (and the previous one, if any, ended now)."""
+        now = self.clock()
+        if self._last is not None:
+            self._record(now - self._last)
+            self.steps += 1
+        self._last = now
+
+    def pause(self) -> None:
+        """Time not to count (an evaluation, a checkpoint): the next :meth:`tick` starts afresh."""
+        self._last = None
+
+    def close(self) -> None:
+        torch.set_num_threads(self.base)
+
+    @property
+    def chosen(self) -> int | None:
+        """The thread count of the latest finished round, if any."""
+        return self.choices[-1][2] if self.choices else None
+
+
+class _Off:
+    """The tuner's interface, doing nothing (a GPU loop, a fixed thread count)."""
+
+    steps, choices, chosen = 0, [], None
+
+    def tick(self) -> None:
+        pass
+
+    def pause(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def thread_tuner(device: torch.device | str | None = None, *, enabled: bool = True, **kwargs) -> ThreadTuner | _Off:
+    """A :class:`ThreadTuner` for a loop on ``device`` when ``enabled`` and :func:`tuning_wanted`, else
+    one that does nothing (close it, or use :func:`tuned_threads`)."""
+    return ThreadTuner(**kwargs) if enabled and tuning_wanted(device) else _Off()
+
+
+@contextmanager
+def tuned_threads(device: torch.device | str | None = None, **kwargs) -> Iterator[ThreadTuner | _Off]:
+    """:func:`thread_tuner` as a context: the thread count is restored on exit."""
+    tuner = thread_tuner(device, **kwargs)
+    try:
+        yield tuner
+    finally:
+        tuner.close()

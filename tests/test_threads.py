@@ -1,0 +1,95 @@
+"""The thread tuner (nn/threads.py): with a fake clock that makes one thread count slow, it finds
+the fast one, re-explores when the machine changes, restores the count, and stays out of the way
+when the count is fixed; generate and the trainer run under it and give the same results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tatlas.nn.threads import ThreadTuner, thread_tuner, tuning_wanted
+
+
+class FakeMachine:
+    """A clock whose step length depends on torch's thread count: ``cost[n]`` seconds a step."""
+
+    def __init__(self, cost: dict[int, float]) -> None:
+        self.cost, self.now = dict(cost), 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def run_step(self) -> None:
+        self.now += self.cost[torch.get_num_threads()]
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(tuner: ThreadTuner, machine: FakeMachine, steps: int) -> list[int]:
+    used = []
+    for _ in range(steps):
+        tuner.tick()
+        used.append(torch.get_num_threads())
+        machine.run_step()
+    return used
+
+
+def test_finds_the_faster_count_and_follows_the_machine(two_threads):
+    machine = FakeMachine({1: 0.010, 2: 0.030})  # a busy machine: the second thread waits
+    tuner = ThreadTuner(clock=machine.clock, period=16)
+    used = _run(tuner, machine, 60)
+    assert tuner.choices[0][2] == 1 and tuner.choices[0][1] == pytest.approx({1: 0.010, 2: 0.030})
+    assert used[8:24].count(1) == 16  # after the first round (4 + 4 steps) it runs on one thread
+    assert used.count(1) > 0.8 * len(used)
+    machine.cost = {1: 0.010, 2: 0.004}  # the other process ended: two threads are faster now
+    used = _run(tuner, machine, 80)
+    assert tuner.chosen == 2 and used[-20:].count(2) >= 16
+    tuner.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_a_slowdown_starts_a_new_round_early(two_threads):
+    machine = FakeMachine({1: 0.010, 2: 0.005})
+    tuner = ThreadTuner(clock=machine.clock, period=400, patience=3)
+    _run(tuner, machine, 12)
+    assert tuner.chosen == 2
+    machine.cost = {1: 0.010, 2: 0.050}  # someone else took a core
+    _run(tuner, machine, 20)  # 3 slow steps, then a round of 8: well before the 400-step period ends
+    assert tuner.chosen == 1 and len(tuner.choices) == 2
+
+
+def test_off_when_fixed(monkeypatch, two_threads):
+    monkeypatch.setenv("TATLAS_THREADS", "2")
+    assert not tuning_wanted("cpu")
+    monkeypatch.delenv("TATLAS_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert not tuning_wanted("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert tuning_wanted("cpu") and not tuning_wanted("meta")
+    on = thread_tuner("cpu")
+    assert isinstance(on, ThreadTuner)
+    on.close()
+    off = thread_tuner("cpu", enabled=False)
+    off.tick()
+    off.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_generate_under_the_tuner_is_unchanged(two_threads, monkeypatch):
+    import tatlas
+    from tatlas.generate import GenerationConfig, generate
+
+    torch.manual_seed(0)
+    model = tatlas.create("llm", "tiny").eval()
+    prompt = [[5, 6, 7, 8]]
+    tuned = generate(model, prompt, GenerationConfig(max_new_tokens=24)).as_lists()
+    assert torch.get_num_threads() == 2  # restored
+    monkeypatch.setenv("TATLAS_THREADS", "2")
+    fixed = generate(model, prompt, GenerationConfig(max_new_tokens=24)).as_lists()
+    assert tuned == fixed
