@@ -45,7 +45,7 @@ def test_finds_the_faster_count_and_follows_the_machine(two_threads):
     tuner = ThreadTuner(clock=machine.clock, period=16)
     used = _run(tuner, machine, 60)
     assert tuner.choices[0][2] == 1 and tuner.choices[0][1] == pytest.approx({1: 0.010, 2: 0.030})
-    assert used[8:24].count(1) == 16  # after the first round (4 + 4 steps) it runs on one thread
+    assert used[10:26].count(1) == 16  # after the first round (5 + 5 steps) it runs on one thread
     assert used.count(1) > 0.8 * len(used)
     machine.cost = {1: 0.010, 2: 0.004}  # the other process ended: two threads are faster now
     used = _run(tuner, machine, 80)
@@ -60,8 +60,19 @@ def test_a_slowdown_starts_a_new_round_early(two_threads):
     _run(tuner, machine, 12)
     assert tuner.chosen == 2
     machine.cost = {1: 0.010, 2: 0.050}  # someone else took a core
-    _run(tuner, machine, 20)  # 3 slow steps, then a round of 8: well before the 400-step period ends
+    _run(tuner, machine, 20)  # 3 slow steps, then a round of 10: well before the 400-step period ends
     assert tuner.chosen == 1 and len(tuner.choices) == 2
+
+
+def test_only_a_clear_win_leaves_the_default(two_threads):
+    machine = FakeMachine({1: 0.010, 2: 0.011})  # one thread 9 % faster: within the noise margin
+    tuner = ThreadTuner(clock=machine.clock, margin=0.15)
+    _run(tuner, machine, 30)
+    assert tuner.chosen == 2
+    machine.cost = {1: 0.010, 2: 0.025}
+    tuner = ThreadTuner(clock=machine.clock, margin=0.15)
+    _run(tuner, machine, 30)
+    assert tuner.chosen == 1
 
 
 def test_off_when_fixed(monkeypatch, two_threads):

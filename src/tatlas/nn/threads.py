@@ -36,23 +36,25 @@ def tuning_wanted(device: torch.device | str | None = None) -> bool:
 class ThreadTuner:
     """Call :meth:`tick` once at the start of every step of a loop. Each thread count in
     ``candidates`` (default: 1 and torch's current count) is tried for ``warmup + trial`` steps (the
-    warm-up steps are not timed: the pool is rebuilt); the one with the smaller median step time
-    then runs for ``period`` steps, a period that doubles (up to ``max_period``) while the choice
+    warm-up steps are not timed: the pool is rebuilt); the one with the smaller median step time —
+    torch's own count unless another is faster by more than ``margin`` (steps of uneven size, e.g.
+    batches of varying length, make a few timed steps noisy; the busy-machine gap is 2-3x) — then
+    runs for ``period`` steps, a period that doubles (up to ``max_period``) while the choice
     holds. A step slower than ``1 + drift`` times the winner's median for ``patience`` steps in a
     row (the machine got busier, or quieter for the other count) starts a new round at once.
     :meth:`close` (or leaving ``with``) restores the thread count found at the start.
 
     ``choices`` records each round's ``(step, {threads: median seconds}, chosen)``."""
 
-    def __init__(self, *, candidates: tuple[int, ...] | None = None, warmup: int = 1, trial: int = 3,
-                 period: int = 32, max_period: int = 512, drift: float = 0.5, patience: int = 4,
+    def __init__(self, *, candidates: tuple[int, ...] | None = None, warmup: int = 1, trial: int = 4,
+                 period: int = 32, max_period: int = 512, drift: float = 0.5, patience: int = 4, margin: float = 0.15,
                  clock=time.perf_counter) -> None:
         self.base = torch.get_num_threads()
         self.candidates = tuple(sorted(set(candidates or (1, self.base))))
         if any(c < 1 for c in self.candidates):
             raise ValueError(f"thread candidates must be >= 1, got {self.candidates}")
         self.warmup, self.trial, self.first_period, self.max_period = warmup, trial, period, max_period
-        self.drift, self.patience, self.clock = drift, patience, clock
+        self.drift, self.patience, self.margin, self.clock = drift, patience, margin, clock
         self.steps = 0
         self.choices: list[tuple[int, dict[int, float], int]] = []
         self._last: float | None = None
@@ -86,6 +88,8 @@ class ThreadTuner:
                 return
             medians = {c: statistics.median(v) for c, v in self._timed.items() if v}
             chosen = min(medians, key=medians.get)
+            if self.base in medians and medians[chosen] > (1 - self.margin) * medians[self.base]:
+                chosen = self.base  # another count must win clearly: steps of uneven size make trials noisy
             previous = self.choices[-1][2] if self.choices else None
             self._period = min(self._period * 2, self.max_period) if chosen == previous else self.first_period
             self.choices.append((self.steps, medians, chosen))
