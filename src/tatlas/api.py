@@ -24,9 +24,36 @@ from .models.registry import System, get_system, system_of, systems
 from .nn.fastpath import optimize_
 
 
+_VALUE_OPS = frozenset({  # in-place ops that only write values: nothing to do on the meta device
+    "normal_", "uniform_", "fill_", "zero_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
+    "clamp_max_", "erfinv_", "exp_", "log_", "sqrt_", "abs_", "neg_", "random_", "bernoulli_", "exponential_",
+    "masked_fill_", "addcmul_", "addcdiv_", "pow_", "tanh_", "sigmoid_", "floor_", "ceil_", "round_", "sign_",
+})
+
+
+class _SkipMetaInit(torch.overrides.TorchFunctionMode):
+    """Parameter initialisation skipped on the meta device (a model built only to receive a
+    checkpoint's tensors): on meta, ``normal_``/``uniform_``... run through torch's Python references,
+    whose first use imports ``torch._dynamo`` — a second of start-up for values nobody reads."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _VALUE_OPS:
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes tensor=
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
 def _build(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> nn.Module:
-    with torch.device(device or "cpu"):
-        model = system.model_cls(config)
+    if device is None or torch.device(device).type == "cpu":
+        model = system.model_cls(config)  # no device context: the CPU is the default
+    elif torch.device(device).type == "meta":
+        with torch.device("meta"), _SkipMetaInit():
+            model = system.model_cls(config)
+    else:
+        with torch.device(device):
+            model = system.model_cls(config)
     return model.to(dtype=dtype) if dtype is not None else model
 
 

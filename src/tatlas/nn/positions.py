@@ -121,9 +121,11 @@ def sinusoidal_positions(length: int, dim: int, *, max_timescale: float = 10_000
     if dim % 2:
         raise ValueError(f"sinusoidal positions need an even width, got {dim}")
     increment = math.log(max_timescale) / (dim // 2 - 1)
-    inv_timescales = torch.exp(-increment * torch.arange(dim // 2, dtype=torch.float32))
-    scaled = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
-    return torch.cat([scaled.sin(), scaled.cos()], dim=1)
+    # computed on the CPU and moved: a float arange on the meta device (a model built for loading)
+    # goes through torch's Python reference, whose first use imports torch._dynamo (~1 s of start-up)
+    inv_timescales = torch.exp(-increment * torch.arange(dim // 2, dtype=torch.float32, device="cpu"))
+    scaled = torch.arange(length, dtype=torch.float32, device="cpu")[:, None] * inv_timescales[None, :]
+    return torch.cat([scaled.sin(), scaled.cos()], dim=1).to(torch.get_default_device())
 
 
 class LearnedPositions(nn.Module):
