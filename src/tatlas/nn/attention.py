@@ -69,7 +69,7 @@ def sdpa(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p, enable_gqa=gqa
         )
     # other ranks: fold the leading dims into one batch dim (SDPA kernels want [B, H, T, D])
-    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3])
+    lead = _broadcast(q.shape[:-3], k.shape[:-3])
     q, k, v = (t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]) for t in (q, k, v))
     if attn_mask is not None:
         attn_mask = attn_mask.reshape((1,) * (len(lead) + 3 - attn_mask.dim()) + tuple(attn_mask.shape))
@@ -80,6 +80,20 @@ def sdpa(
     return out.reshape(*lead, *out.shape[-3:])
 
 
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of two shapes, in Python (``torch.broadcast_shapes`` goes through torch's
+    reference implementation, whose first use imports the symbolic-shapes machinery: ~0.3 s of a
+    short transcription's start-up)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
 def _one_query(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float | None) -> Tensor:
     """One query per head (a decode step) on the CPU: two batched matrix-vector products and a
     softmax beat SDPA's flash kernel there by 2-10x (its tiling costs more than it saves for T = 1).
@@ -87,7 +101,7 @@ def _one_query(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale:
     ``q [*, H, 1, D]``, ``k/v [*, G, S, D]`` -> ``[*, H, 1, D_v]``."""
     h, g = q.shape[-3], k.shape[-3]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3])
+    lead = _broadcast(q.shape[:-3], k.shape[:-3])
     qg = q.expand(*lead, *q.shape[-3:]).reshape(*lead, g, h // g, q.shape[-1])  # [*, G, H/G, D]
     scores = (qg @ k.transpose(-1, -2)) * scale  # [*, G, H/G, S]
     if attn_mask is not None:
