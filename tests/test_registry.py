@@ -198,3 +198,23 @@ def test_llm_overrides_keep_derived_sizes_derived():
         tatlas.create("llm", "tiny-gemma3-vision", layers=3, device="meta")
     with pytest.raises(ValueError, match=r"dim \(30\) must be divisible by heads \(4\), or give head_dim"):
         tatlas.create("llm", "tiny", dim=30, device="meta")
+
+
+def test_the_lazy_index_matches_the_records():
+    """models/_index.py (which package holds which system, and who owns which checkpoint key) says
+    what the SYSTEM records say; loading a checkpoint imports only its owner's package."""
+    import subprocess
+    import sys
+
+    from tatlas.models._builtin import BUILTIN
+    from tatlas.models._index import MODULES, OWNERS
+
+    assert list(MODULES) == [s.name for s in BUILTIN]
+    owned = {(table, key): s.name for s in BUILTIN for table in ("hf_model_types", "formats", "ct2_specs")
+             for key in getattr(s, table)}
+    assert OWNERS == owned
+    code = ("import sys, tatlas; from tatlas.models.registry import get_system, owner_of; "
+            "assert owner_of('ct2_specs', 'WhisperSpec').name == 'whisper'; get_system('whisper'); "
+            "print(sorted(m for m in sys.modules if m.startswith('tatlas.models.') and m.endswith('.system')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['tatlas.models.whisper.system']"

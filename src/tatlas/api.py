@@ -20,7 +20,7 @@ from .io import (
 )
 from .io.ctranslate2 import ct2_spec
 from .io.gguf import is_gguf
-from .models.registry import System, get_system, system_of, systems
+from .models.registry import System, get_system, owner_of, system_of, systems
 from .nn.fastpath import optimize_
 
 
@@ -154,11 +154,10 @@ def _load_by(path: Path, table: str, key: Any, unknown: str, expected: str | Non
     """Load ``path`` with the converter registered under ``key`` in the systems' ``table``
     (``formats``, ``ct2_specs`` or ``hf_model_types``); an unknown key is ``error(unknown)``, the
     message formatted with ``path``, ``key`` and the ``known`` keys."""
-    for owner in systems().values():
-        converters = getattr(owner, table)
-        if key in converters:
-            config, state = converters[key](path)
-            return _finish(owner, config, state, path, expected, device, dtype)
+    owner = owner_of(table, key)
+    if owner is not None:
+        config, state = getattr(owner, table)[key](path)
+        return _finish(owner, config, state, path, expected, device, dtype)
     known = sorted(k for s in systems().values() for k in getattr(s, table))
     raise error(unknown.format(path=path, key=key, known=known))
 
