@@ -175,7 +175,7 @@ def test_imu_window():
     (lambda: P.depth_pixels(np.zeros((3, 8, 8))),
      r"depth: expected a single-channel map of shape \[H, W\] or \[1, H, W\], got shape \[3, 8, 8\]"),
     (lambda: P.thermal_pixels(np.full((8, 8), np.nan)), "thermal: expected finite values"),
-    (lambda: P.image_pixels("/nonexistent.png"), "image: expected an image file, got no such file"),
+    (lambda: P.image_pixels("/nonexistent.png"), "image: /nonexistent.png: no such image file"),
     (lambda: P.image_pixels(np.zeros((8, 8, 3))), "image: expected a path or a PIL.Image, got ndarray"),
 ])
 def test_errors_are_one_line(call, message):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _open(path: str | Path):
+def open_image(path: str | Path):
+    """A ``PIL.Image`` read from ``path`` and loaded, in its own mode; one-line errors naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -20,9 +21,14 @@ def _open(path: str | Path):
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb(img), img.mode
+            return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _open(path: str | Path):
+    img = open_image(path)
+    return to_rgb(img), img.mode
 
 
 def to_rgb(img):

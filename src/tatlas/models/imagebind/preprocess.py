@@ -24,7 +24,6 @@ import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.images import open_image
 from ..clip.config import CLIP_MEAN, CLIP_STD
 
 SAMPLE_RATE = 16_000  # Hz: every audio clip is resampled to this
@@ -272,20 +272,16 @@ def load_audio_clips(path: str | os.PathLike, **kwargs: Any) -> Tensor:
 
 
 def _open(image: Any, name: str):
-    from PIL import Image, UnidentifiedImageError
+    """A ``PIL.Image`` as given, or read from a path by the shared reader (:func:`tatlas.data.images.open_image`)."""
+    from PIL import Image
 
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ValueError(f"{name}: expected an image file, got no such file {path}")
         try:
-            with Image.open(path) as img:
-                img.load()
-                return img
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{name}: expected a readable image file, got {path} ({e})") from None
+            return open_image(image)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
     raise ValueError(f"{name}: expected a path or a PIL.Image, got {type(image).__name__}")
 
 
