@@ -70,17 +70,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _timing import busy, load_average
 from bench_vlm import (
     OURS,
     THEIRS,
-    _load,
     _perturb,
     _ratio,
-    busy,
     decode_once,
     profile,
-    run_child,
     time_call,
+    whole_process,
 )
 
 IMPLS = ("tatlas", "tatlas plain", "transformers", "transformers static")
@@ -258,7 +257,7 @@ def child(spec: dict) -> dict:
 
 
 def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync) -> dict:
-    print(f"\n== {case} ({_load()})", flush=True)
+    print(f"\n== {case} ({load_average()})", flush=True)
     results: dict = {"case": case}
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "hf"
@@ -314,7 +313,7 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
             med = {k: {n: statistics.median(v) for n, v in dd.items()} for k, dd in
                    (("forward", fwd), ("ttft", ttft), ("decode", dec), ("wall", wall))}
             results["inproc"] = med
-            print(f"   in-process, median of {args.rounds} rounds ({_load()}):")
+            print(f"   in-process, median of {args.rounds} rounds ({load_average()}):")
             print("   | implementation | forward ms | TTFT ms | decode tok/s | generate of all tokens, s | tokens equal |")
             print("   |---|---|---|---|---|---|")
             for name in IMPLS:
@@ -344,33 +343,8 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
             names = [n for n in IMPLS if n in args.whole_impls.split(",")]
             spec = {"folder": str(folder), "inputs": str(Path(d) / "inputs.pt"), "new": args.new,
                     "threads": torch.get_num_threads()}
-            walls = {n: [] for n in names}
-            parts: dict = {}
-            for _ in range(args.process_runs):
-                for name in names:
-                    w, out = run_child(dict(spec, impl=name), __file__)
-                    walls[name].append(w)
-                    parts.setdefault(name, []).append(out)
-                    if out["tokens"] != ref[0].tolist():
-                        print(f"   MISMATCH: the {name} process generated other tokens", flush=True)
-                        counted = False
-            med = {n: statistics.median(v) for n, v in walls.items()}
-            results["whole"] = med
-            print(f"   whole process (launch to exit; median of {args.process_runs}; {_load()}):")
-            print("   | implementation | wall s | start-up + torch | + import | + load | + generate | imports transformers |")
-            print("   |---|---|---|---|---|---|---|")
-            for name in names:
-                w = walls[name]  # the split of the run nearest the median
-                p = parts[name][min(range(len(w)), key=lambda i: abs(w[i] - med[name]))]
-                print(f"   | {name} | {med[name]:.2f} | {p['main']:.2f} | {p['import'] - p['main']:.2f} | "
-                      f"{p['load'] - p['import']:.2f} | {p['generate'] - p['load']:.2f} | "
-                      f"{'yes' if p['transformers_imported'] else 'no'} |")
-            theirs = [n for n in names if n in THEIRS]
-            if theirs:
-                best_w = min(med[n] for n in theirs)
-                for name in [n for n in names if n in OURS]:
-                    print(f"   whole process {name} / transformers (better): {_ratio(best_w, med[name])}"
-                          + ("" if counted else " (NOT COUNTED: tokens differ)"), flush=True)
+            results["whole"], same = whole_process(names, spec, ref[0].tolist(), args.process_runs, counted, __file__)
+            counted = counted and same
     results["counted"] = counted
     return results
 
@@ -422,7 +396,7 @@ def main() -> None:
         device, dtype, sync = "cpu", torch.float32, lambda: None
         where = f"CPU ({os.cpu_count()} cores), float32, {torch.get_num_threads()} threads"
     print(f"{where}, torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}: {s}; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{_load()}", flush=True)
+          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
     start = time.perf_counter()
     cases = args.cases.split(",")
     for case in cases:
@@ -435,7 +409,7 @@ def main() -> None:
             if args.quick and i > 0 and "whole" in args.modes:  # keep the smoke run short
                 case_args = argparse.Namespace(**{**vars(args), "modes": "inproc"})
             summary.append(bench_case(case, case_args, s, device, dtype, sync))
-    print(f"\nSummary (tatlas / transformers, the better of its two caches; > 1: tatlas faster; {_load()}):")
+    print(f"\nSummary (tatlas / transformers, the better of its two caches; > 1: tatlas faster; {load_average()}):")
     print("| case | forward | TTFT | decode | generate | whole process | tokens equal |")
     print("|---|---|---|---|---|---|---|")
     for r in summary:

@@ -318,6 +318,41 @@ def run_child(spec: dict, script: str = __file__) -> tuple[float, dict]:
     return wall, json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def whole_process(names: list[str], spec: dict, tokens: list[int], runs: int, counted: bool = True,
+                  script: str = __file__) -> tuple[dict[str, float], bool]:
+    """``runs`` alternating whole-process runs of each implementation (``script --child``), the
+    table of where each one's time went (the run nearest its median) and the ratio of ours to the
+    better of theirs; (median wall seconds by name, whether every process generated ``tokens``)."""
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    parts: dict[str, list[dict]] = {}
+    same = True
+    for _ in range(runs):
+        for name in names:
+            w, out = run_child(dict(spec, impl=name), script)
+            walls[name].append(w)
+            parts.setdefault(name, []).append(out)
+            if out["tokens"] != tokens:
+                print(f"   MISMATCH: the {name} process generated other tokens", flush=True)
+                same = False
+    med = {n: statistics.median(v) for n, v in walls.items()}
+    print(f"   whole process (launch to exit; median of {runs}; {load_average()}):")
+    print("   | implementation | wall s | start-up + torch | + import | + load | + generate | imports transformers |")
+    print("   |---|---|---|---|---|---|---|")
+    for name in names:
+        w = walls[name]  # the split of the run nearest the median
+        p = parts[name][min(range(len(w)), key=lambda i: abs(w[i] - med[name]))]
+        print(f"   | {name} | {med[name]:.2f} | {p['main']:.2f} | {p['import'] - p['main']:.2f} | "
+              f"{p['load'] - p['import']:.2f} | {p['generate'] - p['load']:.2f} | "
+              f"{'yes' if p['transformers_imported'] else 'no'} |")
+    theirs = [n for n in names if n in THEIRS]
+    if theirs:
+        best = min(med[n] for n in theirs)
+        for name in [n for n in names if n in OURS]:
+            print(f"   whole process {name} / transformers (better): {_ratio(best, med[name])}"
+                  + ("" if counted and same else " (NOT COUNTED: tokens differ)"), flush=True)
+    return med, same
+
+
 # ------------------------------------------------------------------------------ one case
 
 
@@ -410,33 +445,8 @@ def bench_case(case: str, args, s: Shape, device: str, dtype: torch.dtype, sync)
             names = [n for n in IMPLS if n in args.whole_impls.split(",")]
             spec = {"folder": str(folder), "inputs": str(Path(d) / "inputs.pt"), "new": args.new,
                     "threads": torch.get_num_threads()}
-            walls = {n: [] for n in names}
-            parts = {}
-            for _ in range(args.process_runs):
-                for name in names:
-                    w, out = run_child(dict(spec, impl=name))
-                    walls[name].append(w)
-                    parts.setdefault(name, []).append(out)
-                    if out["tokens"] != ref[0].tolist():
-                        print(f"   MISMATCH: the {name} process generated other tokens", flush=True)
-                        counted = False
-            med = {n: statistics.median(v) for n, v in walls.items()}
-            results["whole"] = med
-            print(f"   whole process (launch to exit; median of {args.process_runs}; {load_average()}):")
-            print("   | implementation | wall s | start-up + torch | + import | + load | + generate | imports transformers |")
-            print("   |---|---|---|---|---|---|---|")
-            for name in names:
-                w = walls[name]  # the split of the run nearest the median
-                p = parts[name][min(range(len(w)), key=lambda i: abs(w[i] - med[name]))]
-                print(f"   | {name} | {med[name]:.2f} | {p['main']:.2f} | {p['import'] - p['main']:.2f} | "
-                      f"{p['load'] - p['import']:.2f} | {p['generate'] - p['load']:.2f} | "
-                      f"{'yes' if p['transformers_imported'] else 'no'} |")
-            theirs = [n for n in names if n in THEIRS]
-            if theirs:
-                best = min(med[n] for n in theirs)
-                for name in [n for n in names if n in OURS]:
-                    print(f"   whole process {name} / transformers (better): {_ratio(best, med[name])}"
-                          + ("" if counted else " (NOT COUNTED: tokens differ)"), flush=True)
+            results["whole"], same = whole_process(names, spec, ref[0].tolist(), args.process_runs, counted)
+            counted = counted and same
     results["counted"] = counted
     return results
 
