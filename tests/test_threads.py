@@ -104,3 +104,17 @@ def test_generate_under_the_tuner_is_unchanged(two_threads, monkeypatch):
     monkeypatch.setenv("TATLAS_THREADS", "2")
     fixed = generate(model, prompt, GenerationConfig(max_new_tokens=24)).as_lists()
     assert tuned == fixed
+
+
+def test_a_failing_training_run_restores_the_threads(two_threads, tmp_path):
+    from tatlas.train import TrainConfig, Trainer
+
+    model = torch.nn.Linear(4, 1)
+    data = [{"x": torch.randn(4)} for _ in range(8)]
+
+    def loss_fn(m, batch):
+        raise RuntimeError("boom")  # the first step fails, while the tuner has 1 thread set
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer(model, loss_fn, data, TrainConfig(steps=3, batch_size=2, progress=False)).fit()
+    assert torch.get_num_threads() == 2

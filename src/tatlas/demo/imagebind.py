@@ -63,10 +63,6 @@ def run(options: DemoOptions) -> DemoResult:
     """Every op here is small: on a shared 2-core machine two threads made a training step 10x
     slower (6-10 s against 0.6 s, under a load average of 4.7), on a quiet one they help; the shared
     trainer picks the thread count by timing its own steps (:mod:`tatlas.nn.threads`)."""
-    return _run(options, torch.get_num_threads())
-
-
-def _run(options: DemoOptions, threads: int) -> DemoResult:
     import tatlas
     import tatlas.models.imagebind.system  # registers "imagebind"
     from tatlas.models.imagebind.task import BindDataset, bind_report, make_task
@@ -103,7 +99,7 @@ def _run(options: DemoOptions, threads: int) -> DemoResult:
         "headline_chance_r@1": report.mean_emergent("chance@1", HEADLINE),
         "eval_scenes": float(report.n), "train_scenes": float(scenes), "steps": float(result.steps),
         "final_loss": result.final_loss, "samples_per_s": result.samples_per_s, "render_s": render_s,
-        "torch_threads": float(torch.get_num_threads()), "machine_threads": float(threads),
+        "torch_threads": float(torch.get_num_threads()),
     })
     return DemoResult(
         system="imagebind",

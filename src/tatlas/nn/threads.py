@@ -126,7 +126,7 @@ class ThreadTuner:
         return self.choices[-1][2] if self.choices else None
 
 
-class _Off:
+class NoTuner:
     """The tuner's interface, doing nothing (a GPU loop, a fixed thread count)."""
 
     steps, choices, chosen = 0, [], None
@@ -141,14 +141,14 @@ class _Off:
         pass
 
 
-def thread_tuner(device: torch.device | str | None = None, *, enabled: bool = True, **kwargs) -> ThreadTuner | _Off:
+def thread_tuner(device: torch.device | str | None = None, *, enabled: bool = True, **kwargs) -> ThreadTuner | NoTuner:
     """A :class:`ThreadTuner` for a loop on ``device`` when ``enabled`` and :func:`tuning_wanted`, else
     one that does nothing (close it, or use :func:`tuned_threads`)."""
-    return ThreadTuner(**kwargs) if enabled and tuning_wanted(device) else _Off()
+    return ThreadTuner(**kwargs) if enabled and tuning_wanted(device) else NoTuner()
 
 
 @contextmanager
-def tuned_threads(device: torch.device | str | None = None, **kwargs) -> Iterator[ThreadTuner | _Off]:
+def tuned_threads(device: torch.device | str | None = None, **kwargs) -> Iterator[ThreadTuner | NoTuner]:
     """:func:`thread_tuner` as a context: the thread count is restored on exit."""
     tuner = thread_tuner(device, **kwargs)
     try:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from ..io import CheckpointError
-from ..nn.threads import thread_tuner
+from ..nn.threads import NoTuner, ThreadTuner, tuned_threads
 from . import distributed as D
 from .checkpoint import (
     CheckpointStore,
@@ -212,11 +212,12 @@ class Trainer:
             )
             metrics = MetricsLogger(cfg.out_path, total_steps=cfg.steps, start_step=start_step,
                                     progress=cfg.progress, enabled=env.is_main)
-            with StopSignal() as stop:
+            # 1 or all threads, whichever runs these steps faster now; restored however the loop ends
+            with StopSignal() as stop, tuned_threads(env.device) as tuner:
                 result = self._loop(
                     env=env, model=model, unit=unit, optimizer=optimizer, scheduler=scheduler, store=store,
                     sampler=sampler, batches=iter(loader), metrics=metrics, stop=stop, start_step=start_step,
-                    elapsed_before=elapsed_before, resumed_from=resumed_from,
+                    elapsed_before=elapsed_before, resumed_from=resumed_from, tuner=tuner,
                 )
             clean = True
             return result
@@ -239,7 +240,7 @@ class Trainer:
         self, *, env: D.DistEnv, model: nn.Module, unit: nn.Module, optimizer: torch.optim.Optimizer,
         scheduler: WarmupCosine, store: CheckpointStore | None, sampler: InfiniteBatchSampler,
         batches: Iterator[Any], metrics: MetricsLogger, stop: StopSignal, start_step: int,
-        elapsed_before: float, resumed_from: Path | None,
+        elapsed_before: float, resumed_from: Path | None, tuner: ThreadTuner | NoTuner,
     ) -> TrainResult:
         """Steps ``start_step + 1`` .. ``config.steps``: each one :meth:`_step`, then its log line, the
         evaluation and the checkpoint when due; a SIGINT/SIGTERM (on any rank) ends the run after the
@@ -256,7 +257,6 @@ class Trainer:
         interrupted = False
         step = start_step
         unit.train()
-        tuner = thread_tuner(env.device)  # 1 or all threads, whichever runs these steps faster now
         while step < cfg.steps:
             tuner.tick()
             t0 = time.perf_counter()
@@ -309,7 +309,6 @@ class Trainer:
                                 if checkpoint else " (no out_dir: nothing saved)")
                 break
 
-        tuner.close()
         model_path = None
         if not interrupted and cfg.out_path is not None:
             state = D.full_state_dict(model, env)
