@@ -29,9 +29,9 @@ TEXTS = ["Hello world!", "  leading spaces and\ttabs\nnew lines", "Ünïcödé �
 
 def _byte_tokens() -> tuple[list[str], list[str]]:
     """A byte-level BPE vocabulary: the 256 byte letters, some merges, and three control tokens."""
-    from tatlas.models.llm.gguf import _byte_alphabet
+    from tatlas.data.text import bytes_to_unicode
 
-    letters = [_byte_alphabet()[b] for b in range(256)]
+    letters = [bytes_to_unicode()[b] for b in range(256)]
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "Ġ s", "e r", "o n", "Ġ c", "Ġ w", "r e", "a t"]
     merged = [m.replace(" ", "") for m in merges]
     tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *letters, *merged]

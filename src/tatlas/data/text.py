@@ -30,6 +30,20 @@ TEXT_SPLITS: tuple[str, ...] = ("train", "val")
 VAL_FRACTION = 0.1
 
 
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map of the 256 byte values to printable unicode characters."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = list(bs)
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
 @dataclass(frozen=True)
 class ByteTokenizer:
     """UTF-8 bytes as tokens (0-255) plus ``bos_id = 256``, ``eos_id = 257``, ``pad_id = 258``."""

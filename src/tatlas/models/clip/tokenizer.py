@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ...data.text import bytes_to_unicode
+
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -153,20 +155,6 @@ def clean(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Byte-level BPE
 # ---------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map of the 256 byte values to printable unicode characters."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = list(bs)
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def _ranges(predicate) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ...data.text import bytes_to_unicode
 from ...io import CheckpointError
 from ...io.convert import interleaved_to_half
 from ...io.gguf import GGUFFile, read_gguf
@@ -121,19 +122,6 @@ def from_gguf(path: str | Path) -> tuple[LLMConfig, dict[str, Tensor]]:
     return convert_hf(*gguf_to_hf(read_gguf(path)))
 
 
-def _byte_alphabet() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (the byte-level BPE alphabet)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def recover_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
     """BPE merges implied by a vocabulary without a merge list (SentencePiece BPE models): every
     split of every token into two tokens of the vocabulary, best ``scores`` first (ties: the longer
@@ -178,7 +166,7 @@ def gguf_tokenizer(path: str | Path | GGUFFile) -> TextTokenizer:
         raise CheckpointError(f"{f.path}: GGUF without a tokenizer (tokenizer.ggml.tokens)")
     types = list(meta.get("tokenizer.ggml.token_type") or ())
     if kind == "gpt2":
-        alphabet = _byte_alphabet()
+        alphabet = bytes_to_unicode()
         letters = set(alphabet.values())
         vocab = {(t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
                  for i, t in enumerate(tokens)}
