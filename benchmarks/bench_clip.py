@@ -30,6 +30,7 @@ import time
 import types
 
 import torch
+from _timing import add_contend, contended
 
 
 def import_open_clip():
@@ -68,9 +69,10 @@ def import_open_clip():
 
 
 def build(device: torch.device, dtype: torch.dtype):
+    from transformers import CLIPConfig, CLIPModel
+
     import tatlas
     import tatlas.models.clip.system  # noqa: F401
-    from transformers import CLIPConfig, CLIPModel
 
     plain = tatlas.create("clip", "ViT-B/32")
     ours = tatlas.optimize(copy.deepcopy(plain))  # the fast path users get from tatlas.load(..., fast=True)
@@ -121,7 +123,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 7 CPU, 20 GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_contend(parser)
     args = parser.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.gpu and not torch.cuda.is_available():

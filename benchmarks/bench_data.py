@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _timing import add_contend, contended
 from torch import nn
 
 from tatlas.data import DigitsDataset, TextDataset, WorldConfig, WorldDataset, collate_scenes
@@ -92,7 +93,13 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--block-size", type=int, default=128)
     p.add_argument("--seconds", type=float, default=2.0)
+    add_contend(p)
     args = p.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     b, size, secs = args.batch, args.image_size, args.seconds
 

@@ -16,7 +16,7 @@ import argparse
 import tempfile
 
 import torch
-from _timing import best_time
+from _timing import add_contend, best_time, contended
 
 SHAPES = {
     "tiny": ("tiny", {}),  # width 64, 2 layers, 4 heads, K = 20, Pendulum-sized
@@ -66,7 +66,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    add_contend(ap)
     args = ap.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
 
     from transformers import DecisionTransformerModel

@@ -71,7 +71,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from _timing import best_time
+from _timing import add_contend, best_time, contended
 
 OPENFOLD_ANCHOR = "OpenFold: ~4,000 residues (whole model, inference) on one A100 80 GB"
 MODULES = ("tri_mul_out", "tri_mul_in", "tri_att_start", "tri_att_end", "transition")
@@ -481,7 +481,8 @@ def memory(args) -> None:
 # ------------------------------------------------------------------------------ GPU: largest N_res
 
 
-def gpu(args) -> None:
+def gpu(args) -> tuple[int, float, float] | None:
+    """The largest N_res one block holds on the GPU: (N_res, peak GiB, seconds), or None."""
     if not torch.cuda.is_available():
         raise SystemExit("bench_evoformer --gpu: expected a CUDA device, got none")
     from tatlas.models.evoformer.config import BlockConfig
@@ -531,7 +532,7 @@ def gpu(args) -> None:
             bad = n
     if good is None:
         print(f"  no N_res fits (256 ran out of memory); {OPENFOLD_ANCHOR}")
-        return
+        return None
     if bad is not None:
         lo, hi = good[0], bad
         while hi - lo > args.gpu_step:
@@ -547,6 +548,7 @@ def gpu(args) -> None:
     bound = "" if bad is not None else f" (the search stopped at --gpu-max-res {args.gpu_max_res})"
     print(f"Largest N_res that fits: {n} (peak {peak:.1f} GiB, one block forward {sec:.2f} s){bound}; "
           f"{OPENFOLD_ANCHOR}")
+    return n, peak, sec
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -575,7 +577,13 @@ def main() -> None:
     ap.add_argument("--gpu-chunk", type=int, default=4)
     ap.add_argument("--gpu-step", type=int, default=64)
     ap.add_argument("--gpu-max-res", type=int, default=16384)
+    add_contend(ap)
     args = ap.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.gpu:
         gpu(args)
         return

@@ -3,7 +3,7 @@
 first token and decode tokens/s, greedy, in one run.
 
     python benchmarks/bench_flamingo.py                 # CPU, float32, in-process + whole process (~9 min on 2 quiet cores, estimated)
-    python benchmarks/bench_flamingo.py --busy          # the same with a CPU-bound process spinning beside it
+    python benchmarks/bench_flamingo.py --contend 1    # the same with a CPU-bound process spinning beside it
     python benchmarks/bench_flamingo.py --quick         # smoke run: tiny shapes, one round (~1 min)
     python benchmarks/bench_flamingo.py --gpu [--dtype bf16|fp16]   # CUDA (exits with one line where there is none)
     python benchmarks/bench_flamingo.py --profile       # also torch.profiler tables of ours and transformers
@@ -50,7 +50,7 @@ Ratios are tatlas / transformers as speeds (> 1: tatlas faster), against the bet
 transformers caches (and each separately). Whole process (``--modes whole``), ``--busy``,
 ``--profile`` and ``--gpu`` are ``bench_vlm``'s: a fresh Python process per implementation (import,
 load, one ``generate`` of ``--new`` tokens, launch to exit, median of ``--process-runs``, its tokens
-checked too); ``--busy-procs`` spinning processes with the load average printed at the start and end
+checked too); ``--contend N`` spinning processes with the load average printed at the start and end
 of every case; torch.profiler's top operators for one TTFT and one generate of tatlas and of
 transformers (static); CUDA with ``--dtype`` and ``torch.cuda.synchronize()`` before every clock read,
 where half-precision greedy tokens may part after a near tie (the agreeing prefix is reported, the
@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _timing import busy, load_average
+from _timing import add_contend, contended, load_average
 from bench_vlm import (
     OURS,
     THEIRS,
@@ -366,8 +366,7 @@ def main() -> None:
     ap.add_argument("--whole-impls", default=None,
                     help="implementations run as whole processes (default all; --quick: tatlas,transformers)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--busy", action="store_true", help="a CPU-bound process spinning during the measurement")
-    ap.add_argument("--busy-procs", type=int, default=1)
+    add_contend(ap)
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of tatlas and transformers static")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny shapes, one round, < 60 s")
     ap.add_argument("--gpu", action="store_true", help="CUDA, --dtype, synchronised timings")
@@ -396,13 +395,13 @@ def main() -> None:
         device, dtype, sync = "cpu", torch.float32, lambda: None
         where = f"CPU ({os.cpu_count()} cores), float32, {torch.get_num_threads()} threads"
     print(f"{where}, torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}: {s}; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
+          f"{load_average()}", flush=True)
     start = time.perf_counter()
     cases = args.cases.split(",")
     for case in cases:
         if case not in CASES:
             raise SystemExit(f"bench_flamingo: unknown case {case!r}; known: {', '.join(CASES)}")
-    with busy(args.busy_procs if args.busy else 0):
+    with contended(args.contend):
         summary = []
         for i, case in enumerate(cases):
             case_args = args

@@ -4,7 +4,7 @@
 (``gguf_file=``), and llama.cpp (``llama-cpp-python``, in its own venv, ``--llama-python``) when given.
 
     python benchmarks/bench_gguf.py [--model PATH] [--new 64] [--rounds 5] [--threads 2]
-        [--llama-python /tmp/llvenv/bin/python] [--compile] [--busy [--busy-procs 1]] [--impls ...]
+        [--llama-python /tmp/llvenv/bin/python] [--compile] [--contend N] [--impls ...]
 
 ``--compile`` adds tatlas quantised with ``GenerationConfig(compile=True)`` (compiled once during the
 warm-up, ~1 min on 2 cores). One chat prompt (the file's template), greedy, ``--new`` new tokens with no stop token, static cache
@@ -18,7 +18,7 @@ Bytes read per decoded token = the weight bytes one decode step touches (every m
 bytes, the tied output projection once, one embedding row); the machine's memory bandwidth is
 measured here as the best of several copies of a 256 MiB tensor (read + write counted), with the
 same threads, so ``bytes/token x tokens/s / bandwidth`` says how close each one runs to memory speed.
-``--busy``: ``--busy-procs`` Python processes spinning (``while True: pass``) during the measurement.
+``--contend N``: N Python processes spinning (``while True: pass``) during the measurement.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from _timing import busy, load_average
+from _timing import add_contend, contended, load_average
 
 PROMPT = "Write a short poem about the sea, then explain what a transformer is in two sentences."
 IMPLS = ("tatlas f32", "tatlas quant", "transformers f32", "llama.cpp")
@@ -112,8 +112,7 @@ def main() -> None:
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--llama-python", default=None, help="a Python with llama-cpp-python (its own venv)")
     ap.add_argument("--compile", action="store_true", help="also tatlas quantised with a compiled decode step")
-    ap.add_argument("--busy", action="store_true")
-    ap.add_argument("--busy-procs", type=int, default=1)
+    add_contend(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -179,8 +178,7 @@ def main() -> None:
     t1: dict[str, list[float]] = {i: [] for i in impls}
     tn: dict[str, list[float]] = {i: [] for i in impls}
     tokens: dict[str, list[int]] = {}
-    with busy(args.busy_procs if args.busy else 0), torch.inference_mode():
-        print(f"measuring{' (BUSY: ' + str(args.busy_procs) + ' spinning)' if args.busy else ''}; {load_average()}", flush=True)
+    with contended(args.contend), torch.inference_mode():
         for name, fn in runs.items():  # warm-up (and compilation) at both lengths timed
             fn(1)
             fn(args.new)

@@ -3,7 +3,7 @@
 weights, the same inputs, in one run.
 
     python benchmarks/bench_imagebind.py                  # CPU, float32, --shape small, batch 8
-    python benchmarks/bench_imagebind.py --busy           # the same with a CPU-bound process spinning beside it
+    python benchmarks/bench_imagebind.py --contend 1     # the same with a CPU-bound process spinning beside it
     python benchmarks/bench_imagebind.py --shape huge     # the released imagebind_huge shapes (slow on CPU)
     python benchmarks/bench_imagebind.py --quick          # smoke run: --shape tiny, 2 rounds
     python benchmarks/bench_imagebind.py --gpu            # CUDA, bfloat16, batch 64 (exits with one line where none)
@@ -31,7 +31,7 @@ float32 (``--gpu``'s bfloat16 is only reported).
 
 Timing: per modality, the implementations interleaved round by round (ours, plain, official,
 ours, ...), each reporting its median round, so a noisy shared machine slows all alike; items/s and
-tatlas / official as a speed ratio (> 1: tatlas faster). ``--busy``: ``--busy-procs`` Python processes
+tatlas / official as a speed ratio (> 1: tatlas faster). ``--contend N``: N Python processes
 spinning (``while True: pass``) from before the first measurement to the end; the load average is
 printed at the start and end.
 
@@ -52,7 +52,7 @@ import types
 from pathlib import Path
 
 import torch
-from _timing import busy, load_average
+from _timing import add_contend, contended, load_average
 
 SHAPES = {
     "tiny": {"out": 16, "dims": {m: (32, 1, 4) for m in ("vision", "text", "audio", "depth", "thermal", "imu")}},
@@ -139,8 +139,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per modality (default 5, 2 --quick, "
                                                              "20 GPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--busy", action="store_true", help="a CPU-bound process spinning during the measurement")
-    ap.add_argument("--busy-procs", type=int, default=1)
+    add_contend(ap)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny shape, 2 rounds")
     ap.add_argument("--gpu", action="store_true", help="CUDA, bfloat16, synchronised timings")
     args = ap.parse_args()
@@ -165,9 +164,9 @@ def main() -> None:
     x = inputs(batch, device, dtype)
     print(f"ImageBind {shape} ({SHAPES[shape]['dims']}, embedding {SHAPES[shape]['out']}), {where}, batch {batch}, "
           f"{rounds} rounds, torch {torch.__version__}; built in {time.perf_counter() - t0:.0f} s; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
+          f"{load_average()}", flush=True)
     results: dict[str, dict[str, float]] = {}
-    with busy(args.busy_procs if args.busy else 0), torch.inference_mode():
+    with contended(args.contend), torch.inference_mode():
         for m in modalities:
             fns = {name: (lambda model=model, m=m: model({m: x[m]})[m]) for name, model in models.items()}
             outs = {name: fn().float() for name, fn in fns.items()}  # warm-up and the agreement check

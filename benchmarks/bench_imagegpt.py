@@ -15,7 +15,7 @@ import argparse
 import tempfile
 
 import torch
-from _timing import best_time
+from _timing import add_contend, best_time, contended
 
 SHAPES = {
     # name: (preset, overrides)
@@ -30,7 +30,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time tatlas with a compiled decode step")
+    add_contend(ap)
     args = ap.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
 
     from transformers import ImageGPTForCausalImageModeling
 

@@ -1,9 +1,17 @@
 """Decode throughput of tatlas' `llm` against transformers' `generate` on the same config and
-weights (random, float32, CPU), greedy, fixed number of new tokens, in one run.
+weights (random, CPU), greedy, a fixed number of new tokens, in one run, as a fraction of the
+memory-bandwidth bound measured in the same run.
 
     python benchmarks/bench_llm_decode.py [--shapes tiny,Qwen2.5-0.5B] [--new 32] [--batches 1,8]
+        [--dtypes float32,bfloat16] [--contend N] [--compile]
 
-Prints tokens/s for each implementation and the ratio tatlas / transformers.
+tatlas runs as the CLI runs it (``tatlas.optimize``: oneDNN matmuls where they pay). The bound: a
+batch-1 decode step reads every weight once (``_timing.decode_bytes``), so it cannot run faster than
+``read bandwidth / bytes``; the read bandwidth is the best float32 matrix-vector product over a 2 GB
+matrix (``_timing.read_bandwidth``), with the same threads and state. Printed per implementation:
+tokens/s, steps/s as a fraction of the bound (``tok/s / batch / bound``), and the ratios
+tatlas / transformers (default dynamic cache, and static cache). Shapes whose weights are larger than
+the caches (the 0.5B) are where the bound means something; the tiny shape is all overhead.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import argparse
 import tempfile
 
 import torch
-from _timing import best_time
+from _timing import add_contend, best_time, contended, decode_bytes, read_bandwidth
 
 
 def main() -> None:
@@ -21,10 +29,16 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time tatlas with a compiled decode step")
+    add_contend(ap)
     args = ap.parse_args()
+    with contended(args.contend):
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM
 
     import tatlas
@@ -32,33 +46,40 @@ def main() -> None:
     from tatlas.models.llm.convert import to_hf
 
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, new tokens {args.new}")
+    bw = read_bandwidth()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, new tokens {args.new}; "
+          f"read bandwidth (float32 mat-vec over 2 GB) {bw / 1e9:.1f} GB/s", flush=True)
     for shape in args.shapes.split(","):
         ours = tatlas.create("llm", shape, max_positions=4096).eval()
         with tempfile.TemporaryDirectory() as d:
             ref = AutoModelForCausalLM.from_pretrained(to_hf(ours, d)).eval()
-        for b in map(int, args.batches.split(",")):
-            prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt))
-            cfg = GenerationConfig(max_new_tokens=args.new)
-            runs = {
-                "tatlas": lambda: generate(ours, prompt, cfg),
-                "transformers": lambda: ref.generate(
-                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
-                    min_new_tokens=args.new, do_sample=False, eos_token_id=None, pad_token_id=0),
-                "transformers static": lambda: ref.generate(
-                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
-                    min_new_tokens=args.new, do_sample=False, eos_token_id=None, pad_token_id=0,
-                    cache_implementation="static"),
-            }
-            if args.compile:
-                ccfg = GenerationConfig(max_new_tokens=args.new, compile=True)
-                runs["tatlas compiled"] = lambda: generate(ours, prompt, ccfg)
-            with torch.inference_mode():
-                times = {k: best_time(fn, args.repeats) for k, fn in runs.items()}
-            tps = {k: b * args.new / t for k, t in times.items()}
-            line = ", ".join(f"{k} {v:.0f} tok/s" for k, v in tps.items())
-            print(f"{shape} batch {b}: {line}; ratio tatlas/transformers {tps['tatlas'] / tps['transformers']:.2f}x, "
-                  f"tatlas/transformers-static {tps['tatlas'] / tps['transformers static']:.2f}x")
+        tatlas.optimize(ours)
+        for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
+            ours.to(dtype)
+            ref.to(dtype)
+            nbytes = decode_bytes(ours)
+            bound = bw / nbytes  # decode steps/s
+            for b in map(int, args.batches.split(",")):
+                prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt))
+                cfg = GenerationConfig(max_new_tokens=args.new)
+                hf = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=args.new, min_new_tokens=args.new,
+                          do_sample=False, eos_token_id=None, pad_token_id=0)
+                runs = {
+                    "tatlas": lambda: generate(ours, prompt, cfg),
+                    "transformers": lambda: ref.generate(prompt, **hf),
+                    "transformers static": lambda: ref.generate(prompt, cache_implementation="static", **hf),
+                }
+                if args.compile:
+                    ccfg = GenerationConfig(max_new_tokens=args.new, compile=True)
+                    runs["tatlas compiled"] = lambda: generate(ours, prompt, ccfg)
+                with torch.inference_mode():
+                    times = {k: best_time(fn, args.repeats) for k, fn in runs.items()}
+                tps = {k: b * args.new / t for k, t in times.items()}
+                line = ", ".join(f"{k} {v:.1f} tok/s ({v / b / bound:.0%})" for k, v in tps.items())
+                print(f"{shape} {str(dtype).removeprefix('torch.')} batch {b} (weights {nbytes / 1e9:.2f} GB, "
+                      f"bound {bound:.1f} steps/s): {line}; ratio tatlas/transformers "
+                      f"{tps['tatlas'] / tps['transformers']:.2f}x, tatlas/transformers-static "
+                      f"{tps['tatlas'] / tps['transformers static']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from _timing import add_contend, contended
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,10 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="CUDA bfloat16 at real shapes")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    add_contend(ap)
     args = ap.parse_args()
-    gpu(args) if args.gpu else cpu(args)
+    with contended(args.contend):
+        gpu(args) if args.gpu else cpu(args)
 
 
 if __name__ == "__main__":

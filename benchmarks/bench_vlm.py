@@ -4,7 +4,7 @@ transformers' ``LlavaForConditionalGeneration`` / ``LlavaNextForConditionalGener
 decode tokens/s, greedy, in one run.
 
     python benchmarks/bench_vlm.py                    # CPU, float32, in-process + whole process (~10 min on 2 cores)
-    python benchmarks/bench_vlm.py --busy             # the same with a CPU-bound process spinning beside it
+    python benchmarks/bench_vlm.py --contend 1       # the same with a CPU-bound process spinning beside it
     python benchmarks/bench_vlm.py --quick            # smoke run: tiny shapes, one round (< 60 s)
     python benchmarks/bench_vlm.py --gpu [--dtype bf16|fp16]   # CUDA (exits with one line where there is none)
     python benchmarks/bench_vlm.py --profile          # also torch.profiler tables of ours and transformers
@@ -43,7 +43,7 @@ transformers caches (and each separately). Whole process (``--modes whole``): a 
 per implementation (this script with a hidden ``--child``) that imports, loads the folder and runs one
 ``generate`` of ``--new`` tokens; the wall time from launch to exit (median of ``--process-runs``,
 interleaved), with the child's own split (start-up + imports, load, generate) and its tokens checked
-too. ``--busy``: ``--busy-procs`` Python processes spinning (``while True: pass``) from before the first
+too. ``--contend N``: N Python processes spinning (``while True: pass``) from before the first
 measurement to the end, as the busy runs in RESULTS.md were made; the load average is printed at the
 start and end of every case. ``--profile``: torch.profiler's top operators for one TTFT call and one
 ``--new``-token generate of tatlas and of transformers (static), per case.
@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _timing import busy, load_average
+from _timing import add_contend, contended, load_average
 
 IMPLS = ("tatlas", "tatlas plain", "transformers", "transformers static")
 OURS = ("tatlas", "tatlas plain", "tatlas compiled")
@@ -467,8 +467,7 @@ def main() -> None:
     ap.add_argument("--modes", default=None, help="inproc,whole (default both; --quick: whole for the first case only)")
     ap.add_argument("--whole-impls", default=",".join(IMPLS), help="implementations run as whole processes")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--busy", action="store_true", help="a CPU-bound process spinning during the measurement")
-    ap.add_argument("--busy-procs", type=int, default=1)
+    add_contend(ap)
     ap.add_argument("--compile", action="store_true", help="also time tatlas with a compiled decode step")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of tatlas and transformers static")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny shapes, one round, < 60 s")
@@ -497,10 +496,10 @@ def main() -> None:
         device, dtype, sync = "cpu", torch.float32, lambda: None
         where = f"CPU ({os.cpu_count()} cores), float32, {torch.get_num_threads()} threads"
     print(f"{where}, torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}: {s}; "
-          f"{'BUSY: ' + str(args.busy_procs) + ' spinning process(es); ' if args.busy else ''}{load_average()}", flush=True)
+          f"{load_average()}", flush=True)
     start = time.perf_counter()
     cases = args.cases.split(",")
-    with busy(args.busy_procs if args.busy else 0):
+    with contended(args.contend):
         summary = []
         for i, case in enumerate(cases):
             if case not in CASES:

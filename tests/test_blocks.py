@@ -262,3 +262,41 @@ def test_fast_linear_only_without_gradients_and_for_large_products(gen, monkeypa
     torch.testing.assert_close(fast, F.linear(x, model[0].weight, model[0].bias))
     model[0](x).sum().backward()  # gradients wanted: F.linear, and they flow
     assert model[0].weight.grad is not None and calls == ["none", "none"]
+
+def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, monkeypatch):
+    """A bfloat16 FastLinear / FastMLP / FastTiedLinear reads oneDNN's packed copy of its weight
+    (made on the first call, kept across calls, bit-identical to the plain product); writing the
+    weight in place or giving it another tensor makes a new copy; float32 is never packed."""
+    import torch.nn.functional as F
+
+    from tatlas.nn import MLP, TiedLinear
+    from tatlas.nn import fastpath
+    from tatlas.nn.fastpath import optimize_
+
+    packs = []
+    real = torch.ops.mkldnn._reorder_linear_weight
+
+    def spy(w, batch):
+        packs.append(tuple(w.shape))
+        return real(w, batch)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", spy)
+    lin = torch.nn.Linear(256, 512).bfloat16().eval()
+    mlp = MLP(dim=256, hidden=512, act="gelu").bfloat16().eval()
+    tied, table = TiedLinear(), torch.randn(1000, 256, generator=gen).bfloat16()
+    optimize_(lin), optimize_(mlp), optimize_(tied)
+    x = torch.randn(3, 256, generator=gen).bfloat16()
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=0, rtol=0)
+            torch.testing.assert_close(tied(x, table), F.linear(x, table), atol=0, rtol=0)
+            mlp(x)
+        assert packs == [(512, 256), (1000, 256), (512, 256), (256, 512)]  # once each
+        lin.weight.mul_(2)  # in place: a new version
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=0, rtol=0)
+        lin.weight = torch.nn.Parameter(torch.randn(512, 256, generator=gen).bfloat16())  # another tensor
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=0, rtol=0)
+        assert len(packs) == 6
+        lin.float()(x.float())  # float32: plain layout
+        assert len(packs) == 6
+    assert lin in fastpath._PACKED
