@@ -315,6 +315,9 @@ app.add_typer(_imagebind_app, name="imagebind")
 from tatlas.cli.transcribe import transcribe_cmd as _transcribe_cmd
 app.command("transcribe")(_transcribe_cmd)
 
+from tatlas.cli.serve import serve_cmd as _serve_cmd  # tatlas.serve itself is imported when it runs
+app.command("serve")(_serve_cmd)
+
 
 def main() -> None:
     app()

@@ -275,13 +275,13 @@ def _chat_messages(messages: list[dict[str, Any]], images: int) -> list[dict[str
     return out
 
 
-def generate_text(
+def encode_request(
     tm: TextModel, prompt: str, config: GenerationConfig, *, images: Sequence[str | Path] = (),
-    on_text: Callable[[str], None] | None = None, chat: list[dict[str, str]] | None = None,
-) -> str:
-    """Continue ``prompt`` (or, with ``chat``, answer the conversation), streaming text pieces to
-    ``on_text`` as they become decodable. ``images``: files, placed where the prompt writes
-    ``<image>`` (in order), else before the text; in a chat, in the first user turn."""
+    chat: list[dict[str, str]] | None = None,
+) -> tuple[list[int], dict[str, torch.Tensor], GenerationConfig]:
+    """What :func:`generate_text` decodes: the prompt's token ids (chat template applied, image
+    blocks placed), the model's image keyword inputs, and ``config`` with the model's stop tokens.
+    Too long for the model's positions is a ``ValueError`` naming both counts."""
     inputs = prepare_images(tm, images) if images else ImageInputs([])
     if chat is not None and tm.tokenizer.chat_template and tm.system != "llm":  # templates that read content lists
         text = tm.tokenizer.render_chat(_chat_messages(chat, len(images)))
@@ -294,13 +294,48 @@ def generate_text(
     text_config = tm.model.config if tm.system == "llm" else tm.model.config.text
     limit = text_config.max_positions
     if len(ids) + config.max_new_tokens > limit:
-        raise ValueError(f"prompt of {len(ids)} tokens + {config.max_new_tokens} new tokens exceeds the model's "
-                         f"{limit} positions")
+        raise PromptTooLong(f"prompt of {len(ids)} tokens + {config.max_new_tokens} new tokens exceeds the model's "
+                            f"{limit} positions")
     if not config.stop_tokens and tm.tokenizer.stop_tokens:
         config = replace(config, stop_tokens=tm.tokenizer.stop_tokens)
     eoc = getattr(tm.model.config, "eoc_token_id", None) if tm.system == "flamingo" else None
     if eoc is not None and eoc not in config.stop_tokens:  # OpenFlamingo's generate stops at <|endofchunk|>
         config = replace(config, stop_tokens=(*config.stop_tokens, eoc))
+    return ids, kwargs, config
+
+
+class PromptTooLong(ValueError):
+    """The prompt and the tokens asked for do not fit in the model's positions."""
+
+
+def fit_chat(
+    tm: TextModel, chat: list[dict[str, str]], config: GenerationConfig, *, images: Sequence[str | Path] = (),
+) -> tuple[list[dict[str, str]], int]:
+    """``chat`` with its oldest turns dropped until it and ``config.max_new_tokens`` fit in the model's
+    positions: system messages stay, the oldest user turn goes with the replies that followed it, and
+    the newest user turn is never dropped (alone too long: :class:`PromptTooLong`). Returns the kept
+    messages and how many were dropped."""
+    kept = list(chat)
+    while True:
+        try:
+            encode_request(tm, "", config, images=images, chat=kept)
+            return kept, len(chat) - len(kept)
+        except PromptTooLong:
+            users = [i for i, m in enumerate(kept) if m.get("role") == "user"]
+            if len(users) < 2:
+                raise
+            first, second = users[0], users[1]
+            kept = kept[:first] + [m for m in kept[first:second] if m.get("role") == "system"] + kept[second:]
+
+
+def generate_text(
+    tm: TextModel, prompt: str, config: GenerationConfig, *, images: Sequence[str | Path] = (),
+    on_text: Callable[[str], None] | None = None, chat: list[dict[str, str]] | None = None,
+) -> str:
+    """Continue ``prompt`` (or, with ``chat``, answer the conversation), streaming text pieces to
+    ``on_text`` as they become decodable. ``images``: files, placed where the prompt writes
+    ``<image>`` (in order), else before the text; in a chat, in the first user turn."""
+    ids, kwargs, config = encode_request(tm, prompt, config, images=images, chat=chat)
     produced: list[int] = []
     shown = ""
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .memory import check_fits
+
 
 class DynamicKVCache:
     """Concatenating cache: ``update(k [*, G, T, D], v, input_pos)`` -> all keys/values so far."""
@@ -88,6 +90,14 @@ class StaticKVCache(torch.nn.Module):
             self.k[:, :, :slots] = self.k[index, :, :slots]
             self.v[:, :, :slots] = self.v[index, :, :slots]
 
+    def first_rows(self, rows: int) -> StaticKVCache:
+        """A view of rows ``0..rows-1`` (same memory: ``update`` writes through)."""
+        out = StaticKVCache.__new__(StaticKVCache)
+        torch.nn.Module.__init__(out)
+        out.register_buffer("k", self.k[:rows], persistent=False)
+        out.register_buffer("v", self.v[:rows], persistent=False)
+        return out
+
     def repeat_rows(self, group: int, slots: int | None = None) -> StaticKVCache:
         """A cache of ``group`` rows per row of this one, holding a copy of its first ``slots`` slots."""
         b, g, s, d = self.k.shape
@@ -152,6 +162,9 @@ class DecoderCache:
         device: torch.device | str | None = None,
     ) -> None:
         self.batch, self.max_len, self.static = batch, max_len, static
+        per_slot = kv_heads * (head_dim + (v_dim or head_dim)) * dtype.itemsize  # keys + values of one token
+        check_fits(layers * batch * max_len * per_slot,
+                   f"the key/value cache of {batch} rows x {max_len} tokens x {layers} layers", device)
         if static:
             self.layers = [
                 StaticKVCache(batch=batch, kv_heads=kv_heads, max_len=max_len, head_dim=head_dim, v_dim=v_dim,
@@ -202,6 +215,64 @@ class DecoderCache:
             layer.reorder(index, slots)
         self.key_valid = self.key_valid.index_select(0, index)
         self.pad = self.pad.index_select(0, index)
+
+    # Continuous batching (``tatlas.generate.batching``): rows join and leave a running static cache.
+    # Every row writes the same slot each step; a row's own left padding places its tokens.
+
+    def _check_rows(self) -> None:
+        if not self.static or self.cross:
+            raise ValueError("joining and leaving rows needs a static self-attention cache without cross-attention")
+
+    def put_row(self, row: int, source: DecoderCache, length: int, end: int) -> None:
+        """Copy slots ``0..length-1`` of ``source`` (a one-row cache, prompt at slot 0, no padding)
+        into slots ``end-length..end-1`` of ``row``, whose padding becomes ``end - length`` (so its
+        tokens keep their positions ``0..length-1``)."""
+        self._check_rows()
+        if source.batch != 1 or not 0 < length <= end <= self.max_len:
+            raise ValueError(f"put_row: expected a one-row source and 0 < length <= end <= {self.max_len}, got "
+                             f"{source.batch} rows, length {length}, end {end}")
+        start = end - length
+        for mine, theirs in zip(self.layers, source.layers, strict=True):
+            mine.k[row, :, start:end] = theirs.k[0, :, :length]
+            mine.v[row, :, start:end] = theirs.v[0, :, :length]
+        self.key_valid[row] = False
+        self.key_valid[row, start:] = True
+        self.pad[row] = start
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Row ``src``'s slots, valid keys and padding copied to row ``dst`` (compacting the batch)."""
+        self._check_rows()
+        for layer in self.layers:
+            layer.k[dst], layer.v[dst] = layer.k[src], layer.v[src]
+        self.key_valid[dst], self.pad[dst] = self.key_valid[src], self.pad[src]
+
+    def shift(self, offset: int, rows: int) -> None:
+        """Move the slots of the first ``rows`` rows by ``offset`` (``< 0``: to the left, dropping
+        the first ``-offset`` slots, which must be padding; ``> 0``: to the right, the freed slots
+        becoming padding). Positions are unchanged (padding moves with the slots): cached keys are
+        rotated by position, so moving slots needs no recomputation."""
+        self._check_rows()
+        if offset == 0:
+            return
+        if abs(offset) >= self.max_len:
+            raise ValueError(f"shift: expected |offset| < {self.max_len}, got {offset}")
+        cut = slice(None, rows)
+        for layer in self.layers:
+            for t in (layer.k, layer.v):
+                t[cut] = torch.roll(t[cut], offset, dims=2)
+        self.key_valid[cut] = torch.roll(self.key_valid[cut], offset, dims=1)
+        if offset > 0:
+            self.key_valid[cut, :offset] = False
+        self.pad[cut] += offset
+
+    def first_rows(self, rows: int) -> DecoderCache:
+        """A cache over rows ``0..rows-1`` of this one, sharing its memory (decode only the rows in use)."""
+        self._check_rows()
+        out = object.__new__(DecoderCache)
+        out.batch, out.max_len, out.static, out.cross = rows, self.max_len, True, []
+        out.layers = [layer.first_rows(rows) for layer in self.layers]
+        out.key_valid, out.pad = self.key_valid[:rows], self.pad[:rows]
+        return out
 
     def repeat_rows(self, group: int, slots: int | None = None) -> DecoderCache:
         """A cache of ``group`` adjacent rows per row of this one (the beams or samples of an input
