@@ -300,3 +300,40 @@ def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, mon
         lin.float()(x.float())  # float32: plain layout
         assert len(packs) == 6
     assert lin in fastpath._PACKED
+
+
+def test_gated_mlp_and_attention_join_their_projections_into_one_matmul(gen, monkeypatch):
+    """After ``optimize_``, gate+up and q+k+v each run as one oneDNN call over one joined weight: the
+    same numbers, the same Parameter objects and state dict (their storage now row blocks of one
+    matrix, no copy kept), joined again after ``.to()`` separated them; with gradients nothing joins."""
+    from tatlas.nn import Attention, GatedMLP
+    from tatlas.nn.fastpath import FastAttention, FastGatedMLP, optimize_
+
+    mlp = GatedMLP(dim=128, hidden=384).eval()
+    attn = Attention(dim=128, heads=4, kv_heads=2, qkv_bias=True).eval()
+    x = torch.randn(2, 16, 128, generator=gen)
+    with torch.no_grad():
+        ref_mlp, ref_attn = mlp(x), attn(x, causal=True)
+    params = [*mlp.parameters(), *attn.parameters()]
+    state = {k: v.clone() for k, v in {**mlp.state_dict(), **attn.state_dict()}.items()}
+    optimize_(mlp), optimize_(attn)
+    assert type(mlp) is FastGatedMLP and type(attn) is FastAttention
+    calls = _spy_onednn(monkeypatch)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), ref_mlp, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(attn(x, causal=True), ref_attn, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 3  # gate+up, down; q+k+v (the output projection is F.linear: not swapped here)
+    assert [*mlp.parameters(), *attn.parameters()] == params  # the same objects
+    assert all(torch.equal(v, state[k]) for k, v in {**mlp.state_dict(), **attn.state_dict()}.items())
+    g, u = mlp.gate.weight, mlp.up.weight
+    assert u.data_ptr() == g.data_ptr() + g.numel() * g.element_size()  # adjacent rows of one matrix
+    q, k, v = attn.q.bias, attn.k.bias, attn.v.bias
+    assert k.data_ptr() == q.data_ptr() + q.numel() * 4 and v.data_ptr() == k.data_ptr() + k.numel() * 4
+    mlp.double().float()  # separate tensors again
+    assert mlp.up.weight.data_ptr() != mlp.gate.weight.data_ptr() + g.numel() * 4
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), ref_mlp, atol=1e-5, rtol=1e-5)
+    assert mlp.up.weight.data_ptr() == mlp.gate.weight.data_ptr() + g.numel() * 4  # joined again
+    calls.clear()
+    mlp(x).sum().backward()  # gradients: the plain path, and they reach each parameter
+    assert calls == [] and mlp.gate.weight.grad is not None and mlp.up.weight.grad is not None

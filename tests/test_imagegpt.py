@@ -124,7 +124,7 @@ def test_complete_image_file_writes_the_grid_from_any_mode(model, tmp_path, gen)
 def test_corrupt_or_missing_image_is_a_one_line_error(model, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    with pytest.raises(ImageReadError, match=r"broken.png: cannot read image") as e:
+    with pytest.raises(ImageReadError, match=r"broken.png: not a readable image") as e:
         complete_image_file(bad, out=tmp_path / "g.png", model=model)
     assert "\n" not in str(e.value)
     with pytest.raises(ImageReadError, match=r"missing.png: no such image file"):

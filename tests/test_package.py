@@ -1,5 +1,5 @@
 """Package-level promises: tatlas imports without torchvision or the reference stack, the
-layering (imports only point down cli > demo > jobs > train > generate > models > data > nn > io)
+layering (imports only point down cli > explain > demo > jobs > train > generate > models > data > nn > io)
 holds, and no module imports itself through others (no import cycles, lazy imports included)."""
 
 import ast
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "tatlas"
-LAYERS = ["cli", "demo", "jobs", "train", "generate", "models", "data", "nn", "io"]
+LAYERS = ["cli", "explain", "demo", "jobs", "train", "generate", "models", "data", "nn", "io"]
 
 
 def test_import_needs_no_torchvision_or_references():

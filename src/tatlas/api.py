@@ -12,16 +12,20 @@ from torch import nn
 
 from .io import (
     CheckpointError,
+    check_config,
+    check_fields,
     config_from_dict,
     config_to_dict,
     load_state_strict,
     read_checkpoint,
+    read_json,
     save_checkpoint,
 )
 from .io.ctranslate2 import ct2_spec
 from .io.gguf import is_gguf
 from .models.registry import System, get_system, owner_of, system_of, systems
 from .nn.fastpath import optimize_
+from .nn.memory import check_fits
 
 
 _VALUE_OPS = frozenset({  # in-place ops that only write values: nothing to do on the meta device
@@ -45,7 +49,28 @@ class _SkipMetaInit(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _check_size(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    """Build the model on ``meta`` first (no memory, no initialisation) and refuse, with one line, a
+    config whose parameters and buffers cannot fit in the memory ``device`` has free."""
+    try:
+        with torch.device("meta"), _SkipMetaInit():
+            shadow = system.model_cls(config)
+    except RuntimeError as e:  # a tensor so large that its byte count overflows
+        if "overflow" not in str(e):
+            raise
+        raise MemoryError(f"{system.name}: a tensor of this config is too large for any memory "
+                          f"({' '.join(str(e).split())})") from None
+    tensors = [*shadow.parameters(), *shadow.buffers()]
+    size = sum(t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
+               for t in tensors)
+    n = sum(t.numel() for t in shadow.parameters())
+    check_fits(size, f"{system.name} with {n:,} parameters", device)
+
+
 def _build(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> nn.Module:
+    check_config(config)
+    if device is None or torch.device(device).type != "meta":
+        _check_size(system, config, device, dtype)
     if device is None or torch.device(device).type == "cpu":
         model = system.model_cls(config)  # no device context: the CPU is the default
     elif torch.device(device).type == "meta":
@@ -78,6 +103,7 @@ def create(
     system = get_system(name)
     config = system.preset(preset)
     if overrides:
+        check_fields(type(config), overrides)
         try:
             vary = getattr(config, "vary", None)
             config = vary(**overrides) if vary is not None else dataclasses.replace(config, **overrides)
@@ -136,16 +162,17 @@ def _load(path: Path, format: str | None, system: str | None, device: Any, dtype
         return _load_by(path, "ct2_specs", ct2_spec(path), "{path}: CTranslate2 model spec {key!r} is not supported; "
                         "supported: {known}", system, device, dtype)
     if path.is_dir() and (path / "config.json").is_file():
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        model_type = read_json(path / "config.json").get("model_type")
         return _load_by(path, "hf_model_types", model_type, "{path}: Hugging Face model_type {key!r} is not "
                         "supported; supported: {known}", system, device, dtype)
     if path.is_file() and path.suffix == ".safetensors":
         state, system_name, config_dict, _ = read_checkpoint(path)
         owner = get_system(system_name)
         return _finish(owner, config_from_dict(owner.config_cls, config_dict), state, path, system, device, dtype)
+    known = sorted(k for s in systems().values() for k in s.formats)
     raise CheckpointError(
         f"{path}: not a tatlas checkpoint (.safetensors with tatlas metadata) nor a folder with config.json; "
-        "name the format with format=..."
+        f"a file in another format loads when its format is named (one of: {', '.join(known)})"
     )
 
 
@@ -156,10 +183,38 @@ def _load_by(path: Path, table: str, key: Any, unknown: str, expected: str | Non
     message formatted with ``path``, ``key`` and the ``known`` keys."""
     owner = owner_of(table, key)
     if owner is not None:
-        config, state = getattr(owner, table)[key](path)
+        try:
+            config, state = getattr(owner, table)[key](path)
+        except (ValueError, TypeError) as e:
+            text = str(e)
+            if isinstance(e, ValueError) and not ("invalid literal" in text or "could not convert" in text):
+                raise  # the converter's own one-line errors (CheckpointError ...) pass as they are
+            raise CheckpointError(f"{path}: {_config_value_error(path, e)}") from None
         return _finish(owner, config, state, path, expected, device, dtype)
     known = sorted(k for s in systems().values() for k in getattr(s, table))
     raise error(unknown.format(path=path, key=key, known=known))
+
+
+def _config_value_error(path: Path, error: Exception) -> str:
+    """A converter's ``int("abc")``-style failure, with the config field that holds the bad value
+    when a config file beside the weights has it: ``config.json: n_layer = 'abc' (int() ...)``."""
+    text = " ".join(str(error).split())
+    bad = text.rsplit(": ", 1)[-1].strip("'\"") if "invalid literal" in text or "could not convert" in text else None
+    config = path / "config.json" if path.is_dir() else None
+    if bad is not None and config is not None and config.is_file():
+        try:
+            hits = _keys_holding(read_json(config), bad)
+        except CheckpointError:
+            hits = []
+        if hits:
+            return f"config.json: {', '.join(hits)} = {bad!r} is not a number of the type expected ({text})"
+    return f"a config value of the wrong type ({type(error).__name__}: {text})"
+
+
+def _keys_holding(data: Any, value: str, prefix: str = "") -> list[str]:
+    if isinstance(data, dict):
+        return [k for key, v in data.items() for k in _keys_holding(v, value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if isinstance(data, str) and data == value else []
 
 
 def _finish(owner: System, config: Any, state: dict, path: Path, expected: str | None,

@@ -25,7 +25,7 @@ def zero_shot_cmd(
     format: str = _FORMAT,
     template: list[str] = typer.Option(None, "--template", help='prompt with {} for the class (repeatable; '
                                                                  'default "a photo of a {}.")'),
-    top: int = typer.Option(5, "--top", help="classes shown per image"),
+    top: int = typer.Option(5, "--top", min=1, help="classes shown per image"),
 ) -> None:
     """Rank the --labels for each image by CLIP's zero-shot probability."""
     from tatlas.jobs.clip import load_clip, split_labels, zero_shot
@@ -56,6 +56,9 @@ def embed_cmd(
 
     if out.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--out {out}: expected a .npy or .safetensors file name")
+    from tatlas.io.paths import check_output_file
+
+    check_output_file(out, "--out")
     classify_inputs(inputs, text=text)  # fail on a missing image before loading the model
     clip = load_clip(model, format=format)
     embeddings, kinds = embed(clip, inputs, text=text, normalise=normalise, truncate=truncate)

@@ -79,7 +79,7 @@ def train_cmd(
     """Train a Decision Transformer on an offline dataset."""
     from tatlas.jobs.decision_transformer import DTTrainOptions, train_on_dataset
 
-    options = DTTrainOptions(preset=preset, overrides={"context": context} if context else {}, steps=steps,
+    options = DTTrainOptions(preset=preset, overrides={} if context is None else {"context": context}, steps=steps,
                              batch_size=batch_size, lr=lr, seed=seed, eval_episodes=eval_episodes,
                              checkpoint_every=checkpoint_every, progress=progress)
     result = train_on_dataset(dataset, out, options, resume=resume)
@@ -106,6 +106,10 @@ def evaluate_cmd(
     from tatlas.jobs.decision_transformer import evaluate_checkpoint, plot_returns
 
     wanted = _targets(targets)
+    if plot is not None:
+        from tatlas.io.paths import check_output_file
+
+        check_output_file(plot, "--plot")  # before the episodes are rolled out
     data = load_dataset(dataset) if dataset is not None else None
     results = evaluate_checkpoint(checkpoint, env, wanted, episodes=episodes, seed=seed, cached=not recompute,
                                   sample=not argmax, context=context)

@@ -36,6 +36,9 @@ def embed_cmd(
 
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: expected a .npy file name")
+    from tatlas.io.paths import check_output_file
+
+    check_output_file(out, "--out")
     items = classify_inputs(list(files or []), list(text or []), modality=modality)  # before loading the model
     name = resolve_model(model, preset)
     embeddings = embed(load_imagebind(name), items)
@@ -49,7 +52,7 @@ def embed_cmd(
 def search_cmd(
     query: str = typer.Argument(..., help="a file (any type `embed` takes) or a text"),
     index: Path = typer.Option(..., "--in", help="an index written by `tatlas imagebind embed --out FILE.npy`"),
-    top: int = typer.Option(5, "--top", help="rows shown"),
+    top: int = typer.Option(5, "--top", min=1, help="rows shown"),
     model: Path = _MODEL,
     preset: str = _PRESET,
     modality: str = _MODALITY,

@@ -52,18 +52,38 @@ def list_cmd() -> None:
 @app.command()
 def explain(
     system: str = typer.Argument(..., help="a registered system (see `tatlas list`)"),
-    preset: str = typer.Option("tiny", help="an exact preset name"),
+    preset: str = typer.Option("tiny", help="an exact preset name; big ones are traced on the meta device"),
     depth: int = typer.Option(3, help="module tree depth"),
+    out: Path = typer.Option(None, help="folder for the diagram (SVG and PNG) and the pictures "
+                                        "(default: reports/explain/SYSTEM)"),
+    show: list[str] = typer.Option(None, "--show", help="pictures of what a small trained (or real) model of the "
+                                                        "system does: a picture's name, or 'all' (repeatable)"),
 ) -> None:
-    """How a system works, from the live code: diagram, module tree with parameter counts, and the
-    shapes of a real forward pass on a sample input."""
+    """How a system works, from the live code: a data-flow diagram of a traced forward pass,
+    parameters and forward FLOPs per stage, the idea (with its paper) and the question it answers,
+    the module tree and the shapes of the forward; with --show, pictures of what the model does."""
     from tatlas.explain import explain as run_explain
+    from tatlas.explain import pictures, write_diagram
 
+    wanted = pictures.resolve(system, show) if show else []  # bad names fail before the work
     ex = run_explain(system, preset, depth=depth)
-    console.print(f"[bold]{ex.system.name}[/bold] ({ex.preset}): {ex.system.summary}")
-    console.print(f"parameters: {ex.params:,}")
-    if ex.system.diagram:
-        console.print("\n" + ex.system.diagram + "\n", highlight=False, markup=False)
+    s = ex.system
+    console.print(f"[bold]{s.name}[/bold] ({ex.preset}): {s.summary}")
+    console.print(f"parameters: {ex.params:,}; forward FLOPs on the sample input "
+                  f"({', '.join(f'{k} {list(v)}' for k, v in ex.inputs.items())}): {_human(ex.flops)}")
+    for label, text in (("idea", s.idea), ("paper", s.paper), ("question", s.question)):
+        if text:
+            console.print(f"[bold]{label}:[/bold] {text}", highlight=False)
+    table = Table(title=f"stages ({ex.device})")
+    for col in ("stage", "kind", "parameters", "forward FLOPs", "share"):
+        table.add_column(col)
+    for st in ex.stages:
+        if st.parent is None or any(p.id == st.parent and p.parent is None for p in ex.stages):
+            indent = "" if st.parent is None else "  "
+            repeat = f" × {st.repeat}" if st.repeat > 1 else ""
+            table.add_row(indent + st.id + repeat, st.kind, _human(st.params), _human(st.flops),
+                          f"{st.flops / max(ex.flops, 1):.1%}")
+    console.print(table)
 
     def add(tree: Tree, node) -> None:
         for child in node.children:
@@ -82,6 +102,14 @@ def explain(
     for row in ex.trace:
         table.add_row(row.name, row.kind, fmt(row.inputs), fmt(row.output))
     console.print(table)
+    out = out or Path("reports") / "explain" / s.name
+    paths = write_diagram(ex, out)
+    for what in wanted:
+        start = time.perf_counter()
+        made = pictures.render(s.name, what, out)
+        console.print(f"picture {what}: {', '.join(map(str, made))} ({time.perf_counter() - start:.1f} s)")
+        paths += made
+    console.print(f"diagram: {', '.join(map(str, paths[:2]))}")
 
 
 @app.command()
@@ -231,7 +259,7 @@ def chat(
     ``--image`` files join the first user turn (image-text models: llava, internvl, Gemma 3)."""
     import sys
 
-    from tatlas.jobs.llm import generate_text, load_text_model
+    from tatlas.jobs.llm import fit_chat, generate_text, load_text_model
 
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
     tm = load_text_model(model, int8=int8, dequantize=dequantize)
@@ -241,12 +269,18 @@ def chat(
 
         prepare_images(tm, images)  # unreadable files fail now, before the first turn
     messages = [{"role": "system", "content": system}] if system else []
+    told = False
     while True:
         print("you> ", end="", flush=True)
         line = sys.stdin.readline()
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.strip()})
+        messages, dropped = fit_chat(tm, messages, config, images=images)  # the oldest turns give way
+        if dropped and not told:
+            told = True
+            console.print(f"[dim]note: the conversation outgrew the model's positions: its oldest turns are "
+                          f"dropped from now on{' (the system message stays)' if system else ''}[/dim]", soft_wrap=True)
         print("model> ", end="", flush=True)
         reply = generate_text(tm, "", config, chat=messages, images=images,
                               on_text=lambda p: print(p, end="", flush=True))
@@ -296,6 +330,9 @@ def fold(
 
     if recycles is not None and recycles < 0 or chunk_size is not None and chunk_size < 1:
         raise ValueError(f"--recycles >= 0 and --chunk-size >= 1 expected, got {recycles} and {chunk_size}")
+    from tatlas.io.paths import check_output_dir
+
+    check_output_dir(out, "--out")  # before the model runs
     result = run_fold(msa, load_model(model, format=weights), out, format=msa_format, recycles=recycles,
                       chunk_size=chunk_size)
     console.print(f"{result.length} residues, {result.depth} sequences; wrote {result.npz}, {result.contacts_png}, "

@@ -35,6 +35,18 @@ def _language(language: str | None) -> str | None:
         fail(f"--language {language!r}: not a Whisper language (tatlas transcribe --list-languages shows the codes)")
 
 
+def _vad(vad: bool, threshold: float, pad: float):
+    """``--vad`` and its settings as :class:`VadOptions` (False when off), or a one-line error."""
+    if not vad:
+        return False
+    from tatlas.models.whisper.vad import VadOptions
+
+    try:
+        return VadOptions(threshold_db=threshold, speech_pad=pad)
+    except ValueError as e:
+        fail(str(e).replace("VadOptions.threshold_db", "--vad-threshold").replace("VadOptions.speech_pad", "--vad-pad"))
+
+
 def _check_model_languages(whisper, model: str, language: str | None, task: str) -> None:
     """English-only models take neither another language nor translation; a multilingual model only
     the languages it has tokens for (large-v3 adds ``yue`` to the 99)."""
@@ -66,13 +78,19 @@ def transcribe_cmd(
     temperature_fallback: bool = typer.Option(True, "--fallback/--no-fallback",
                                               help="decode failed windows again at higher temperatures"),
     seed: int = typer.Option(0, "--seed", help="seed of the fallback sampling (per window: any batch size)"),
+    vad: bool = typer.Option(False, "--vad/--no-vad", help="transcribe only where someone speaks (an energy + "
+                             "spectral-flatness voice-activity detector): silence and steady noise give no text"),
+    vad_threshold: float = typer.Option(12.0, "--vad-threshold", help="with --vad: dB above the noise floor a "
+                                        "frame needs to count as speech"),
+    vad_pad: float = typer.Option(0.2, "--vad-pad", help="with --vad: seconds of audio kept around each speech region"),
     compile_: bool = typer.Option(False, "--compile", help="compile the decode step (faster for long runs)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress bar on a terminal"),
     list_languages: bool = typer.Option(False, "--list-languages", callback=_list_languages, is_eager=True,
                                         help="print the language codes --language takes, and exit"),
 ) -> None:
     """Transcribe (or translate) audio files with Whisper: 30-s windows with timestamp-based
-    seeking, temperature fallback, no-speech detection, optional word timestamps."""
+    seeking, temperature fallback, no-speech detection, optional word timestamps, optional
+    voice-activity filtering (--vad)."""
     if fmt not in FORMATS:
         fail(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if task not in ("transcribe", "translate"):
@@ -80,16 +98,22 @@ def transcribe_cmd(
     if beam < 1 or batch_size < 1:
         fail(f"--beam and --batch-size must be >= 1, got {beam} and {batch_size}")
     language = _language(language)
+    vad_options = _vad(vad, vad_threshold, vad_pad)
     from tatlas.models.whisper.decoding import DecodingOptions
     from tatlas.models.whisper.audio import audio_duration
     from tatlas.jobs.whisper import TranscribeOptions, default_model, transcribe_batch
 
+    if output_dir is not None:
+        from tatlas.io.paths import check_output_dir
+
+        check_output_dir(output_dir, "--output-dir")  # a file there fails now, not after the transcription
     seconds = [audio_duration(f) for f in files]  # missing, empty, corrupt, unsupported: fail before loading
     whisper = default_model(model)
     _check_model_languages(whisper, model, language, task)
     options = TranscribeOptions(
         temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature_fallback else 0.0,
         word_timestamps=word_timestamps,
+        vad=vad_options,
         decode=DecodingOptions(task=task, language=language, beam_size=beam if beam > 1 else None),
     )
     results = _run(whisper, files, options, batch_size, compile_, seed, sum(seconds) if progress else None,

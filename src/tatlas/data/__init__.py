@@ -30,10 +30,10 @@ from .world import (
     train_pairs,
 )
 
-from .images import normalise, open_rgb, read_rgb, resize_square, to_rgb
+from .images import ImageReadError, normalise, open_image, open_rgb, pixel_budget, read_rgb, resize_square, to_rgb
 
 __all__ = [
-    "normalise", "open_rgb", "read_rgb", "resize_square", "to_rgb",
+    "ImageReadError", "normalise", "open_image", "open_rgb", "pixel_budget", "read_rgb", "resize_square", "to_rgb",
     "BOS", "EOS", "PAD", "COLOURS", "MODALITIES", "SHAPES", "SIZES", "SPLITS", "TEXTURES", "ByteTokenizer", "DigitsDataset",
     "Scene", "TextDataset", "WorldConfig", "WorldDataset", "WorldObject", "collate_scenes", "combinations",
     "corpus_text", "corpus_tokens", "held_out_pairs", "make_scene", "relation", "split_indices", "train_pairs",

@@ -3,6 +3,9 @@ RGBA over white, palette, CMYK …) converted to RGB, with one-line errors namin
 
 from __future__ import annotations
 
+import os
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,20 +13,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+PIXEL_BUDGET_ENV = "TATLAS_MAX_IMAGE_PIXELS"
+DEFAULT_PIXEL_BUDGET = 89_478_485  # Pillow's own warning threshold: about 0.25 GiB of 24-bit pixels
+_PIL_LIMIT = threading.Lock()  # Pillow's bomb limit is a module global: one reader changes it at a time
 
-def open_image(path: str | Path):
-    """A ``PIL.Image`` read from ``path`` and loaded, in its own mode; one-line errors naming the file."""
+
+class ImageReadError(ValueError):
+    """An image file that cannot be read, or that declares more pixels than the budget; the message
+    is one line naming the file."""
+
+
+def pixel_budget() -> int:
+    """The most pixels (width x height) an image file may declare: ``$TATLAS_MAX_IMAGE_PIXELS``, else
+    :data:`DEFAULT_PIXEL_BUDGET`."""
+    text = os.environ.get(PIXEL_BUDGET_ENV, "").strip()
+    if not text:
+        return DEFAULT_PIXEL_BUDGET
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageReadError(f"{PIXEL_BUDGET_ENV}: expected a positive number of pixels, got {text!r}")
+    return value
+
+
+def open_image(path: str | Path, *, max_pixels: int | None = None):
+    """A ``PIL.Image`` read from ``path`` and loaded, in its own mode; one-line errors naming the file.
+
+    The width and height come from the file's header; an image declaring more than ``max_pixels``
+    (default :func:`pixel_budget`) is refused before a pixel is decoded, naming its size and the
+    budget (raise it with ``$TATLAS_MAX_IMAGE_PIXELS``). Pillow's own decompression-bomb limit is
+    replaced by this budget for the read."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    budget = pixel_budget() if max_pixels is None else max_pixels
     if not path.is_file():
-        raise ValueError(f"{path}: no such image file")
+        raise ImageReadError(f"{path}: no such image file")
     try:
-        with Image.open(path) as img:
+        with _PIL_LIMIT, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the budget below decides
+            try:
+                img = Image.open(path)  # reads the header only
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with img:
+            width, height = img.size
+            if width * height > budget:
+                raise ImageReadError(
+                    f"{path}: the image declares {width}x{height} = {width * height:,} pixels, more than the "
+                    f"budget of {budget:,}; set {PIXEL_BUDGET_ENV} to a larger number to read it")
             img.load()
             return img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageReadError):
+            raise
+        message = " ".join(str(e).split())
+        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {message})") from None
 
 
 def _open(path: str | Path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,3 +173,31 @@ def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     if orig_rate == new_rate or len(x) == 0:
         return x.copy()
     return np.ascontiguousarray(soxr.resample(x, orig_rate, new_rate, quality="HQ"), dtype=np.float32)
+
+
+def wav_frames(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(declared, present)`` frames of a RIFF/WAVE file: what its ``data`` chunk header declares
+    and what the file's bytes hold; ``None`` for another format or a header that declares no size
+    (streamed WAVs write 0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind == b"fmt ":
+                fmt = f.read(size)
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                if size % 2:
+                    f.seek(1, os.SEEK_CUR)
+            elif kind == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                present = os.fstat(f.fileno()).st_size - f.tell()
+                return size // block_align, min(size, present) // block_align
+            else:
+                f.seek(size + size % 2, os.SEEK_CUR)

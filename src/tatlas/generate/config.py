@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -34,6 +35,10 @@ class GenerationConfig:
         def bad(what: str, got: object) -> ValueError:
             return ValueError(f"GenerationConfig.{what}, got {got!r}")
 
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise bad(f"{name} must be a finite number", value)
         if self.max_new_tokens < 1:
             raise bad("max_new_tokens must be >= 1", self.max_new_tokens)
         if self.temperature < 0:

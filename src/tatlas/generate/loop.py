@@ -12,6 +12,8 @@ compiles the step once (``torch.compile``) and reuses it for every token.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -133,6 +135,10 @@ def generate(
     tokens, mask = as_batch(prompts, attention_mask, config.pad_token, device)
     b, t0 = tokens.shape
     k = config.num_beams
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if k > 1 and isinstance(vocab, int) and math.log(k) > config.max_new_tokens * math.log(vocab) + 1e-9:
+        raise ValueError(f"num_beams: expected at most {vocab ** config.max_new_tokens:,} (the distinct continuations "
+                         f"of {config.max_new_tokens} tokens over {vocab}), got {k:,}")
     if k > 1:  # every prompt once per beam
         rows = torch.arange(b, device=device).repeat_interleave(k)
         tokens, mask = tokens[rows], None if mask is None else mask[rows]

@@ -29,26 +29,60 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
-class CheckpointMismatchError(CheckpointError):
-    """State-dict keys or shapes disagree with the model; the message lists every problem."""
+_LISTED = 20  # names shown per kind of mismatch; the rest are counted
 
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]):
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f", ... and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+
+
+class CheckpointMismatchError(CheckpointError):
+    """State-dict keys, shapes or kinds of dtype disagree with the model; the message lists each
+    kind of problem with its count (the first 20 names of each; all are in the attributes)."""
+
+    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
+                 wrong_dtype: list[tuple[str, torch.dtype, torch.dtype]] | None = None):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        self.wrong_dtype = wrong_dtype or []
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing)}")
+            parts.append(f"missing {len(missing)}: {_names(missing)}")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected)}")
+            parts.append(f"unexpected {len(unexpected)}: {_names(unexpected)}")
         if mismatched:
-            parts.append(
-                f"mis-shaped {len(mismatched)}: "
-                + ", ".join(f"{k} (model {list(m)}, checkpoint {list(c)})" for k, m, c in mismatched)
-            )
+            parts.append(f"mis-shaped {len(mismatched)}: "
+                         + _names([f"{k} (model {list(m)}, checkpoint {list(c)})" for k, m, c in mismatched]))
+        if self.wrong_dtype:
+            parts.append(f"wrong dtype {len(self.wrong_dtype)}: "
+                         + _names([f"{k} (model {m}, checkpoint {c})" for k, m, c in self.wrong_dtype]))
         super().__init__("checkpoint does not fit the model: " + "; ".join(parts))
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a missing or malformed file is a :class:`CheckpointError` naming it
+    (and, for bad JSON, the line and column)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read as JSON text ({' '.join(str(e).split())})") from None
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "float"
+    return "complex" if dtype.is_complex else "bool" if dtype == torch.bool else "int"
+
+
 def check_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Raise :class:`CheckpointMismatchError` unless ``state`` has exactly the model's tensors and shapes."""
+    """Raise :class:`CheckpointMismatchError` unless ``state`` has exactly the model's tensors and
+    shapes, each of the same kind of dtype (a float tensor where the model has a float one; the
+    precision may differ)."""
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
@@ -57,8 +91,13 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
         for k in own
         if k in state and tuple(own[k].shape) != tuple(state[k].shape)
     )
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched)
+    wrong_dtype = sorted(
+        ((k, own[k].dtype, state[k].dtype) for k in own
+         if k in state and isinstance(state[k], Tensor) and _kind(own[k].dtype) != _kind(state[k].dtype)),
+        key=lambda item: item[0],
+    )
+    if missing or unexpected or mismatched or wrong_dtype:
+        raise CheckpointMismatchError(missing, unexpected, mismatched, wrong_dtype)
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, assign: bool = False) -> nn.Module:
@@ -129,9 +168,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], str, dict[str,
     tensors, meta = read_safetensors(path)
     if "tatlas.system" not in meta:
         raise CheckpointError(f"{path}: a safetensors file without tatlas metadata (not a tatlas checkpoint)")
-    for alias, target in json.loads(meta.get("tatlas.aliases", "{}")).items():
+    config = _metadata_json(path, meta, "tatlas.config", None)
+    aliases = _metadata_json(path, meta, "tatlas.aliases", "{}")
+    if not all(isinstance(t, str) and t in tensors for t in aliases.values()):
+        raise CheckpointError(f"{path}: tatlas.aliases names tensors the file does not hold (a corrupt checkpoint)")
+    for alias, target in aliases.items():
         tensors[alias] = tensors[target]
-    return tensors, meta["tatlas.system"], json.loads(meta["tatlas.config"]), meta
+    return tensors, meta["tatlas.system"], config, meta
+
+
+def _metadata_json(path: str | Path, meta: dict[str, str], key: str, default: str | None) -> dict[str, Any]:
+    """A metadata entry that holds a JSON object; a missing or malformed one is a one-line error."""
+    text = meta.get(key, default)
+    if text is None:
+        raise CheckpointError(f"{path}: tatlas metadata without {key} (a corrupt checkpoint)")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: {key} is not valid JSON ({e}; a corrupt checkpoint)") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {key} holds {type(value).__name__}, expected a JSON object (a corrupt checkpoint)")
+    return value
 
 
 def load_torch_file(path: str | Path) -> dict[str, Any]:
@@ -141,7 +198,24 @@ def load_torch_file(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as e:  # pickle errors come in many types
-        raise CheckpointError(f"{path}: cannot be read safely with weights_only=True ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: cannot be read safely with weights_only=True ({pickle_refusal(e)})") from None
+
+
+def pickle_refusal(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line, without torch's advice to load
+    it with ``weights_only=False`` (which runs whatever code the file holds)."""
+    text = " ".join(str(error).split())
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+        for cut in (" Please use `torch.serialization", " Check the documentation", " To allowlist"):
+            text = text.split(cut)[0]
+        return f"it holds objects other than tensors ({text.rstrip('. ')}); only tensors and plain containers load"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "weights_only" in first:
+        first = "not a file torch.load reads without running code"
+    if isinstance(error, KeyError) or "invalid load key" in first:  # the bytes are not a pickle at all
+        return f"not a file written by torch.save ({type(error).__name__}: {first})"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def read_tensors(path: str | Path) -> dict[str, Tensor]:

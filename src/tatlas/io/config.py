@@ -1,4 +1,6 @@
-"""Frozen dataclass configs to and from plain JSON-able dicts (nested dataclasses, tuples, optionals)."""
+"""Frozen dataclass configs to and from plain JSON-able dicts (nested dataclasses, tuples, optionals),
+and the one type check of config values (:func:`check_fields`) that every way of making a config
+passes through: ``tatlas.create`` overrides, ``--config KEY=VALUE`` and configs read from files."""
 
 from __future__ import annotations
 
@@ -6,6 +8,83 @@ import dataclasses
 import types
 import typing
 from typing import Any
+
+
+class ConfigValueError(ValueError):
+    """A config value of the wrong type; the message names the field, the type expected and the value."""
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of {_type_name(args[0])}"
+        return f"a tuple of {len(args)} ({', '.join(_type_name(a) for a in args)})" if args else "a tuple"
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether ``value`` has type ``tp`` (an int is a float; a bool is not a number; a list is a tuple,
+    as JSON stores one; a dict fits a dataclass it would build; ``Any`` and other hints fit anything)."""
+    if tp is Any or isinstance(tp, typing.TypeVar):
+        return True
+    if tp is type(None) or value is None:
+        return value is None and (tp is type(None) or _optional(tp))
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arm, value) for arm in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(args[0], v) for v in value)
+        return not args or (len(args) == len(value) and all(_fits(a, v) for a, v in zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (tp, dict))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # a hint this check does not understand (a Callable, a Protocol ...)
+
+
+def _optional(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def check_fields(cls: type, values: dict[str, Any]) -> None:
+    """Raise :class:`ConfigValueError` for the first of ``values`` whose type does not fit the type of
+    ``cls``'s field of that name (names that are not fields are left to the caller), e.g.
+    ``LLMConfig.dim: expected int, got 'abc' (str)``. Called before the dataclass is built, so its
+    own checks (``dim > 0``) never see a string."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints and not _fits(hints[name], value):
+            raise ConfigValueError(f"{cls.__name__}.{name}: expected {_type_name(hints[name])}, "
+                                   f"got {value!r} ({type(value).__name__})")
+
+
+def check_config(config: Any) -> None:
+    """:func:`check_fields` over every field of a built config, nested configs included (a config
+    made by hand skips :func:`config_from_dict`; this catches it before a model is built from it)."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    check_fields(type(config), values)
+    for value in values.values():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -50,4 +129,5 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config fields {unknown}; valid fields are {sorted(fields)}")
+    check_fields(cls, data)
     return cls(**{k: _build(hints[k], v) for k, v in data.items()})

@@ -5,6 +5,7 @@ model out asked for target returns (Chen et al. 2021, §4-5)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from ..data.offline_rl import OfflineDataset, collect, dataset_layout, load_dataset, save_dataset
+from ..io import check_fields
 from ..models.decision_transformer.act import ActOptions
 from ..models.decision_transformer.rollout import RolloutResult, evaluate_targets
 from ..models.decision_transformer.task import config_for, dataset_task
@@ -60,6 +62,7 @@ def train_on_dataset(dataset: str | Path | OfflineDataset, out_dir: str | Path,
     o = options or DTTrainOptions()
     data = dataset if isinstance(dataset, OfflineDataset) else load_dataset(dataset)
     base = get_system("decision_transformer").preset(o.preset)
+    check_fields(type(base), o.overrides)
     try:
         base = dataclasses.replace(base, **o.overrides)
     except TypeError as e:
@@ -87,6 +90,9 @@ def evaluate_checkpoint(checkpoint: str | Path | torch.nn.Module, env_id: str, t
 
     if not targets:
         raise ValueError("targets: expected at least one target return")
+    bad = [t for t in targets if not math.isfinite(t)]
+    if bad:
+        raise ValueError(f"targets: expected finite target returns, got {', '.join(map(str, bad))}")
     options = ActOptions(cached=cached, context=context, sample=sample, seed=seed)
     model = checkpoint if isinstance(checkpoint, torch.nn.Module) else tatlas.load(checkpoint, system="decision_transformer", fast=True)
     return evaluate_targets(model.eval(), env_id, list(targets), episodes=episodes, seed=seed, options=options)

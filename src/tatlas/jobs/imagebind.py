@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io.arrays import load_numpy
+
 from ..models.imagebind.config import MODALITIES
 from ..models.imagebind.model import ImageBind
 
@@ -185,7 +187,7 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() == ".csv":
             return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-        return np.load(path, allow_pickle=False)
+        return load_numpy(path)
     except (ValueError, OSError, EOFError) as e:
         kind = "CSV of numbers" if path.suffix.lower() == ".csv" else ".npy array"
         raise ValueError(f"{path}: not a readable {kind} ({' '.join(str(e).split())})") from None
@@ -193,13 +195,9 @@ def _read_array(path: Path) -> np.ndarray:
 
 def _depth_image(path: Path) -> np.ndarray:
     """A one-channel image file -> a depth map in metres (16-bit: millimetres; 32-bit float: metres)."""
-    from PIL import Image, UnidentifiedImageError
+    from ..data.images import open_image
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+    img = open_image(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.asarray(img, dtype=np.float64) / 1000.0
     if img.mode == "F":
@@ -317,7 +315,7 @@ def read_index(path: str | Path) -> tuple[np.ndarray, dict]:
         raise ValueError(f"--in {path}: no {side.name} beside it (the rows' names; write the index with "
                          f"`tatlas imagebind embed --out {path.name}`)")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = load_numpy(path)
         meta = json.loads(side.read_text())
         rows = meta["rows"]
     except (ValueError, OSError, EOFError, KeyError, TypeError) as e:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..generate import GenerationConfig, generate
+from ..io import check_output_file
 from ..models.imagegpt.sample import completion_prompt, kept_pixels, mask_images, read_image, write_grid
 
 
@@ -74,6 +75,7 @@ def complete_image_file(
                          "ImageGPT folder")
     if top_half and fraction is not None:
         raise ValueError("give either top_half or fraction, not both")
+    check_output_file(out, "out")
     if not isinstance(model, nn.Module):
         model = tatlas.load(model, system="imagegpt", fast=True)
     model = model.eval()

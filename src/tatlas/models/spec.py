@@ -44,6 +44,11 @@ class System:
     formats: Mapping[str, Converter] = field(default_factory=dict)  # named foreign formats
     ct2_specs: Mapping[str, Converter] = field(default_factory=dict)  # CTranslate2 model.bin spec name -> converter
     diagram: str = ""  # shown by `tatlas explain`
+    # what `tatlas explain` (and the documentation site) says beside the drawn diagram
+    idea: str = ""  # the idea that makes it work, one short paragraph
+    paper: str = ""  # the reference: authors, year, title, venue or arXiv id
+    question: str = ""  # what a reader should be able to answer afterwards
+    highlight: tuple[str, ...] = ()  # module classes drawn highlighted: the system's distinctive parts
     # (config, seed) -> the system's training task on embedded data
     train_task: Callable[[Any, int], TrainTask] | None = None
     train_preset: str = "tiny"  # what `tatlas train SYSTEM` builds unless told otherwise

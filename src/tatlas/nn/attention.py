@@ -241,12 +241,15 @@ class Attention(nn.Module):
             k = apply_rotary(k, rope)
         return k, v
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [*, T, C]`` -> queries, keys and values ``[*, T, H*D], [*, T, G*D], [*, T, G*D]``."""
         if self.fused:
             q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
-            q, k, v = self.qkv(x).split([q_out, kv_out, kv_out], dim=-1)
-        else:
-            q, k, v = self.q(x), self.k(x), self.v(x)
+            return self.qkv(x).split([q_out, kv_out, kv_out], dim=-1)
+        return self.q(x), self.k(x), self.v(x)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = self._project_qkv(x)
         if self.k_norm is not None and not self.qk_norm_per_head:  # over the whole width, before the heads
             q, k = self.q_norm(q), self.k_norm(k)
         return self._heads(q, self.heads), self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)

@@ -19,3 +19,15 @@ def check_tokens(tokens: Tensor, vocab_size: int, *, what: str = "tokens") -> No
     bad = (tokens < 0) | (tokens >= vocab_size)
     if bad.any():
         raise ValueError(f"{what}: expected ids in 0..{vocab_size - 1}, got {int(tokens[bad][0])}")
+
+
+def check_finite(x: Tensor, *, what: str = "pixels") -> None:
+    """``x``: no NaN or infinity (one would make every output NaN without an error). Read on the host
+    (one synchronisation), except while compiling or on the meta device."""
+    if torch.compiler.is_compiling() or x.is_meta or x.numel() == 0 or not x.is_floating_point():
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{what}: expected finite values, got {bad} of {x.numel()} NaN or infinite "
+                         f"(first: {float(x[~finite][0])})")

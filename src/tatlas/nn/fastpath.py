@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import Attention
 from .linear import TiedLinear
-from .mlp import MLP
+from .mlp import MLP, GatedMLP
 
-__all__ = ["FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "optimize_"]
+__all__ = ["FastAttention", "FastGatedMLP", "FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "optimize_"]
 
 _DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN's call costs ~10 us more than F.linear's and then runs up to 2-2.5x faster. Decoding with
@@ -63,9 +64,9 @@ def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "",
-            owner: nn.Module | None = None) -> Tensor:
+            owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
     if owner is not None and weight.dtype == torch.bfloat16:
-        weight = _packed(owner, weight)
+        weight = _packed(owner, weight, sources or (weight,))
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
 
 
@@ -73,7 +74,7 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", a
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], Tensor]] = weakref.WeakKeyDictionary()
 
 
-def _packed(owner: nn.Module, weight: Tensor) -> Tensor:
+def _packed(owner: nn.Module, weight: Tensor, sources: tuple[Tensor, ...]) -> Tensor:
     """oneDNN's own blocked layout of a bfloat16 ``weight``, made on first use and kept for
     ``owner`` until the weight changes (another tensor, or written in place).
 
@@ -83,11 +84,12 @@ def _packed(owner: nn.Module, weight: Tensor) -> Tensor:
     results, and faster up to prefill-sized calls: 64 rows, 210 vs 167 ms over 1 GB of weights).
     The cost is memory: the packed copy sits beside the parameter (a bfloat16 model held for
     inference on the CPU takes twice its size). float32 is not packed: oneDNN reads its plain
-    layout as fast."""
+    layout as fast. ``sources``: the parameters ``weight`` is made of (itself, or the row blocks of
+    a joined weight), whose identity and versions say whether the copy is still current."""
     try:
-        key = (weight.data_ptr(), weight._version)
+        key = tuple(v for t in sources for v in (t.data_ptr(), t._version))
     except RuntimeError:  # an inference tensor keeps no version counter: it cannot be written in place
-        key = (weight.data_ptr(), -1)
+        key = tuple(t.data_ptr() for t in sources)
     cached = _PACKED.get(owner)
     if cached is None or cached[0] != key:
         cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight, 1))
@@ -124,7 +126,85 @@ class FastTiedLinear(TiedLinear):
         return _onednn(x, cast, None, owner=self if cast is weight else None)  # a per-call cast: not kept
 
 
-FAST: Mapping[type, type] = {nn.Linear: FastLinear, MLP: FastMLP, TiedLinear: FastTiedLinear}
+def _adjacent(tensors: list[Tensor]) -> bool:
+    """Whether ``tensors`` lie one after the other in one storage (row blocks of one matrix)."""
+    first = tensors[0]
+    if not all(t.is_contiguous() and t.dtype == first.dtype and t.device == first.device
+               and t.shape[1:] == first.shape[1:] for t in tensors):
+        return False
+    if any(t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() for t in tensors[1:]):
+        return False
+    offsets = [t.storage_offset() for t in tensors]
+    return all(b == a + t.numel() for a, b, t in zip(offsets, offsets[1:], tensors))
+
+
+def _block(tensors: list[Tensor]) -> Tensor:
+    """The one matrix whose row blocks ``tensors`` are (adjacent; no copy)."""
+    first = tensors[0]
+    rows = sum(t.shape[0] for t in tensors)
+    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (rows, *first.shape[1:]))
+
+
+def _joined(linears: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None] | None:
+    """One weight (and bias) that computes all of ``linears`` from the same input in one matmul.
+
+    The linears' parameters become row blocks of one matrix: the first time (or after ``.to()``
+    gave them separate storage again) their values are copied into one new block and each
+    parameter's ``.data`` is pointed at its rows. The parameters stay the same objects (an
+    optimizer or a state dict sees no difference) and no second copy is kept. ``None`` when they
+    cannot be joined (a bias on some only, other dtypes, gradients wanted, being compiled)."""
+    weights = [lin.weight for lin in linears]
+    biases = [lin.bias for lin in linears]
+    has_bias = biases[0] is not None
+    if any((b is not None) != has_bias for b in biases) or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return None
+    if not (_adjacent(weights) and (not has_bias or _adjacent(biases))):
+        if any(w.dtype != weights[0].dtype or w.device != weights[0].device or w.shape[1:] != weights[0].shape[1:]
+               for w in weights):
+            return None
+        with torch.inference_mode(False):  # plain tensors, so they can back parameters outside inference too
+            for group in [weights, biases] if has_bias else [weights]:
+                block = torch.cat([t.detach() for t in group])
+                start = 0
+                for t in group:
+                    t.data = block[start:start + t.shape[0]]
+                    start += t.shape[0]
+    return _block(weights), (_block(biases) if has_bias else None)
+
+
+class FastGatedMLP(GatedMLP):
+    """:class:`~tatlas.nn.GatedMLP` with ``gate`` and ``up`` computed by one oneDNN matmul (their
+    weights joined into one matrix, see :func:`_joined`): one call and one read of ``x`` fewer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.gate.weight
+        if type(self.gate) in (nn.Linear, FastLinear) and type(self.up) in (nn.Linear, FastLinear) \
+                and _serves(x, w, self.gate.bias):
+            joined = _joined((self.gate, self.up))
+            if joined is not None:
+                sources = (self.gate.weight, self.up.weight)
+                gate, up = _onednn(x, *joined, owner=self, sources=sources).chunk(2, dim=-1)
+                return self.down(self.act(gate) * up)
+        return super().forward(x)
+
+
+class FastAttention(Attention):
+    """:class:`~tatlas.nn.Attention` with separate ``q``, ``k``, ``v`` projections computed by one
+    oneDNN matmul (their weights joined into one matrix, see :func:`_joined`)."""
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.fused and all(type(m) in (nn.Linear, FastLinear) for m in (self.q, self.k, self.v)) \
+                and _serves(x, self.q.weight, self.q.bias):
+            joined = _joined((self.q, self.k, self.v))
+            if joined is not None:
+                sizes = [self.q.out_features, self.k.out_features, self.v.out_features]
+                sources = (self.q.weight, self.k.weight, self.v.weight)
+                return _onednn(x, *joined, owner=self, sources=sources).split(sizes, dim=-1)
+        return super()._project_qkv(x)
+
+
+FAST: Mapping[type, type] = {nn.Linear: FastLinear, MLP: FastMLP, TiedLinear: FastTiedLinear,
+                             GatedMLP: FastGatedMLP, Attention: FastAttention}
 
 
 def optimize_(model: nn.Module, variants: Mapping[type, type] | None = None) -> nn.Module:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .block import classic_block
+from .checks import check_finite
 from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d
 from .positions import LearnedPositions
@@ -69,6 +70,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(
                 f"pixels: expected [B, C, {self.image_size}, {self.image_size}], got {list(pixels.shape)}"
             )
+        check_finite(pixels)
         n_layers = len(self.blocks)
         stop = n_layers if layer is None else (layer % n_layers) + 1
         if layer is not None and not -n_layers <= layer < n_layers:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.datastructures import UploadFile
 
-from .app import ApiError, get_model, submit, wait_or_leave
+from .http import ApiError, get_model, submit, wait_or_leave
 
 router = APIRouter()
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

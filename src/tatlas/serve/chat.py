@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .app import ApiError, get_model, json_body, submit
+from .http import ApiError, get_model, json_body, submit
 from .engine import ChatJob
 
 router = APIRouter()

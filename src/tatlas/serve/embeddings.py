@@ -17,7 +17,7 @@ import io
 import numpy as np
 from fastapi import APIRouter, Request
 
-from .app import ApiError, get_model, json_body, submit, wait_or_leave
+from .http import ApiError, get_model, json_body, submit, wait_or_leave
 from .chat import data_url
 
 router = APIRouter()

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..io import CheckpointError, config_to_dict, load_state_strict, read_checkpoint, read_safetensors, save_checkpoint
+from ..io.checkpoint import pickle_refusal
 from ..models.registry import system_of
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types
-        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({pickle_refusal(e)})") from None
 
 
 def _sha256(path: Path) -> str:
@@ -159,6 +160,7 @@ class CheckpointStore:
     ) -> None:
         self.root = Path(root)
         self.keep, self.is_main, self.barrier = keep, is_main, barrier
+        self._verified: set[str] = set()  # folders known good: written by this store or verified once
 
     def step_dirs(self) -> list[tuple[int, Path]]:
         """Committed-looking folders ``step-N`` (not verified), newest first."""
@@ -167,15 +169,44 @@ class CheckpointStore:
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
         return sorted(found, reverse=True)
 
-    def newest_complete(self) -> Path | None:
+    def newest_complete(self, *, set_aside: bool = False) -> Path | None:
         """The newest folder that passes :func:`verify`; each newer one that fails is logged as a
-        warning naming the reason, and the search goes on to the previous one."""
+        warning naming the reason, and the search goes on to the previous one. ``set_aside`` (a run
+        that owns the folder): a failing one is also renamed ``step-N.corrupt``, so it is neither
+        resumed from nor counted among the K checkpoints kept."""
         for step, folder in self.step_dirs():
-            reason = verify(folder)
-            if reason is None:
+            if self._good(folder):
                 return folder
-            log.warning("checkpoint %s is incomplete or corrupt: %s; trying the previous one", folder, reason)
+            if set_aside:
+                self._set_aside(folder)
         return None
+
+    def _good(self, folder: Path) -> bool:
+        """Whether ``folder`` passes :func:`verify` (each folder is hashed once per store); a failure
+        is logged as a warning naming the reason."""
+        if folder.name in self._verified:
+            return True
+        reason = verify(folder)
+        if reason is None:
+            self._verified.add(folder.name)
+            return True
+        log.warning("checkpoint %s is incomplete or corrupt: %s; trying the previous one", folder, reason)
+        return False
+
+    def _set_aside(self, folder: Path) -> None:
+        """Rename a corrupt checkpoint ``step-N`` to ``step-N.corrupt`` (kept for a person to look at)."""
+        if not self.is_main:
+            return
+        target = folder.with_name(folder.name + ".corrupt")
+        if target.exists():
+            target = folder.with_name(f"{folder.name}.corrupt-{os.getpid()}")
+        os.replace(folder, target)
+        fsync_path(self.root)
+        log.warning("moved the corrupt checkpoint %s aside to %s", folder, target.name)
+
+    def corrupt(self) -> list[Path]:
+        """Checkpoints set aside as corrupt (``step-N.corrupt``)."""
+        return sorted(self.root.glob("step-*.corrupt*")) if self.root.is_dir() else []
 
     def begin(self, step: int) -> Path:
         """A fresh, empty staging folder for ``step`` (rank 0 makes it; all ranks wait)."""
@@ -200,10 +231,23 @@ class CheckpointStore:
             os.replace(staging, final)
             fsync_path(self.root)
             atomic_write_bytes(self.root / LATEST, (final.name + "\n").encode())
-            for _, old in self.step_dirs()[self.keep:]:
-                self._discard(old)
+            self._verified.add(final.name)
+            self._prune()
         self.barrier()
         return final
+
+    def _prune(self) -> None:
+        """Keep the newest K checkpoints that verify; older ones are deleted, and a corrupt one met on
+        the way is set aside (``step-N.corrupt``) rather than counted."""
+        good = 0
+        for _, folder in self.step_dirs():
+            if good >= self.keep:
+                self._discard(folder)
+                self._verified.discard(folder.name)
+            elif self._good(folder):
+                good += 1
+            else:
+                self._set_aside(folder)
 
     def _discard(self, folder: Path) -> None:
         """Rename aside first (atomic), then delete: a kill mid-delete leaves no half folder under a

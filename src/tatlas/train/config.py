@@ -8,6 +8,7 @@ derived values (the warm-up length, the per-rank batch) are properties or comput
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,8 +88,8 @@ class TrainConfig:
             positive_int(name)
         for name in ("eval_every", "checkpoint_every"):
             positive_int(name, optional=True)
-        need(self.lr > 0, "lr", "a positive learning rate")
-        need(self.weight_decay >= 0, "weight_decay", "a non-negative weight decay")
+        need(_finite(self.lr) and self.lr > 0, "lr", "a positive learning rate (finite)")
+        need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite non-negative weight decay")
         need(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
              "two numbers in [0, 1)")
         if self.warmup_steps is not None:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
-from ..io import CheckpointError
+from ..io import CheckpointError, check_output_dir
 from ..nn.threads import NoTuner, ThreadTuner, tuned_threads
 from . import distributed as D
 from .checkpoint import (
@@ -57,6 +57,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .metrics import MetricsLogger
 from .optim import WarmupCosine, build_optimizer
+from .runlock import RunLock
 from .runtime import StopSignal, autocast, seed_everything, split_loss, to_device
 from .sampler import InfiniteBatchSampler
 
@@ -161,15 +162,20 @@ class Trainer:
     def fit(self, *, resume: bool | str | os.PathLike[str] = False) -> TrainResult:
         """Train to ``config.steps``. ``resume=True`` continues from the newest complete
         checkpoint under ``out_dir`` (starting afresh, with a log line, when there is none); a path
-        names a checkpoint folder (or a run folder) to continue from. A fresh run refuses an
-        ``out_dir`` that already holds checkpoints."""
+        names a checkpoint folder (or a run folder) to continue from. A run that does not resume
+        refuses an ``out_dir`` that already holds an earlier run's checkpoints, weights or metrics;
+        the run owns ``out_dir`` while it trains (:class:`tatlas.train.runlock.RunLock`: a second
+        run on it fails with :class:`~tatlas.train.runlock.RunFolderBusy`)."""
         cfg = self.config
         if resume is True and cfg.out_path is None:
             raise ValueError("fit(resume=True): expected TrainConfig.out_dir to look for checkpoints in, got None")
+        if cfg.out_path is not None:
+            check_output_dir(cfg.out_path, "out_dir")
         env = D.setup(cfg)
         det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                torch.backends.cudnn.benchmark)
         metrics: MetricsLogger | None = None
+        lock: RunLock | None = None
         unit: nn.Module | None = None
         clean = False
         try:
@@ -188,17 +194,16 @@ class Trainer:
                 store = CheckpointStore(cfg.out_path / "checkpoints", keep=cfg.keep_checkpoints,
                                         is_main=env.is_main, barrier=env.barrier)
 
+            if cfg.out_path is not None and env.is_main:  # this run owns out_dir until fit returns
+                lock = RunLock(cfg.out_path).acquire()
             start_step, batches, elapsed_before, resumed_from = 0, 0, 0.0, None
             folder = self._find_resume(resume, store, env)
             if folder is not None:
                 start_step, batches, elapsed_before = self._load(folder, model, optimizer, scheduler, env)
                 resumed_from = folder
                 log.info("resumed from %s (step %d)", folder, start_step)
-            elif store is not None and store.has_checkpoints():
-                raise ValueError(
-                    f"{store.root} already holds checkpoints of an earlier run; pass fit(resume=True) to "
-                    "continue it, or choose another out_dir"
-                )
+            elif store is not None and env.is_main:
+                _refuse_earlier_run(cfg.out_path, store, resumed=resume is not False)
 
             sampler = InfiniteBatchSampler(
                 len(self.train_data), batch_size=cfg.batch_size, seed=cfg.seed, rank=env.rank,
@@ -233,6 +238,8 @@ class Trainer:
                 del unit
                 gc.collect()
             D.teardown(env, clean=clean)
+            if lock is not None:
+                lock.release()
 
     # ------------------------------------------------------------------ the loop
 
@@ -420,7 +427,7 @@ class Trainer:
         if env.is_main:  # rank 0 looks (and warns about bad checkpoints), then tells the others
             if resume is True:
                 assert store is not None
-                found = store.newest_complete()
+                found = store.newest_complete(set_aside=True)  # this run owns the folder
                 if found is None:
                     log.info("no complete checkpoint under %s: starting afresh", store.root)
             else:
@@ -478,6 +485,25 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _refuse_earlier_run(out: Path, store: CheckpointStore, *, resumed: bool) -> None:
+    """A run that starts afresh never overwrites another run's work: refuse an ``out`` folder that
+    holds checkpoints, final weights or metrics, naming what is there and the way on."""
+    held = [name for name in ("metrics.jsonl", "model.safetensors") if (out / name).exists()]
+    corrupt = store.corrupt()
+    if resumed and corrupt and not store.has_checkpoints():
+        raise CheckpointError(
+            f"{store.root}: no complete checkpoint to resume from; {len(corrupt)} incomplete or corrupt ones are "
+            f"set aside as *.corrupt ({', '.join(p.name for p in corrupt[:3])}{', ...' if len(corrupt) > 3 else ''}); "
+            "restore a good copy, or train into another out folder")
+    if store.has_checkpoints():
+        raise ValueError(f"{out} already holds checkpoints of an earlier run ({len(store.step_dirs())} checkpoints"
+                         f"{''.join(', ' + h for h in held)}); resume it (the --resume option, or fit(resume=True)) "
+                         "or choose another out folder")
+    if held:
+        raise ValueError(f"{out} already holds an earlier run ({', '.join(held)}) with no checkpoint to resume from; "
+                         "choose another out folder, or delete it to start over")
 
 
 def _ignore_interrupts(worker_id: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...io.arrays import load_numpy
 from .dataset import (
     FIELDS,
     DatasetError,
@@ -38,10 +39,7 @@ class _Members:
             self.names = sorted(str(p.relative_to(path).with_suffix("")) for p in path.rglob("*.npy"))
             self._npz = None
         else:
-            try:
-                self._npz = np.load(path, allow_pickle=False)
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-                raise DatasetError(f"{path}: not a readable .npz file ({e})") from None
+            self._npz = load_numpy(path, DatasetError)
             if not isinstance(self._npz, np.lib.npyio.NpzFile):
                 raise DatasetError(f"{path}: holds one bare array, not the named fields of a dataset")
             self.names = list(self._npz.files)
@@ -50,9 +48,11 @@ class _Members:
         try:
             if self._npz is not None:
                 return self._npz[name]
-            return np.load(self.path / f"{name}.npy", allow_pickle=False)
+            return load_numpy(self.path / f"{name}.npy", DatasetError)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{self.path}: field {name!r} is unreadable ({e})") from None
+            if isinstance(e, DatasetError):
+                raise
+            raise DatasetError(f"{self.path}: field {name!r} is unreadable ({' '.join(str(e).split())})") from None
 
     def close(self) -> None:
         if self._npz is not None:

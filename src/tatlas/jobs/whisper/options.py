@@ -10,6 +10,7 @@ from typing import Any
 from ...models.whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE
 from ...models.whisper.decoding import DecodingOptions, Segment
 from ...models.whisper.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+from ...models.whisper.vad import VadOptions
 
 INPUT_STRIDE = 2  # Mel frames per encoder position
 TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s per timestamp step
@@ -36,7 +37,10 @@ class Transcript:
 @dataclass(frozen=True, kw_only=True)
 class TranscribeOptions:
     """openai-whisper's ``transcribe`` arguments; ``decode`` holds the per-window
-    :class:`DecodingOptions` (its ``temperature`` and ``prompt`` are set per window)."""
+    :class:`DecodingOptions` (its ``temperature`` and ``prompt`` are set per window). ``vad``
+    (faster-whisper's ``vad_filter``): transcribe only the speech that :mod:`~tatlas.models.whisper.vad`
+    finds (``True``: its default :class:`VadOptions`; off by default, as openai-whisper and
+    faster-whisper)."""
 
     temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     compression_ratio_threshold: float | None = 2.4
@@ -50,13 +54,21 @@ class TranscribeOptions:
     append_punctuations: str = APPEND_PUNCTUATIONS
     clip_timestamps: str | tuple[float, ...] = "0"
     hallucination_silence_threshold: float | None = None
+    vad: bool | VadOptions = False
     decode: DecodingOptions = field(default_factory=DecodingOptions)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vad, bool | VadOptions):
+            raise TypeError(f"TranscribeOptions.vad: expected True, False or VadOptions, got {self.vad!r}")
         temps = self.temperatures
         if not temps or any(t < 0 for t in temps):
             raise ValueError(f"TranscribeOptions.temperature: expected temperatures >= 0, got {self.temperature!r}")
         self.clips(10**9)  # validates clip_timestamps
+
+    @property
+    def vad_options(self) -> VadOptions | None:
+        """The voice-activity detector's options, None when ``vad`` is off."""
+        return VadOptions() if self.vad is True else (self.vad or None)
 
     @property
     def temperatures(self) -> tuple[float, ...]:

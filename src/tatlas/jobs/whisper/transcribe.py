@@ -12,7 +12,11 @@ Transcription"), decision for decision openai-whisper's ``whisper.transcribe``:
   skipped;
 - word-level timestamps (:mod:`.timing`) move the seek to the last word's end, and
   ``hallucination_silence_threshold`` skips long silences around anomalous words;
-- ``clip_timestamps`` restrict the transcription to clips of the audio.
+- ``clip_timestamps`` restrict the transcription to clips of the audio;
+- ``vad`` (faster-whisper's ``vad_filter``, :mod:`.vad`): only the speech a voice-activity detector
+  finds is transcribed, joined, with every time carried back to the original audio.
+
+Decoding a batch of windows (temperature fallback, language identification) is :mod:`.windows`.
 
 Many files are transcribed together (:func:`transcribe_batch`): each round decodes the next
 window of up to ``batch_size`` files in one batch (one encoder call, one decoder batch with each
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,13 +48,14 @@ from ...models.whisper.audio import (
 )
 from ...models.whisper.decoding import DecodingResult, Segment, Word, audio_features, tokenizer_for
 from ...models.whisper.timing import add_word_timestamps
-from ...generate.whisper.decode import WindowDecoder
 
 if TYPE_CHECKING:
     from ...models.whisper.model import Whisper
     from ...models.whisper.tokenizer import WhisperTokenizer
 
 from .options import INPUT_STRIDE, STREAM_ABOVE_SECONDS, TIME_PRECISION, Transcript, TranscribeOptions
+from .vad import SpeechTimeline, speech_audio
+from .windows import decode_with_fallback, detect_languages, language_of
 
 _PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
 
@@ -128,8 +132,9 @@ class FileTranscription:
     file is done), :meth:`add` takes its decoding and seeks on."""
 
     def __init__(self, model: Whisper, source, options: TranscribeOptions, *, language: str | None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, timeline: SpeechTimeline | None = None) -> None:
         self.model, self.source, self.options, self.progress = model, source, options, progress
+        self.timeline = timeline  # with voice-activity filtering: where the joined speech came from
         c = model.config
         self.window_frames = c.n_frames
         self.content_frames = source.content_frames
@@ -295,52 +300,8 @@ class FileTranscription:
         if self.progress is not None and self.content_frames > self.reported:
             self.progress(self.content_frames - self.reported)
         text = self.tokenizer.decode(self.all_tokens[len(self.initial_prompt) :])
-        return Transcript(text=text, segments=self.segments, language=self.language)
-
-
-# ------------------------------------------------------------------------------------------ decoding
-
-
-def needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
-    """Too repetitive or too improbable, and not silence."""
-    o = options
-    bad = (o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold) or (
-        o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold)
-    silence = (o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
-               and o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold)
-    return bad and not silence
-
-
-def decode_with_fallback(
-    model: Whisper, audio: Tensor, options: TranscribeOptions, *, prompts: Sequence[Sequence[int]],
-    languages: Sequence[str | None], tokenizer: WhisperTokenizer | None = None,
-    generator: torch.Generator | None = None, seeds: Sequence[int] | None = None, compile: bool = False,
-) -> list[DecodingResult]:
-    """Decode windows ``audio [B, S, C]`` at the first temperature; those that need it again at the
-    next, and so on (beam search only at temperature 0, ``best_of`` samples only above).
-    Sampling draws from ``generator`` (None: torch's global one), or, with ``seeds`` (one per
-    window), from a generator per window and temperature: the same whatever the batch."""
-    results: list[DecodingResult | None] = [None] * audio.shape[0]
-    todo = list(range(audio.shape[0]))
-    for t in options.temperatures:
-        if t > 0:
-            opts = replace(options.decode, temperature=t, beam_size=None, patience=None, prompt=None)
-        else:
-            opts = replace(options.decode, temperature=t, best_of=None, prompt=None)
-        decoder = WindowDecoder(model, opts, tokenizer=tokenizer, generator=generator, compile=compile)
-        index = torch.tensor(todo, device=audio.device)
-        gens = None
-        if seeds is not None and t > 0:
-            gens = [torch.Generator(device=audio.device).manual_seed(zlib.crc32(f"{seeds[i]}:{t}".encode()))
-                    for i in todo]
-        out = decoder.run(audio.index_select(0, index) if len(todo) < audio.shape[0] else audio,
-                          prompts=[prompts[i] for i in todo], languages=[languages[i] for i in todo], generators=gens)
-        for i, r in zip(todo, out, strict=True):
-            results[i] = r
-        todo = [i for i, r in zip(todo, out, strict=True) if needs_fallback(r, options)]
-        if not todo:
-            break
-    return results  # type: ignore[return-value]
+        transcript = Transcript(text=text, segments=self.segments, language=self.language)
+        return transcript if self.timeline is None else self.timeline.restore(transcript)
 
 
 def _options(options: TranscribeOptions | None, kwargs: dict) -> TranscribeOptions:
@@ -366,7 +327,6 @@ def transcribe_batch(
     options = _options(options, kwargs)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    c = model.config
     device = model.decoder.embed.weight.device
     language = options.decode.language
     pending = deque(enumerate(audios))
@@ -379,8 +339,11 @@ def transcribe_batch(
         while True:
             while len(active) < batch_size and pending:
                 i, audio = pending.popleft()
-                source = mel_source(audio, n_mels=c.mels, window_frames=c.n_frames, device=device)
-                active.append((i, FileTranscription(model, source, options, language=language, progress=progress)))
+                state = _open(model, audio, options, language=language, progress=progress, device=device)
+                if isinstance(state, Transcript):
+                    done[i] = state  # voice-activity filtering found no speech
+                else:
+                    active.append((i, state))
             ready = {id(st) for _, st, _ in windows}
             fresh = [(i, st) for i, st in active if id(st) not in ready]
             if not fresh:
@@ -396,7 +359,7 @@ def transcribe_batch(
             continue
         mel = torch.stack([w.mel for _, _, w in windows]).to(device)
         features = audio_features(model, mel)  # [B, S, C]
-        _detect_languages(model, windows, features, decode_tokenizer)
+        detect_languages(model, windows, features, decode_tokenizer)
         results = decode_with_fallback(
             model, features, options, prompts=[w.prompt for _, _, w in windows],
             languages=[st.language for _, st, _ in windows], tokenizer=decode_tokenizer, generator=generator,
@@ -407,23 +370,27 @@ def transcribe_batch(
     return done  # type: ignore[return-value]
 
 
-def _detect_languages(model: Whisper, windows, features: Tensor, tokenizer: WhisperTokenizer) -> None:
-    """Set the language of files that have none yet from their first window (as openai-whisper:
-    the first 30 s of the padded spectrogram, which is the first decoding window unless the audio is
-    shorter or clipped)."""
-    rows = [(k, st, w) for k, (_, st, w) in enumerate(windows) if st.language is None]
-    if not rows:
-        return
-    full = [w.seek == 0 and w.size == st.window_frames for _, st, w in rows]
-    reuse = [features[k] for (k, _, _), f in zip(rows, full, strict=True) if f]
-    others = [st.language_window() for (_, st, _), f in zip(rows, full, strict=True) if not f]
-    extra = iter(audio_features(model, torch.stack(others).to(features.device))) if others else iter(())
-    reuse_it = iter(reuse)
-    audio = torch.stack([next(reuse_it) if f else next(extra) for f in full])
-    tokens, _ = WindowDecoder(model, tokenizer=tokenizer).detect_language(audio)
-    codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
-    for (_, st, _), t in zip(rows, tokens.tolist(), strict=True):
-        st.language = codes[t]
+def _open(model: Whisper, audio: AudioSource, options: TranscribeOptions, *, language: str | None,
+          progress: Callable[[int], None] | None, device) -> FileTranscription | Transcript:
+    """The transcription state of one file; with ``options.vad``, of its speech joined (the silence
+    is reported to ``progress`` as done at once), or its empty transcript when it holds no speech."""
+    c = model.config
+    if options.vad_options is None:
+        source = mel_source(audio, n_mels=c.mels, window_frames=c.n_frames, device=device)
+        return FileTranscription(model, source, options, language=language, progress=progress)
+    speech, timeline = speech_audio(audio, options)
+    if progress is not None and timeline.samples > len(speech):
+        progress(timeline.samples // HOP_LENGTH - len(speech) // HOP_LENGTH)
+    if not timeline.regions:
+        if not c.multilingual:
+            language = "en"
+        elif language is None:  # as without the filter: the language of the first window
+            first = mel_source(audio, n_mels=c.mels, window_frames=c.n_frames, device=device).mel(0, c.n_frames)
+            language = language_of(model, _pad_frames(first, c.n_frames))
+        return Transcript(text="", segments=[], language=language)
+    source = mel_source(speech, n_mels=c.mels, window_frames=c.n_frames, device=device)
+    return FileTranscription(model, source, replace(options, clip_timestamps="0"), language=language,
+                             progress=progress, timeline=timeline)
 
 
 def transcribe(

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Split, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from .config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 _BLOCK = ("attn_norm", "attn.q", "attn.k", "attn.v", "attn.out", "mlp_norm", "mlp.fc1", "mlp.fc2")
@@ -144,7 +145,7 @@ def from_hf(folder: str | Path) -> tuple[CLIPConfig, dict[str, Tensor]]:
     from dataclasses import replace
 
     folder = Path(folder)
-    config = config_from_hf(json.loads((folder / "config.json").read_text()))
+    config = config_from_hf(read_json(folder / "config.json"))
     config = replace(config, vision=_read_preprocessor(folder, config.vision))
     return config, HF_CLIP.convert(read_tensors(folder))
 

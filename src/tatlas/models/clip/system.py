@@ -54,4 +54,15 @@ SYSTEM = System(
         "  -> [ LN -> causal MHA -> + -> LN -> MLP -> + ] x L -> LN -> state at <EOT> -> W_t -> text embedding\n"
         "logits = exp(logit_scale) * cos(image, text); loss = symmetric cross-entropy over the batch"
     ),
+    idea=(
+        'Train an image encoder and a text encoder together so that, in a batch of N (image, caption) pairs, each'
+        " image's embedding is closest to its own caption's among the N: a symmetric cross-entropy over the N x N"
+        ' cosine similarities. The captions are free supervision; afterwards a class name written as a sentence '
+        'is a classifier, so the model classifies images into labels it was never trained on (zero-shot).'
+    ),
+    paper='Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision (ICML 2021)',
+    question=(
+        'What is the loss computed over, and how does CLIP classify an image into classes it never saw as labels?'
+    ),
+    highlight=('image_proj', 'text_proj'),
 )

@@ -6,6 +6,8 @@ its scaled cosine similarities to those weights."""
 
 from __future__ import annotations
 
+import string
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,8 +66,16 @@ def build_classifier(
     classes, templates = tuple(classes), tuple(templates)
     if not classes:
         raise ValueError("zero-shot classification needs at least one class name")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"templates: expected strings with a '{{}}' for the class name, got {templates}")
+    if not templates:
+        raise ValueError("templates: expected at least one prompt with a '{}' for the class name")
+    for t in templates:
+        try:
+            slots = [name for _, name, _, _ in string.Formatter().parse(t) if name is not None]
+        except ValueError:
+            slots = None
+        if slots != [""]:
+            raise ValueError(f"templates: expected strings with a '{{}}' for the class name, exactly one in each "
+                             f"(write {{{{ and }}}} for literal braces), got {t!r}")
     was_training = model.training
     model.eval()
     device = model.logit_scale.device

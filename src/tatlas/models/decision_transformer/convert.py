@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ..gpt2 import hf_gpt2_activation, hf_gpt2_block_rules
 from .config import DecisionTransformerConfig
 
@@ -64,7 +65,7 @@ def config_from_hf(hf: dict[str, Any]) -> DecisionTransformerConfig:
 def from_hf(folder: Path) -> tuple[DecisionTransformerConfig, dict[str, Tensor]]:
     """A Hugging Face ``DecisionTransformerModel`` folder -> (config, state dict)."""
     folder = Path(folder)
-    config = config_from_hf(json.loads((folder / "config.json").read_text()))
+    config = config_from_hf(read_json(folder / "config.json"))
     tensors = read_tensors(folder)
     if "encoder.wpe.weight" not in tensors:
         raise CheckpointError(f"{folder}: missing encoder.wpe.weight (its row 0 is added to every token)")

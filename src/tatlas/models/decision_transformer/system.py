@@ -43,4 +43,13 @@ SYSTEM = System(
         "  -> LayerNorm -> at s_t: action head (tanh | logits) -> a_t; at a_t: next state, next return\n"
         "  acting: target return R1, then R(t+1) = R(t) - r(t); 3 new tokens per step into the cache"
     ),
+    idea=(
+        'Offline reinforcement learning as sequence modelling: lay a trajectory out as (return-to-go, state, '
+        'action) tokens and train a causal transformer to predict each action from what came before. No value '
+        'function, no policy gradient: at test time you ask for a return by writing it in the first token, and '
+        'the model acts like the trajectories in the data that reached about that return.'
+    ),
+    paper='Chen et al. 2021, Decision Transformer: Reinforcement Learning via Sequence Modeling (NeurIPS 2021)',
+    question='Where does the desired return enter the model, and how is it updated as the episode goes on?',
+    highlight=('embed_return', 'embed_state', 'embed_action', 'predict_action'),
 )

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ...io import CheckpointError
+from ...io.arrays import load_numpy
 from ...io.convert import KeyMap
 from ...nn import Attention, GlobalAttention, LayerNorm
 from . import embed, heads, model, templates, trunk
@@ -245,11 +246,11 @@ def from_alphafold_params(path: str | Path) -> tuple[EvoformerConfig, dict[str, 
     read without pickle) -> our config and state dict. Parameters of parts this port does not build
     (:data:`NOT_PORTED`) are left out; every other one must be read."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            flat = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable .npz of AlphaFold2 parameters ({e})") from None
+    archive = load_numpy(path, CheckpointError)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path}: holds one bare array, not the named AlphaFold2 parameters of a .npz")
+    with archive as z:
+        flat = {k: z[k] for k in z.files}
     config = config_from_params(flat)
     flat = {k: v for k, v in flat.items() if not k.startswith(tuple(f"{PUBLISHED}/{p}" for p in NOT_PORTED))}
     with torch.device("meta"):

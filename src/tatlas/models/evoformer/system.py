@@ -84,4 +84,24 @@ SYSTEM = System(
         "  -> structure module: [ IPA(s, z, frames) -> transition -> backbone update -> torsion angles ] x layers\n"
         "  -> frames, Cα trace; FAPE loss"
     ),
+    idea=(
+        'Reason jointly over a multiple sequence alignment (which residues co-vary across evolution) and a pair '
+        'representation (what each residue pair is like): row attention over the MSA is biased by the pair, the '
+        'outer product mean writes MSA statistics into the pair, and triangle updates make the pair geometrically'
+        ' consistent (edge i-j is updated from edges i-k and k-j, as the triangle inequality constrains '
+        'distances).'
+    ),
+    paper=(
+        'Jumper et al. 2021, Highly accurate protein structure prediction with AlphaFold (Nature 596), Supplement'
+        ' §1.6'
+    ),
+    question=(
+        'Why are the pair updates shaped as triangles, and by which two routes does information flow between the '
+        'MSA and the pair representation?'
+    ),
+    highlight=(
+        'MSARowAttentionWithPairBias', 'OuterProductMean', 'TriangleMultiplicationOutgoing',
+        'TriangleMultiplicationIncoming', 'TriangleAttentionStartingNode', 'TriangleAttentionEndingNode',
+        'InvariantPointAttention',
+    ),
 )

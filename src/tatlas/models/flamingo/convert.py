@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, KeyMap, Rename, Split, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ..clip.config import CLIPVisionConfig
 from ..clip.convert import OPENAI_CLIP, hf_vision_rules
 from ..llava.convert import read_image_stats
@@ -140,7 +141,7 @@ def from_hf(folder: str | Path) -> tuple[FlamingoConfig, dict[str, Tensor]]:
     """A transformers IDEFICS folder -> (config, state dict). ``<image>``/``<|endofchunk|>`` ids
     come from its ``tokenizer.json`` if it has one (else pass ``image_attention_mask``)."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
+    hf = read_json(folder / "config.json")
     text_hf, config = config_from_idefics(hf, folder)
     parts = _split_idefics(read_tensors(folder))
     _, text_state = convert_hf(text_hf, parts["text"])

@@ -42,4 +42,17 @@ SYSTEM = System(
         "  x + tanh(a) * xattn(norm(x), tokens of the latest image before x)   (a = 0 at init)\n"
         "  x + tanh(b) * mlp(norm(x))                                           (b = 0 at init) -> logits"
     ),
+    idea=(
+        "Keep a pretrained vision encoder and a pretrained LM frozen; between the LM's layers insert new cross-"
+        'attention blocks that read a fixed number of visual tokens (a Perceiver resampler compresses each '
+        'image), each scaled by tanh of a learned gate that starts at 0, so at the start of training the model is'
+        ' exactly the frozen LM. Trained on interleaved image-text web pages, it learns new tasks from a few '
+        'examples in its prompt.'
+    ),
+    paper='Alayrac et al. 2022, Flamingo: a Visual Language Model for Few-Shot Learning (NeurIPS 2022)',
+    question=(
+        'Why do the new cross-attention blocks start with their gates at zero, and which image does a text token '
+        'attend to?'
+    ),
+    highlight=('GatedCrossAttentionBlock', 'PerceiverResampler'),
 )

@@ -44,4 +44,13 @@ SYSTEM = System(
         "depth / thermal [B,1,S,S] -> 16x16 patches -> LN -> ... -> *5 / *10;  IMU [B,6,2000] -> 8-step windows -> *5\n"
         "every embedding L2-normalised; trained image-anchored: InfoNCE(image, m) for each other modality m"
     ),
+    idea=(
+        'One embedding space for six modalities without data that pairs all of them: every modality is trained '
+        'contrastively against images only (image-text, image-audio, image-depth, ...), and because images are '
+        'the common anchor, modalities that were never paired (audio and text) become comparable: emergent '
+        'alignment.'
+    ),
+    paper='Girdhar et al. 2023, ImageBind: One Embedding Space To Bind Them All (CVPR 2023)',
+    question='Audio and text were never trained against each other: why does audio-to-text retrieval still work?',
+    highlight=('VisionStem', 'TextStem', 'MapStem', 'IMUStem'),
 )

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ..gpt2 import hf_gpt2_activation, hf_gpt2_block_rules
 from .config import ImageGPTConfig
 from .palette import default_colours, from_signed, to_signed
@@ -72,7 +73,7 @@ def read_clusters(folder: Path, config: ImageGPTConfig) -> Tensor | None:
 def from_hf(folder: Path) -> tuple[ImageGPTConfig, dict[str, Tensor]]:
     """A Hugging Face ``ImageGPTForCausalImageModeling`` folder -> (config, state dict)."""
     folder = Path(folder)
-    config = config_from_hf(json.loads((folder / "config.json").read_text()))
+    config = config_from_hf(read_json(folder / "config.json"))
     state = HF_IMAGEGPT.convert(read_tensors(folder))
     clusters = read_clusters(folder, config)
     state["palette.clusters"] = clusters if clusters is not None else default_colours(config.clusters)

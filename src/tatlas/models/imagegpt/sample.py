@@ -15,30 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-class ImageReadError(ValueError):
-    """An image file that cannot be read; the message is one line naming the file."""
+from ...data.images import ImageReadError, open_image  # noqa: F401  (ImageReadError: re-exported)
 
 
 def read_image(path: str | Path, size: int) -> tuple[Tensor, list[str]]:
     """An image file -> ``([3, size, size] float32 in [0, 1], notes)``.
 
-    Read with ``matplotlib.image.imread`` (PNG natively, other formats through Pillow). Any mode
-    becomes RGB: grey is repeated over the channels, an alpha channel is composited over black
-    (palette images arrive from matplotlib as RGBA), 8- and 16-bit integers are scaled to [0, 1].
+    Read by the shared reader (:func:`tatlas.data.images.open_image`: any format Pillow reads, the
+    pixel budget checked from the header) and turned into an array as ``matplotlib.image.imread``
+    does. Any mode becomes RGB: grey is repeated over the channels, an alpha channel is composited
+    over black (palette images become RGBA), 8- and 16-bit integers are scaled to [0, 1].
     Any size is resized to ``size x size`` (bilinear with antialiasing; a non-square image is
     stretched, as Hugging Face's ImageGPT processor does). ``notes`` says what was done.
     """
-    import matplotlib.image as mpimg
+    from matplotlib.image import pil_to_array
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such image file")
-    try:
-        array = np.asarray(mpimg.imread(path))
-    except Exception as e:  # Pillow and matplotlib raise many types for a corrupt file
-        message = str(e).splitlines()[0] if str(e) else ""
-        raise ImageReadError(f"{path}: cannot read image ({type(e).__name__}: {message})") from None
+    img = open_image(path)
+    array = np.asarray(pil_to_array(img))
     notes: list[str] = []
     if array.dtype == np.uint8:
         x = array.astype(np.float32) / 255.0

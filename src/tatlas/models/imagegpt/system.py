@@ -32,4 +32,16 @@ SYSTEM = System(
         "     RMSNorm -> MLP (quick_gelu) -> + ] x layers -> RMSNorm -> head over K colours -> next pixel\n"
         "  linear probe: mean over pixels of rms-normalised block-l output -> logistic regression"
     ),
+    idea=(
+        'Treat an image as a sequence: quantise every pixel to one of 512 colour clusters, read the pixels in '
+        'raster order and train a GPT-2 to predict the next one. Nothing in the model knows it is looking at an '
+        'image, yet to predict pixels well it must learn objects and shapes: completions of half images look '
+        'plausible, and a linear classifier on its mid-layer features beats one on raw pixels.'
+    ),
+    paper='Chen et al. 2020, Generative Pretraining from Pixels (ICML 2020)',
+    question=(
+        'Why are the best features for a linear probe found in the middle layers rather than the last one, and '
+        'what does the colour palette trade away to make the sequence short enough?'
+    ),
+    highlight=('Palette', 'lm_head'),
 )

@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from ...io import CheckpointError, KeyMap, Rename, Transform, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ..llava.convert import read_image_stats
 from ..llm.convert import convert_hf, export_hf
 from ..vlm import join_hf_vlm_state, split_hf_vlm_state
@@ -71,7 +72,7 @@ def vision_config_from_hf(v: dict[str, Any]) -> InternViTConfig:
 def from_hf(folder: str | Path) -> tuple[InternVLConfig, dict[str, Tensor]]:
     """A transformers InternVL folder -> (config, state dict)."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
+    hf = read_json(folder / "config.json")
     layer = hf.get("vision_feature_layer", -1)
     if not isinstance(layer, int):
         raise CheckpointError(f"vision_feature_layer {layer!r}: only one layer is supported (not a list)")

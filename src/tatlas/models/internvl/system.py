@@ -39,4 +39,19 @@ SYSTEM = System(
         "      -> drop class token -> pixel shuffle 2x2 -> [tile tokens / 4, 4 C] -> LayerNorm -> Linear -> GELU -> Linear\n"
         "      -> replace <IMG_CONTEXT> tokens (tile by tile) -> Qwen2 / Llama decoder -> logits"
     ),
+    idea=(
+        'A large vision encoder (InternViT) aligned to an LLM through a light connector, and high resolution made'
+        ' affordable: the image is cut into up to 12 tiles of the closest aspect ratio plus a thumbnail, and '
+        'pixel shuffle merges each 2x2 group of patch features into one token, so a tile costs a quarter of the '
+        'tokens.'
+    ),
+    paper=(
+        'Chen et al. 2024, How Far Are We to GPT-4V? (InternVL 1.5, arXiv:2404.16821); Zhu et al. 2025, InternVL3'
+        ' (arXiv:2504.10479)'
+    ),
+    question=(
+        'What does pixel shuffle do to the number and the width of the visual tokens, and how is the tile grid '
+        'chosen for a given image?'
+    ),
+    highlight=('projector', 'projector_norm'),
 )

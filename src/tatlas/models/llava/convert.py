@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, KeyMap, Rename, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ..clip.convert import hf_vision_rules, vision_config_from_hf, vision_config_to_hf
 from ..llm.convert import convert_hf, export_hf
 from ..vlm import join_hf_vlm_state, split_hf_vlm_state
@@ -66,7 +67,7 @@ def config_from_hf(hf: dict[str, Any], text: Any, folder: Path | None = None) ->
 def from_hf(folder: str | Path) -> tuple[LlavaConfig, dict[str, Tensor]]:
     """A transformers LLaVA / LLaVA-NeXT folder -> (config, state dict)."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
+    hf = read_json(folder / "config.json")
     parts = split_hf_vlm_state(read_tensors(folder))
     text, text_state = convert_hf(_text_config(hf), parts["text"])
     config = config_from_hf(hf, text, folder)

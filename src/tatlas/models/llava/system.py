@@ -53,4 +53,19 @@ SYSTEM = System(
         "      -> Linear -> GELU -> Linear -> (NeXT: tiles laid out, unpadded, image_newline per row)\n"
         "      -> replace the <image> tokens -> decoder LM (Llama / Mistral / Qwen2) -> logits"
     ),
+    idea=(
+        'Connect a pretrained CLIP vision encoder to a pretrained LLM with nothing more than a small MLP that '
+        'maps each image patch feature to a word embedding, then train on instruction-following conversations '
+        "about images. The image becomes a few hundred 'visual words' in the prompt; LLaVA-NeXT adds tiles of a "
+        'high-resolution grid so small details survive.'
+    ),
+    paper=(
+        'Liu et al. 2023, Visual Instruction Tuning (NeurIPS 2023); Liu et al. 2024, Improved Baselines with '
+        'Visual Instruction Tuning (CVPR 2024)'
+    ),
+    question=(
+        "How many tokens does one image cost in the LLM's context, and why is the vision encoder read at its "
+        'second-to-last layer?'
+    ),
+    highlight=('projector',),
 )

@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from ...io import TRANSPOSE, CheckpointError, KeyMap, Rename, Stack, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from ...nn.positions import Llama3Scaling
 from .config import LatentConfig, LLMConfig, MoEConfig, VisionConfig, uniform_layers
 
@@ -302,7 +303,7 @@ def config_from_hf(hf: dict[str, Any]) -> LLMConfig:
 
 def from_hf(folder: Path) -> tuple[LLMConfig, dict[str, Tensor]]:
     """A Hugging Face Llama/Mistral/Qwen2/Gemma 3 folder -> (config, state dict)."""
-    return convert_hf(json.loads((Path(folder) / "config.json").read_text()), read_tensors(folder))
+    return convert_hf(read_json(Path(folder) / "config.json"), read_tensors(folder))
 
 
 def convert_hf(hf: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[LLMConfig, dict[str, Tensor]]:

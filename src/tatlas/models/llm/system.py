@@ -40,4 +40,24 @@ SYSTEM = System(
         "images (Gemma 3): pixels -> ViT -> avg-pool -> RMSNorm -> linear -> replace <image> tokens;\n"
         "                  tokens of one image attend to each other bidirectionally, the rest causally"
     ),
+    idea=(
+        'Predicting the next token of a very large amount of text is a task whose best solution needs much of '
+        'what the text is about, and a decoder-only transformer gets better at it smoothly as parameters, data '
+        'and compute grow. The modern recipe keeps the 2017 block and changes its parts: rotary positions '
+        '(relative, extrapolate), grouped-query attention (a smaller KV cache), SwiGLU MLPs and RMSNorm; a '
+        'mixture of experts adds parameters without adding compute per token, a router sending each token to k of'
+        ' E expert MLPs.'
+    ),
+    paper=(
+        'Touvron et al. 2023, LLaMA (arXiv:2302.13971); Jiang et al. 2024, Mixtral of Experts (arXiv:2401.04088);'
+        ' Gemma Team 2025, Gemma 3 (arXiv:2503.19786)'
+    ),
+    question=(
+        'Why does a top-2-of-8 MoE layer hold about 4x the MLP parameters of a dense layer but cost only about 2x'
+        ' its FLOPs per token, and which tensor does grouped-query attention make smaller?'
+    ),
+    highlight=(
+        'TopKRouter', 'SwitchRouter', 'DeepSeekRouter', 'ExpertChoiceRouter', 'Experts', 'LatentAttention',
+        'ImageProjector', 'GatedMLP', 'rotary',
+    ),
 )

@@ -23,6 +23,7 @@ approximately zero mean"; large-v3 uses 128 channels), equal to openai-whisper's
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.speech import resample as _resample_hq
+from ...data.speech import wav_frames
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms windows
@@ -65,9 +69,29 @@ def _check_file(path: str | os.PathLike) -> Path:
     return path
 
 
+_TRUNCATION_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_if_truncated(path: Path) -> None:
+    """One warning per file (and version of it) whose WAV header declares more frames than it holds."""
+    try:
+        frames = wav_frames(path)
+    except OSError:
+        return
+    if frames is None or frames[1] >= frames[0]:
+        return
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _TRUNCATION_WARNED:
+        _TRUNCATION_WARNED.add(key)
+        log.warning("%s: truncated WAV: its header declares %d frames, the file holds %d; transcribing those",
+                    path, frames[0], frames[1])
+
+
 def _open(path: Path):
     import soundfile
 
+    _warn_if_truncated(path)
     try:
         return soundfile.SoundFile(path)
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as e:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ...io import CheckpointError, Fuse, KeyMap, Rename, Split, load_torch_file, read_tensors, write_hf_folder
+from ...io.checkpoint import read_json
 from .config import ENGLISH_VOCAB, MULTILINGUAL_VOCAB, WhisperConfig
 
 # Our block: attn_norm, attn.{qkv,out}, cross_norm, cross_attn.{q,k,v,out}, mlp_norm, mlp.{fc1,fc2}.
@@ -150,7 +151,7 @@ def from_hf(folder: Path) -> tuple[WhisperConfig, dict[str, Tensor]]:
     """A Hugging Face ``WhisperForConditionalGeneration`` folder -> (config, state dict). The
     alignment heads come from ``generation_config.json`` when it has them."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
+    hf = read_json(folder / "config.json")
     heads = _generation_alignment_heads(folder)
     config = config_from_hf({**hf, "alignment_heads": heads} if heads else hf)
     state = read_tensors(folder)

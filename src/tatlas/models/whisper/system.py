@@ -38,4 +38,17 @@ SYSTEM = System(
         "     [ LN -> causal MHA (KV cache) -> + -> LN -> cross-attn to audio (K/V once per window) -> + ->\n"
         "       LN -> MLP -> + ] x L -> LN -> x @ embed^T -> next token (text, timestamps <|t.tt|>, <|endoftext|>)"
     ),
+    idea=(
+        'Train one encoder-decoder on 680,000 hours of weakly labelled audio from the web, with the task '
+        "(language, transcribe or translate, timestamps or not) written as special tokens in the decoder's "
+        'prompt. Scale and diversity replace careful datasets: the model transcribes unseen recordings robustly '
+        'without fine-tuning, and its cross-attention, which reads the encoded Mel frames, shows where in the '
+        'audio each word was heard.'
+    ),
+    paper='Radford et al. 2022, Robust Speech Recognition via Large-Scale Weak Supervision (arXiv:2212.04356)',
+    question=(
+        'How does the decoder know which task to do, and where in the network does the alignment between words '
+        'and audio time live?'
+    ),
+    highlight=('cross_attn', 'conv1', 'conv2'),
 )
