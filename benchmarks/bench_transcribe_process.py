@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _timing import busy, load_average
+from _timing import add_contend, contended, load_average
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--contend", type=int, default=0, help="busy processes during the measurement")
+    add_contend(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clips = [str(p) for p in write_clips(Path(tmp), args.clips)]
@@ -87,7 +87,7 @@ def main() -> None:
         for name, cmd in commands.items():  # warm the page cache and check both run
             _, _, out = run(cmd)
             print(f"  {name}: {out.strip().splitlines()[0][:100]}")
-        with busy(args.contend):
+        with contended(args.contend):
             for _ in range(args.rounds):
                 for name, cmd in commands.items():
                     walls[name].append(run(cmd)[0])
