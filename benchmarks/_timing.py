@@ -92,6 +92,16 @@ def contended(procs: int) -> Iterator[None]:
             print(f"state at the end: {load_average()}", flush=True)
 
 
+def pick(script: str, given: str, known: object) -> list[str]:
+    """The comma-separated names ``given`` (rows, benchmarks, cases ...), each one of ``known``, or
+    ``SystemExit`` with one line naming the unknown ones and the choices."""
+    names = given.split(",")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"{script}: unknown {unknown}; expected some of {', '.join(known)}")
+    return names
+
+
 def load_average() -> str:
     """The machine's load averages (1, 5, 15 min) as one line, for the record beside a figure."""
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())

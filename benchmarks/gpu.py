@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _timing import best_time, decode_bytes, read_bandwidth
+from _timing import best_time, decode_bytes, pick, read_bandwidth
 
 ROWS = ("decode", "moe", "clip", "train", "whisper", "evoformer")
 
@@ -73,10 +73,11 @@ def _ratio(a: float, b: float) -> float:
 
 
 def row_decode(s: Setting) -> dict:
+    from transformers import AutoModelForCausalLM
+
     import tatlas
     from tatlas.generate import GenerationConfig, generate
     from tatlas.models.llm.convert import to_hf
-    from transformers import AutoModelForCausalLM
 
     preset, new, prompt_len = ("tiny", 8, 8) if s.dry else ("Llama-3.2-1B", 256, 32)
     torch.manual_seed(0)
@@ -136,9 +137,10 @@ def row_moe(s: Setting) -> dict:
 
 
 def row_clip(s: Setting) -> dict:
+    from transformers import CLIPModel
+
     import tatlas
     from tatlas.models.clip.convert import to_hf
-    from transformers import CLIPModel
 
     preset, batch = ("tiny", 2) if s.dry else ("ViT-B/32", 256)
     torch.manual_seed(0)
@@ -172,10 +174,10 @@ def row_clip(s: Setting) -> dict:
 
 def row_train(s: Setting) -> dict:
     import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
 
     import tatlas
     from tatlas.models.llm.convert import to_hf
-    from transformers import AutoModelForCausalLM
 
     preset, batch, seq = ("tiny", 2, 32) if s.dry else ("Llama-3.2-1B", 8, 2048)
     torch.manual_seed(0)
@@ -214,9 +216,10 @@ def row_train(s: Setting) -> dict:
 
 
 def row_whisper(s: Setting) -> dict:
+    from transformers import WhisperForConditionalGeneration
+
     import tatlas
     from tatlas.models.whisper.convert import to_hf
-    from transformers import WhisperForConditionalGeneration
 
     preset, batch, steps = ("tiny", 2, 16) if s.dry else ("large-v3", 16, 128)
     torch.manual_seed(0)
@@ -270,10 +273,7 @@ def main() -> None:
     ap.add_argument("--out", default=".", help="folder for gpu.json and gpu.md")
     ap.add_argument("--dry-run", action="store_true", help="CPU, float32, tiny shapes: checks the script only")
     args = ap.parse_args()
-    rows = args.rows.split(",")
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"gpu.py: unknown rows {unknown}; expected some of {', '.join(ROWS)}")
+    rows = pick("gpu.py", args.rows, ROWS)
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu.py: expected a CUDA device, got none (--dry-run checks the script on the CPU)")
     s = Setting(args.dry_run)

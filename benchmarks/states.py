@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from _timing import pick
+
 HERE = Path(__file__).resolve().parent
 
 # name -> (command, substrings of the lines to keep)
@@ -53,10 +55,7 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(BENCHMARKS))
     ap.add_argument("--log", default="states.log", help="every run's whole output")
     args = ap.parse_args()
-    names = args.only.split(",")
-    unknown = sorted(set(names) - set(BENCHMARKS))
-    if unknown:
-        raise SystemExit(f"states.py: unknown benchmarks {unknown}; expected some of {', '.join(BENCHMARKS)}")
+    names = pick("states.py", args.only, BENCHMARKS)
     ratios: dict[tuple[str, str], list[list[str]]] = {}
     with open(args.log, "a") as log:
         for name in names:

@@ -36,7 +36,7 @@ def test_gpu_script_dry_run_produces_every_row(tmp_path):
 def test_gpu_script_refuses_unknown_rows_and_a_missing_gpu():
     proc = subprocess.run([sys.executable, "gpu.py", "--rows", "decode,nope", "--dry-run"], cwd=ROOT / "benchmarks",
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "unknown rows ['nope']" in proc.stderr
+    assert proc.returncode != 0 and "unknown ['nope']" in proc.stderr
     if not __import__("torch").cuda.is_available():
         proc = subprocess.run([sys.executable, "gpu.py"], cwd=ROOT / "benchmarks", capture_output=True, text=True,
                               timeout=120)
