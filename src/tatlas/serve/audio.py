@@ -108,13 +108,16 @@ async def _audio(request: Request, task: str):
                        param="timestamp_granularities")
     language = _language(form.get("language"), served, task)
     temperatures = _temperatures(form.get("temperature"))
+    vad = form.get("vad") or "false"  # tatlas' own field: transcribe only where someone speaks
+    if vad not in ("true", "false"):
+        raise ApiError(400, f"'vad': expected true or false, got {vad!r}", param="vad")
     prompt = form.get("prompt")
     data = await upload.read()
     if not data:
         raise ApiError(400, "'file': empty upload (0 bytes)", param="file")
     samples, seconds = await asyncio.to_thread(_decode_audio, data, upload.filename or "audio",
                                                limits.max_audio_seconds)
-    options = TranscribeOptions(temperature=temperatures, word_timestamps="word" in grains,
+    options = TranscribeOptions(temperature=temperatures, word_timestamps="word" in grains, vad=vad == "true",
                                 initial_prompt=prompt if isinstance(prompt, str) and prompt.strip() else None,
                                 decode=DecodingOptions(task=task, language=language))
     transcript = await wait_or_leave(request, submit(served.engine, (samples, options)))

@@ -1,7 +1,8 @@
 """Whisper's job: speech to text for files of any length (:mod:`.transcribe`), written as text or
 subtitles (:mod:`.formats`), with the named real weights (:func:`default_model`).
 
-``from tatlas.jobs.whisper import default_model, transcribe``; ``transcribe(default_model(), "a.wav").text``.
+``from tatlas.jobs.whisper import default_model, transcribe``; ``transcribe(default_model(), "a.wav").text``;
+``transcribe(model, "a.wav", vad=True)`` transcribes only where someone speaks (:mod:`.vad`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import os
 import torch
 
 from ...models.whisper.model import Whisper
+from ...models.whisper.vad import VadOptions
 from .formats import format_timestamp, to_srt, to_txt, to_vtt
 from .options import Transcript, TranscribeOptions
 from .transcribe import transcribe, transcribe_batch
 
-__all__ = ["Transcript", "TranscribeOptions", "default_model", "format_timestamp", "to_srt", "to_txt", "to_vtt",
+__all__ = ["Transcript", "TranscribeOptions", "VadOptions", "default_model", "format_timestamp", "to_srt", "to_txt", "to_vtt",
            "transcribe", "transcribe_batch", "whisper_names"]
 
 

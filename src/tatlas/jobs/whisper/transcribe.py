@@ -323,7 +323,8 @@ def transcribe_batch(
     decoding batch; ``progress`` receives the Mel frames (10 ms) transcribed as they go.
     Fallback sampling draws from ``generator`` (None: torch's global one, as openai-whisper), or,
     with ``seed``, from one generator per window: reproducible and the same for any batch size.
-    ``kwargs``: :class:`TranscribeOptions` / :class:`DecodingOptions` fields by name."""
+    ``kwargs``: :class:`TranscribeOptions` / :class:`DecodingOptions` fields by name (``vad=True``:
+    only the speech is transcribed, times still in the original audio's seconds)."""
     options = _options(options, kwargs)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
