@@ -113,6 +113,30 @@ def explain(
 
 
 @app.command()
+def docs(
+    out: Path = typer.Option(..., help="folder for the static site (index.html and the rest)"),
+    system: list[str] = typer.Option(None, "--system", help="only these systems' pages (repeatable; default: all)"),
+    pictures: list[str] = typer.Option(None, "--pictures", help="render pictures for these systems only (repeatable)"),
+    no_pictures: bool = typer.Option(False, "--no-pictures", "--fast", help="no pictures: the quick build"),
+    root: Path = typer.Option(None, help="the source checkout to read (default: the one tatlas is installed from)"),
+) -> None:
+    """Build the documentation site from the live code: the systems table, a page per system (diagram,
+    stages, idea, pictures, checkpoints, examples executed during the build), the architecture, the
+    recorded benchmarks and the API reference from the docstrings. Local files only."""
+    from tatlas.explain.site import SiteOptions, build_site
+    from tatlas.explain.site.examples import ExampleError
+    from tatlas.io.paths import check_output_dir
+
+    wanted = () if no_pictures else tuple(pictures) if pictures else None
+    options = SiteOptions(out=check_output_dir(out, "--out"), systems=tuple(system or ()), pictures=wanted, root=root)
+    try:
+        report = build_site(options, progress=lambda step: console.print(f"[dim]{step}[/dim]", highlight=False))
+    except ExampleError as e:
+        raise ValueError(str(e)) from e
+    console.print(f"site: {report.out / 'index.html'} ({len(report.pages)} pages, {report.seconds:.0f} s)")
+
+
+@app.command()
 def demo(
     systems: list[str] = typer.Argument(None, help="systems to demo (default: every registered demo)"),
     out: Path = typer.Option(None, help="report folder (default: reports/demo-<time>)"),
