@@ -148,3 +148,52 @@ def test_clip_similarity_diagonal_wins_after_training(tmp_path):
 
     paths = pictures.render("clip", "similarity", tmp_path)
     assert json.loads(paths[1].read_text())["diagonal_wins"] >= 0.75
+
+
+def test_answer_attention_maps_image_tokens_onto_their_patches():
+    """All attention on one image token lights exactly the patches it was made from: one ViT patch
+    for LLaVA, the 2x2 block that pixel shuffle folded into one token for InternVL."""
+    import numpy as np
+
+    from tatlas.explain.pictures.answer_attention import (
+        object_patches,
+        patch_grid,
+        token_patches,
+    )
+
+    for name, block in (("llava", 1), ("internvl", 2)):
+        config = get_system(name).preset("tiny-world")
+        g, patches = config.vision.grid, token_patches(config)
+        assert patches.shape == (config.tokens_per_tile, block * block)
+        side = g // block  # tokens per row of the image
+        for k in (0, side + 2, config.tokens_per_tile - 1):
+            weights = np.zeros(config.tokens_per_tile)
+            weights[k] = 0.6
+            grid = patch_grid(weights, patches, g)
+            r, c = divmod(k, side)
+            want = np.zeros((g, g), bool)
+            want[r * block:(r + 1) * block, c * block:(c + 1) * block] = True
+            assert np.array_equal(grid > 0, want), (name, k)
+            assert grid.sum() == pytest.approx(0.6)
+    disc = object_patches({"x": 0.25, "y": 0.75, "radius": 0.1}, 8)  # centre on the corner of 4 patches
+    assert disc.sum() == 4 and disc[5:7, 1:3].all()
+
+
+def test_answer_attention_pictures_and_cli(tmp_path):
+    import json
+
+    import numpy as np
+
+    res = runner.invoke(app, ["explain", "llava", "--show", "answer-attention", "--out", str(tmp_path)],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    paths = [tmp_path / "llava-answer-attention.png", *pictures.render("internvl", "answer-attention", tmp_path)[:1]]
+    for png in paths:
+        assert png.stat().st_size > 20_000
+        info = json.loads(png.with_suffix(".json").read_text())
+        image = np.array(info["image_share_per_layer"])
+        assert np.allclose(image + np.array(info["text_share_per_layer"]), 1) and np.all((0 < image) & (image < 1))
+        assert np.sum(info["patch_grid_last_layer"]) == pytest.approx(image[-1], rel=1e-4)
+        assert info["right"] == (info["answer"] == info["expected"])
+        mean = info["mean_over_questions"]
+        assert mean["questions"] == 16 and 0 < mean["object_share_uniform"] < 1

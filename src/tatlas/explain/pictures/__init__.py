@@ -20,8 +20,8 @@ PICTURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "decision_transformer": ("sequences", ("attention",)),
     "llm": ("sequences", ("expert-load",)),
     "evoformer": ("proteins", ("contacts",)),
-    "llava": ("vision_language", ("tiling",)),
-    "internvl": ("vision_language", ("tiling",)),
+    "llava": ("vision_language", ("tiling", "answer-attention")),
+    "internvl": ("vision_language", ("tiling", "answer-attention")),
     "flamingo": ("vision_language", ("gates",)),
 }
 

@@ -1,5 +1,7 @@
 """Vision-language models: how LLaVA-NeXT and InternVL cut a high-resolution image into tiles
-(and what each tile costs in LLM tokens), and Flamingo's tanh gates after a short training run."""
+(and what each tile costs in LLM tokens), which image patches a briefly trained LLaVA or InternVL
+attended to while answering (:mod:`.answer_attention`), and Flamingo's tanh gates after a short
+training run."""
 
 from __future__ import annotations
 
@@ -71,6 +73,18 @@ def internvl_tiling(out_dir: Path) -> list[Path]:
                f"thumbnail; pixel shuffle leaves {per} tokens per {tile}-px tile. From the preprocessing code, no "
                "weights involved.")
     return _tiling(out_dir, "internvl", grids, per, thumbs, tile, "closest aspect ratio, <= 12 tiles", caption)
+
+
+def llava_answer_attention(out_dir: Path) -> list[Path]:
+    from .answer_attention import picture
+
+    return picture("llava", out_dir)
+
+
+def internvl_answer_attention(out_dir: Path) -> list[Path]:
+    from .answer_attention import picture
+
+    return picture("internvl", out_dir)
 
 
 @torch.no_grad()
