@@ -105,7 +105,7 @@ def row_decode(s: Setting) -> dict:
     return {
         "shape": preset, "bandwidth_GBps": round(bw / 1e9, 1), "bound_tok_s": round(bound, 1),
         "tok_s": {k: round(v, 1) for k, v in tps.items()},
-        "fraction_of_bound": {k: round(v / bound, 3) for k, v in tps.items()},
+        "fraction_of_bound": {k: float(f"{v / bound:.3g}") for k, v in tps.items()},
         "ratio_vs_transformers": _ratio(best, tps["transformers"]),
         "ratio_vs_transformers_static": _ratio(best, tps["transformers static"]),
         "headline": f"{best / bound:.0%} of the bandwidth bound; {_ratio(best, tps['transformers static'])}x "

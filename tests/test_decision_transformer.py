@@ -327,7 +327,7 @@ def test_empty_and_unreadable_files(tmp_path):
         load_dataset(empty)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip at all")
-    with pytest.raises(DatasetError, match="not a readable .npz file"):
+    with pytest.raises(DatasetError, match="not a NumPy .npy or .npz file"):
         load_dataset(junk)
     with pytest.raises(DatasetError, match="no episodes: expected fields"):
         load_dataset(_write(tmp_path / "other.npz", {"weights": np.zeros(3)}))

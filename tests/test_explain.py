@@ -119,7 +119,7 @@ def test_tiling_pictures_follow_the_preprocessing(tmp_path):
 
     from tatlas.models.internvl.preprocess import TilingSettings, tile_count
 
-    paths = pictures.render("internvl", "all", tmp_path)
+    paths = pictures.render("internvl", "tiling", tmp_path)
     assert [p.suffix for p in paths] == [".png", ".json"] and paths[0].stat().st_size > 20_000
     info = json.loads(paths[1].read_text())
     for image in info["images"]:

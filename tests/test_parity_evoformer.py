@@ -284,6 +284,6 @@ def test_published_parameter_file_loads_with_its_config_read_from_shapes(tmp_pat
     out = unit(**feats, templates=_template_features(x), recycled=recycled)
     close(out.pair, y["pair"])
     close(out.single, y["single"])
-    with pytest.raises(Exception, match="not a readable .npz"):
+    with pytest.raises(Exception, match="not a NumPy .npy or .npz file"):
         (tmp_path / "bad.npz").write_text("nope")
         tatlas.load(tmp_path / "bad.npz", format="alphafold2")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +49,47 @@ class _SkipMetaInit(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _TooManyTensors(Exception):
+    pass
+
+
+def _on_meta(system: System, config: Any, max_tensors: int | None = None) -> nn.Module:
+    """``system``'s model built on ``meta`` (no memory, no initialisation). A tensor so large that its
+    byte count overflows is a one-line ``MemoryError``; with ``max_tensors`` (what a checkpoint
+    holds), a config stating more tensors than that (2**31 layers in a corrupt file) stops as soon as
+    it passes them, a :class:`CheckpointError`, instead of building for hours."""
+    from torch.nn.modules import module as hooks
+
+    me, created = threading.get_ident(), [0]
+
+    def count(*_: Any) -> None:
+        if threading.get_ident() == me:
+            created[0] += 1
+            if max_tensors is not None and created[0] > max_tensors:
+                raise _TooManyTensors
+
+    handles = [hooks.register_module_parameter_registration_hook(count),
+               hooks.register_module_buffer_registration_hook(count)]
+    try:
+        with torch.device("meta"), _SkipMetaInit():
+            return system.model_cls(config)
+    except _TooManyTensors:
+        raise CheckpointError(f"{system.name}: the config describes more than {max_tensors:,} tensors, far more than "
+                              "the checkpoint holds (a corrupt or foreign config)") from None
+    except (RuntimeError, TypeError) as e:  # a tensor so large that its byte count overflows
+        first = (str(e).strip().splitlines() or [""])[0]
+        if "overflow" not in first.lower():
+            raise
+        raise MemoryError(f"{system.name}: a tensor of this config is too large for any memory ({first})") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _check_size(system: System, config: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
     """Build the model on ``meta`` first (no memory, no initialisation) and refuse, with one line, a
     config whose parameters and buffers cannot fit in the memory ``device`` has free."""
-    try:
-        with torch.device("meta"), _SkipMetaInit():
-            shadow = system.model_cls(config)
-    except RuntimeError as e:  # a tensor so large that its byte count overflows
-        if "overflow" not in str(e):
-            raise
-        raise MemoryError(f"{system.name}: a tensor of this config is too large for any memory "
-                          f"({' '.join(str(e).split())})") from None
+    shadow = _on_meta(system, config)
     tensors = [*shadow.parameters(), *shadow.buffers()]
     size = sum(t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
                for t in tensors)
@@ -74,8 +104,7 @@ def _build(system: System, config: Any, device: torch.device | str | None, dtype
     if device is None or torch.device(device).type == "cpu":
         model = system.model_cls(config)  # no device context: the CPU is the default
     elif torch.device(device).type == "meta":
-        with torch.device("meta"), _SkipMetaInit():
-            model = system.model_cls(config)
+        model = _on_meta(system, config)
     else:
         with torch.device(device):
             model = system.model_cls(config)
@@ -162,7 +191,13 @@ def _load(path: Path, format: str | None, system: str | None, device: Any, dtype
         return _load_by(path, "ct2_specs", ct2_spec(path), "{path}: CTranslate2 model spec {key!r} is not supported; "
                         "supported: {known}", system, device, dtype)
     if path.is_dir() and (path / "config.json").is_file():
-        model_type = read_json(path / "config.json").get("model_type")
+        hf = read_json(path / "config.json")
+        if not isinstance(hf, dict):
+            raise CheckpointError(f"{path / 'config.json'}: expected a JSON object, got {type(hf).__name__}")
+        model_type = hf.get("model_type")
+        if not isinstance(model_type, str):
+            raise CheckpointError(f"{path / 'config.json'}: model_type: expected the name of an architecture "
+                                  f"(e.g. 'llama'), got {model_type!r}")
         return _load_by(path, "hf_model_types", model_type, "{path}: Hugging Face model_type {key!r} is not "
                         "supported; supported: {known}", system, device, dtype)
     if path.is_file() and path.suffix == ".safetensors":
@@ -190,6 +225,9 @@ def _load_by(path: Path, table: str, key: Any, unknown: str, expected: str | Non
             if isinstance(e, ValueError) and not ("invalid literal" in text or "could not convert" in text):
                 raise  # the converter's own one-line errors (CheckpointError ...) pass as they are
             raise CheckpointError(f"{path}: {_config_value_error(path, e)}") from None
+        except (KeyError, AttributeError, IndexError, ZeroDivisionError, OverflowError) as e:  # a malformed file
+            text = f"missing {e.args[0]!r}" if isinstance(e, KeyError) and e.args else " ".join(str(e).split())
+            raise CheckpointError(f"{path}: not a valid {key} checkpoint ({type(e).__name__}: {text})") from None
         return _finish(owner, config, state, path, expected, device, dtype)
     known = sorted(k for s in systems().values() for k in getattr(s, table))
     raise error(unknown.format(path=path, key=key, known=known))
@@ -221,7 +259,8 @@ def _finish(owner: System, config: Any, state: dict, path: Path, expected: str |
             device: Any, dtype: torch.dtype | None) -> nn.Module:
     if expected is not None and expected != owner.name:
         raise CheckpointError(f"{path}: checkpoint is for system {owner.name!r}, expected {expected!r}")
-    model = _build(owner, config, "meta", None)
+    check_config(config)
+    model = _on_meta(owner, config, max_tensors=2 * len(state) + 1024)  # tied and unsaved buffers: the margin
     load_state_strict(model, state, assign=True)
     for module in model.modules():  # non-persistent buffers were built on meta: recompute them
         if hasattr(module, "reset_buffers"):

@@ -62,12 +62,20 @@ class Commands(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.Abort):
             raise
-        except _expected() as e:
+        except Exception as e:
             if debug_enabled(ctx):
                 raise
-            fail(one_line(e))
+            if any(c.__name__ == "UsageError" for c in type(e).__mro__):
+                # a bad option of a subcommand (click's UsageError, or typer's vendored copy of it): one
+                # line too, with where to look
+                sub = getattr(e, "ctx", None)
+                where = f" (see {sub.command_path} --help)" if sub is not None else ""
+                fail(" ".join(e.format_message().split()) + where)
+            if isinstance(e, _expected()) and not isinstance(e, click.ClickException):
+                fail(one_line(e))
+            raise
 
 
 def new_app(help: str, **kwargs: Any) -> typer.Typer:

@@ -190,10 +190,9 @@ def wav_frames(path: str | os.PathLike[str]) -> tuple[int, int] | None:
                 return None
             kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
             if kind == b"fmt ":
-                fmt = f.read(size)
+                fmt = f.read(min(size, 64))  # a corrupt size field may state gigabytes: never read it whole
                 block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
-                if size % 2:
-                    f.seek(1, os.SEEK_CUR)
+                f.seek(size - len(fmt) + size % 2, os.SEEK_CUR)
             elif kind == b"data":
                 if not block_align or size in (0, 0xFFFFFFFF):
                     return None

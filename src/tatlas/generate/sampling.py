@@ -32,7 +32,8 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # probability mass strictly before each token
-    remove_sorted = before >= p  # the first token always stays (before == 0 < p)
+    remove_sorted = before >= p
+    remove_sorted[..., 0] = False  # the first token always stays (a p below float32's range compares as 0)
     remove = remove_sorted.scatter(1, order, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
 

@@ -100,6 +100,10 @@ class Sampler:
         from .sampling import min_p_filter, top_k_filter, top_p_filter
 
         scores = logits.float() / self.temperature
+        if not torch.isfinite(scores.amax(dim=-1)).all():  # a tiny temperature overflowed: shift first (the
+            # softmax is unchanged; the best token keeps 0, the rest go to -inf: greedy, as the limit is)
+            scores = logits.float()
+            scores = (scores - scores.amax(dim=-1, keepdim=True)) / max(self.temperature, 1e-30)  # float32 > 0
         if self.top_k is not None:
             scores = top_k_filter(scores, self.top_k)
         if self.top_p is not None:

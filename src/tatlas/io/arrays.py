@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def load_numpy(path: str | os.PathLike[str], error: type[Exception] = ValueError
         raise error(f"{path}: not a NumPy .npy or .npz file (its first bytes are neither)")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:  # zip version
         text = " ".join(str(e).split())
         if "pickle" in text:
             text = "it holds Python objects, which are not read (only numeric arrays)"

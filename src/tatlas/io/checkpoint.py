@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     return tensors, metadata
 
 
@@ -194,7 +195,9 @@ def _metadata_json(path: str | Path, meta: dict[str, str], key: str, default: st
 def load_torch_file(path: str | Path) -> dict[str, Any]:
     """A ``.pt``/``.bin`` file through ``torch.load(weights_only=True)``: no code runs."""
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns (two lines on stderr) about any pickle not written by torch.save
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as e:  # pickle errors come in many types
@@ -211,6 +214,9 @@ def pickle_refusal(error: BaseException) -> str:
             text = text.split(cut)[0]
         return f"it holds objects other than tensors ({text.rstrip('. ')}); only tensors and plain containers load"
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "TorchScript" in text:
+        return ("a TorchScript archive, which torch.load cannot read without running code (OpenAI's CLIP .pt files "
+                "load as the 'openai-clip' format, which reads only their tensors)")
     if "weights_only" in first:
         first = "not a file torch.load reads without running code"
     if isinstance(error, KeyError) or "invalid load key" in first:  # the bytes are not a pickle at all

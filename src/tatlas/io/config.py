@@ -129,5 +129,9 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config fields {unknown}; valid fields are {sorted(fields)}")
+    missing = sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name not in data
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigValueError(f"{cls.__name__}: missing config fields {missing}")
     check_fields(cls, data)
     return cls(**{k: _build(hints[k], v) for k, v in data.items()})

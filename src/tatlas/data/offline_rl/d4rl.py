@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ class _Members:
             if self._npz is not None:
                 return self._npz[name]
             return load_numpy(self.path / f"{name}.npy", DatasetError)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,  # zlib: a corrupt compressed member
+                NotImplementedError, RuntimeError) as e:  # zipfile: an unknown zip version, an "encrypted" flag
             if isinstance(e, DatasetError):
                 raise
             raise DatasetError(f"{self.path}: field {name!r} is unreadable ({' '.join(str(e).split())})") from None

@@ -248,6 +248,8 @@ def _infer_space(actions: Sequence[np.ndarray], where: str) -> ActionSpace:
     """The action space of data without metadata: integer actions ``[T]`` are discrete (``n = max
     + 1``), float ``[T, A]`` a box: [-1, 1] when the data lies within, else the data's range."""
     first = np.asarray(actions[0])
+    if not any(np.size(a) for a in actions):  # nothing to take a range or a count from
+        raise DatasetError(f"{where}: field 'actions' holds no values in any episode")
     if first.ndim == 1 and np.issubdtype(first.dtype, np.floating):
         actions, first = [np.asarray(a)[:, None] for a in actions], first[:, None]
     if np.issubdtype(first.dtype, np.integer):

@@ -23,7 +23,11 @@ def load_dataset(path: str | Path) -> OfflineDataset:
         raise DatasetError(f"{path}: the file is empty")
     minari = _minari_location(path)
     if minari is not None:
-        return _load_minari(*minari)
+        try:
+            return _load_minari(*minari)
+        except (RuntimeError, KeyError) as e:  # h5py on objects whose headers are corrupt inside a readable file
+            raise DatasetError(f"{minari[1]}: a corrupt HDF5 file ({type(e).__name__}: "
+                               f"{' '.join(str(e).strip(chr(39)).split())})") from None
     return _load_arrays(path)
 
 

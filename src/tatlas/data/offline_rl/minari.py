@@ -184,6 +184,8 @@ def _read_h5(node: Any, where: str, name: str) -> np.ndarray:
 
     if isinstance(node, h5py.Dataset):
         return node[()]
+    if not isinstance(node, h5py.Group):  # a named datatype (or a corrupt link): no values to read
+        raise DatasetError(f"{where}: field {name!r} is a {type(node).__name__}, not an array")
     if name != "observations":
         raise DatasetError(f"{where}: field {name!r} is a group ({', '.join(node)}) of a Dict or Tuple space; "
                            f"tatlas reads {name} as one array")
@@ -195,6 +197,8 @@ def _read_h5(node: Any, where: str, name: str) -> np.ndarray:
             child = group[key]
             if isinstance(child, h5py.Group):
                 walk(child, f"{prefix}/{key}")
+            elif not isinstance(child, h5py.Dataset):
+                raise DatasetError(f"{where}: field {prefix}/{key} is a {type(child).__name__}, not an array")
             else:
                 leaves.append((f"{prefix}/{key}", child[()]))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import zlib
 import html
 import re
 import unicodedata
@@ -192,10 +193,14 @@ def _asset(name: str) -> Path:
 def _tables(path: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """(token -> id, merge pair -> rank) from a CLIP merges file."""
     try:
-        lines = gzip.open(path).read().decode("utf-8").split("\n")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the CLIP BPE merges ({e})") from None
+        with gzip.open(path) as f:
+            lines = f.read().decode("utf-8").split("\n")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # a torn or corrupt gzip stream
+        raise ValueError(f"{path}: cannot read the CLIP BPE merges ({' '.join(str(e).split())})") from None
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
+    if bad is not None:
+        raise ValueError(f"{path}: line {bad + 2}: expected a merge of two tokens, got {lines[bad + 1][:60]!r}")
     byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
     return {tok: i for i, tok in enumerate(vocab)}, {m: i for i, m in enumerate(merges)}
@@ -253,8 +258,11 @@ class CLIPTokenizer:
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         """Ids -> text, as OpenAI's ``decode``: ``</w>`` becomes a space; special tokens and
         padding stay in the text (strip them first if they are not wanted)."""
-        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-        text = "".join(self.decoder[int(i)] for i in ids)
+        ids = [int(i) for i in (ids.tolist() if isinstance(ids, Tensor) else ids)]
+        bad = [i for i in ids if i not in self.decoder]
+        if bad:
+            raise ValueError(f"token ids: expected 0..{len(self.decoder) - 1}, got {bad[:5]}")
+        text = "".join(self.decoder[i] for i in ids)
         return bytearray(self.byte_decoder[c] for c in text).decode("utf-8", errors="replace").replace("</w>", " ")
 
     def __call__(

@@ -17,7 +17,6 @@ Its quirks, and what the converter does with them:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +72,10 @@ def from_hf(folder: Path) -> tuple[DecisionTransformerConfig, dict[str, Tensor]]
     if "embed_norm.bias" not in state:
         raise CheckpointError(f"{folder}: missing embed_ln.bias")
     state["embed_norm.bias"] = state["embed_norm.bias"] + tensors["encoder.wpe.weight"][0]  # the constant "position"
+    given = state.get("embed_state.weight")
+    if given is None or given.dim() != 2 or given.shape[1] != config.state_dim:  # before state_dim floats are made
+        raise CheckpointError(f"{folder}: config.json state_dim = {config.state_dim} does not fit embed_state.weight "
+                              f"of shape {list(given.shape) if given is not None else None}")
     state["state_mean"] = torch.zeros(config.state_dim)
     state["state_std"] = torch.ones(config.state_dim)
     state["return_scale"] = torch.ones(1)

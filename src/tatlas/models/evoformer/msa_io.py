@@ -178,7 +178,11 @@ def read_msa(path: str | pathlib.Path, *, format: str | None = None) -> Msa:
     if fmt not in parsers:
         raise ValueError(f"{path}: format: expected one of {sorted(parsers)} or a suffix in {sorted(FORMATS)}, "
                          f"got {fmt or path.suffix!r}")
-    return parsers[fmt](path.read_text(), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text alignment (byte {e.start} is not UTF-8)") from None
+    return parsers[fmt](text, source=str(path))
 
 
 def format_a3m(msa: Msa, *, width: int = 0) -> str:

@@ -100,8 +100,8 @@ class ImageBindConfig:
                                   ("depth_size", self.depth_size, self.depth_patch),
                                   ("thermal_size", self.thermal_size, self.thermal_patch),
                                   ("imu_steps", self.imu_steps, self.imu_patch)):
-            if size % patch:
-                raise ValueError(f"{name} ({size}) must be a multiple of its patch ({patch})")
+            if patch < 1 or size % patch:
+                raise ValueError(f"{name} ({size}) must be a multiple of its patch ({patch}), a positive number")
         if min(self.mel_bins, self.audio_frames) < self.audio_patch:
             raise ValueError(f"the spectrogram ({self.mel_bins}x{self.audio_frames}) is smaller than the audio patch "
                              f"({self.audio_patch})")

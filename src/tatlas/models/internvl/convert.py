@@ -4,7 +4,6 @@ by the renames below (class token and positions lose their leading singleton dim
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any

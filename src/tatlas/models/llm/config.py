@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 
 from ...nn.positions import Llama3Scaling
@@ -146,16 +147,27 @@ class LLMConfig:
         """A config saved before ``head_dim`` and ``layer_types`` were always stated (``None`` meant
         ``dim // heads`` and every layer ``"sliding"`` if a window was set, else ``"full"``) -> today's."""
         data = dict(data)
-        if data.get("head_dim") is None:
-            data["head_dim"] = data["dim"] // data["heads"]
-        if data.get("layer_types") is None:
-            data["layer_types"] = uniform_layers(data["layers"], data.get("sliding_window"))
+        dim, heads, layers = data.get("dim"), data.get("heads"), data.get("layers")
+        count = lambda v: type(v) is int and v > 0  # noqa: E731 - anything else is left to the type checks
+        if data.get("head_dim") is None and count(dim) and count(heads):
+            data["head_dim"] = dim // heads
+        if data.get("layer_types") is None and count(layers):
+            data["layer_types"] = uniform_layers(layers, data.get("sliding_window"))
         return data
+
+
+MAX_LAYERS = 100_000  # a file stating more layers is corrupt (the deepest real models have a few hundred)
 
 
 def uniform_layers(layers: int, sliding_window: int | None = None) -> tuple[str, ...]:
     """Every layer ``"sliding"`` when a window is set (Mistral), else ``"full"`` (Llama)."""
-    return ("sliding" if sliding_window is not None else "full",) * layers
+    try:
+        count = operator.index(layers)  # ints, numpy ints; not a float or a string
+    except TypeError:
+        count = -1
+    if not 0 <= count <= MAX_LAYERS:
+        raise ValueError(f"LLMConfig.layers: expected a number of layers 0..{MAX_LAYERS:,}, got {layers!r}")
+    return ("sliding" if sliding_window is not None else "full",) * count
 
 
 def _gemma3_types(layers: int, pattern: int = 6) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ DeepSeek-V3 MoE blocks map through :func:`hf_moe_keymap` (Switch blocks: :func:`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any

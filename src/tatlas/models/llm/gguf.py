@@ -105,10 +105,14 @@ def gguf_to_hf(f: GGUFFile) -> tuple[dict[str, Any], dict[str, Tensor]]:
         if name.startswith("rope_freqs") or name.endswith(".rope_freqs.weight"):
             continue  # llama.cpp's precomputed llama3 frequencies: recomputed from the config
         value = t.dequantize()
-        if arch == "llama" and name.endswith(("attn_q.weight", "attn_q.bias")):
-            value = q_perm.forward(value)
-        elif arch == "llama" and name.endswith(("attn_k.weight", "attn_k.bias")):
-            value = k_perm.forward(value)
+        perm = q_perm if name.endswith(("attn_q.weight", "attn_q.bias")) else \
+            k_perm if name.endswith(("attn_k.weight", "attn_k.bias")) else None
+        if arch == "llama" and perm is not None:
+            try:
+                value = perm.forward(value)
+            except RuntimeError:  # rows that do not split into the heads the metadata states
+                raise CheckpointError(f"{f.path}: tensor {name} of shape {list(value.shape)} does not fit "
+                                      f"{perm.name} (a corrupt file)") from None
         elif arch == "gemma3" and name.endswith("norm.weight"):
             value = value - 1.0  # llama.cpp stores Gemma's RMSNorm weight as 1 + w
         tensors[_hf_name(name, arch)] = value
@@ -171,7 +175,10 @@ def gguf_tokenizer(path: str | Path | GGUFFile) -> TextTokenizer:
         vocab = {(t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
                  for i, t in enumerate(tokens)}
         merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or ()]
-        backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        try:
+            backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        except Exception as e:  # the tokenizers library raises plain Exception (a merge of unknown tokens ...)
+            raise CheckpointError(f"{f.path}: the GGUF tokenizer cannot be built ({' '.join(str(e).split())})") from None
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         backend.decoder = decoders.ByteLevel()
         spelled = letters

@@ -4,7 +4,6 @@ tokenizer of tatlas' embedded text corpus for models trained on it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,29 @@ class TextTokenizer:
                 raise ValueError(f"chat template: {message}")
 
             env.globals["raise_exception"] = raise_exception
-            return env.from_string(self.chat_template).render(messages=messages, add_generation_prompt=True,
-                                                              **self.special)
+            try:
+                return env.from_string(self.chat_template).render(messages=messages, add_generation_prompt=True,
+                                                                  **self.special)
+            except (jinja2.TemplateError, TypeError, KeyError, AttributeError, IndexError) as e:  # a broken template
+                raise ValueError(f"chat template: {type(e).__name__}: {' '.join(str(e).split())}") from None
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
 def _token_str(value: Any) -> str | None:
-    return value.get("content") if isinstance(value, dict) else value
+    value = value.get("content") if isinstance(value, dict) else value
+    return value if isinstance(value, str) else None
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (``{}`` when absent); anything else is a one-line error naming it."""
+    from ...io import read_json
+
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_tokenizer(path: str | Path | None, vocab_size: int) -> TextTokenizer:
@@ -66,12 +81,17 @@ def load_tokenizer(path: str | Path | None, vocab_size: int) -> TextTokenizer:
     if folder is not None and (folder / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").is_file() else {}
-        gen = json.loads((folder / "generation_config.json").read_text()) if (folder / "generation_config.json").is_file() else {}
-        special = {k: _token_str(cfg.get(k)) for k in ("bos_token", "eos_token") if cfg.get(k) is not None}
+        try:
+            backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises plain Exception for a file it cannot parse
+            raise ValueError(f"{folder / 'tokenizer.json'}: not a readable tokenizer ({' '.join(str(e).split())})") from None
+        cfg = _json_object(folder / "tokenizer_config.json")
+        gen = _json_object(folder / "generation_config.json")
+        special = {k: _token_str(cfg.get(k)) for k in ("bos_token", "eos_token") if _token_str(cfg.get(k)) is not None}
         eos = gen.get("eos_token_id")
         stops = tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
+        if not all(type(i) is int and i >= 0 for i in stops):
+            raise ValueError(f"{folder / 'generation_config.json'}: eos_token_id: expected token ids, got {eos!r}")
         if not stops and "eos_token" in special and backend.token_to_id(special["eos_token"]) is not None:
             stops = (backend.token_to_id(special["eos_token"]),)
         bos = backend.token_to_id(special["bos_token"]) if "bos_token" in special else None
@@ -79,6 +99,9 @@ def load_tokenizer(path: str | Path | None, vocab_size: int) -> TextTokenizer:
         template = cfg.get("chat_template")
         if template is None and (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()
+        if template is not None and not isinstance(template, str):  # a list of named templates is not read
+            raise ValueError(f"{folder / 'tokenizer_config.json'}: chat_template: expected a string, "
+                             f"got {type(template).__name__}")
         return TextTokenizer(backend, stops, bos if add_bos else None, template, special)
     byte = ByteTokenizer()
     if vocab_size >= byte.vocab_size:

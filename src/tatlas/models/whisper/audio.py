@@ -111,7 +111,7 @@ def audio_duration(path: str | os.PathLike) -> float:
 
 def _mono(frames: np.ndarray) -> np.ndarray:
     """``[S, C]`` -> ``[S]`` float32: the channel mean."""
-    return frames[:, 0].copy() if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
+    return frames[:, 0].copy() if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def _check_finite(samples: np.ndarray, name: str, rate: int, offset: int = 0) -> None:
@@ -139,7 +139,7 @@ def _array(audio: np.ndarray | Tensor) -> np.ndarray:
         raise AudioError(f"audio array: expected float or integer PCM samples, got dtype {audio.dtype}")
     if audio.ndim == 1:
         audio = audio[:, None]
-    elif audio.ndim != 2 or audio.shape[1] > audio.shape[0]:
+    elif audio.ndim != 2 or audio.shape[1] > audio.shape[0] or audio.shape[1] == 0:
         raise AudioError(
             f"audio array: expected [samples] or [samples, channels] (channels last, as soundfile reads), "
             f"got shape {list(audio.shape)}"
@@ -169,7 +169,14 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE, *, source_rate: int |
     if frames.shape[0] == 0:
         raise AudioError(f"{name}: no audio samples (0 frames)")
     _check_finite(frames, name, rate)
-    return resample(_mono(frames), rate, sr)
+    return _check_magnitude(resample(_mono(frames), rate, sr), name)
+
+
+def _check_magnitude(samples: np.ndarray, name: str) -> np.ndarray:
+    """Samples that overflowed float32 on the way (finite values near 3e38 mixed or resampled)."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: samples of absurd magnitude (float PCM is in [-1, 1]); they overflow float32")
+    return samples
 
 
 def stream_audio(
@@ -199,7 +206,7 @@ def stream_audio(
             _check_finite(frames, str(path), rate, offset=read)
             read += frames.shape[0]
             mono = _mono(frames)
-            out = stream.resample_chunk(mono, last=last) if stream is not None else mono
+            out = _check_magnitude(stream.resample_chunk(mono, last=last) if stream is not None else mono, str(path))
             if len(out):
                 pending.append(out)
                 n_pending += len(out)

@@ -100,10 +100,11 @@ def _check_positions(state: Mapping[str, Tensor], name: str, config: WhisperConf
     stored = state.get(name)
     if stored is None:
         return
-    expected = sinusoidal_positions(config.audio_ctx, config.audio_dim)
-    if tuple(stored.shape) != tuple(expected.shape) or not torch.allclose(stored.float(), expected, atol=1e-3):
+    shape = (config.audio_ctx, config.audio_dim)  # compared before the sinusoids are computed (a corrupt
+    if tuple(stored.shape) != shape or not torch.allclose(  # config may state 2**31 positions)
+            stored.float(), sinusoidal_positions(*shape), atol=1e-3):
         raise CheckpointError(f"{name}: the encoder positions are not Whisper's sinusoids "
-                              f"(shape {list(stored.shape)}, expected {list(expected.shape)})")
+                              f"(shape {list(stored.shape)}, expected {list(shape)})")
 
 
 def _drop_key_bias(state: dict[str, Tensor], block: Mapping[str, str], outer: Mapping[str, str]) -> dict:
@@ -192,6 +193,8 @@ def to_hf(model, folder: str | Path) -> Path:
 def config_from_openai(dims: Mapping[str, Any], alignment_heads=None) -> WhisperConfig:
     names = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_vocab", "n_text_ctx",
              "n_text_state", "n_text_head", "n_text_layer")
+    if not isinstance(dims, Mapping):
+        raise CheckpointError(f"openai-whisper dims: expected a mapping of sizes, got {type(dims).__name__}")
     absent = [n for n in names if n not in dims]
     if absent:
         raise CheckpointError(f"openai-whisper dims: missing {absent}")
@@ -219,6 +222,8 @@ def from_openai(path: Path) -> tuple[WhisperConfig, dict[str, Tensor]]:
     else:
         config = _with_released_heads(config_from_openai(raw["dims"]))
     state = raw["model_state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: model_state_dict: expected a mapping of tensors, got {type(state).__name__}")
     _check_positions(state, "encoder.positional_embedding", config)
     return config, OPENAI_WHISPER.convert(_with_zero_key_bias(state, _OPENAI_BLOCK, _OPENAI_OUTER))
 

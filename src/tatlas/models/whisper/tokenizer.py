@@ -437,7 +437,10 @@ class WhisperTokenizer:
                 raise ValueError(f"{path}: not a readable JSON token list ({e})") from None
         elif (folder / "vocabulary.txt").is_file():
             path = folder / "vocabulary.txt"
-            tokens = path.read_text(encoding="utf-8").split("\n")
+            try:
+                tokens = path.read_text(encoding="utf-8").split("\n")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}: not a readable token list ({e})") from None
             if tokens and tokens[-1] == "":
                 tokens.pop()
         else:
