@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from _timing import load_average
 
+from tatlas.data.speech import noise
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Please call Stella and ask her to bring these things with her from the store.",
@@ -31,17 +33,11 @@ RATE = 16_000
 
 
 def white(seconds: float, rms: float, seed: int) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * rms).astype(np.float32)
+    return noise("white", seconds, rms, seed=seed, sample_rate=RATE)
 
 
 def pink(seconds: float, rms: float, seed: int) -> np.ndarray:
-    """1/f power: white noise shaped by 1/sqrt(f) in the frequency domain."""
-    n = int(seconds * RATE)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / RATE)
-    f[0] = f[1]
-    x = np.fft.irfft(spectrum / np.sqrt(f), n)
-    return (x / x.std() * rms).astype(np.float32)
+    return noise("pink", seconds, rms, seed=seed, sample_rate=RATE)
 
 
 def speech_with_pauses(n: int, seed: int, background: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:

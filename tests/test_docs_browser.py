@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urljoin, urlparse
@@ -19,14 +18,11 @@ import pytest
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
+from _browser import CHROMIUM, MARKS  # noqa: E402
+
 from tatlas.explain.site import SiteOptions, build_site
 
-CHROMIUM = os.environ.get("TATLAS_CHROMIUM", "/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TATLAS_CHROMIUM)"),
-]
+pytestmark = MARKS
 
 
 def _pictures() -> tuple[str, ...] | None:

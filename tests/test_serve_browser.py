@@ -3,8 +3,6 @@ upload an audio file and see the transcript with its timestamps; score an image 
 send a chat message and see the tokens arrive one piece at a time. Skipped, saying why, where
 Playwright or ``/usr/bin/chromium`` is missing."""
 
-import os
-import shutil
 
 import pytest
 import torch
@@ -12,16 +10,13 @@ import torch
 pytest.importorskip("fastapi")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
+from _browser import CHROMIUM, MARKS  # noqa: E402
+
 from _serve import LiveServer, save_models, speech_wav  # noqa: E402
 from tatlas.serve import ModelSpec, ServeConfig  # noqa: E402
 from tatlas.serve.models import load_models  # noqa: E402
 
-CHROMIUM = os.environ.get("TATLAS_CHROMIUM", "/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TATLAS_CHROMIUM)"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")

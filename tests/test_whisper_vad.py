@@ -11,6 +11,7 @@ import pytest
 import soundfile
 from typer.testing import CliRunner
 
+from tatlas.data.speech import noise as make_noise
 from tatlas.data.speech import speech
 from tatlas.jobs.whisper import Transcript, TranscribeOptions, transcribe, transcribe_batch
 from tatlas.jobs.whisper.vad import SpeechTimeline
@@ -24,12 +25,7 @@ SENTENCES = ["Please call Stella and ask her to bring these things with her from
 
 
 def _pink(seconds: float, rms: float, seed: int) -> np.ndarray:
-    n = int(seconds * RATE)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / RATE)
-    f[0] = f[1]
-    x = np.fft.irfft(spectrum / np.sqrt(f), n)
-    return (x / x.std() * rms).astype(np.float32)
+    return make_noise("pink", seconds, rms, seed=seed, sample_rate=RATE)
 
 
 @pytest.fixture(scope="module")

@@ -200,3 +200,20 @@ def wav_frames(path: str | os.PathLike[str]) -> tuple[int, int] | None:
                 return size // block_align, min(size, present) // block_align
             else:
                 f.seek(size + size % 2, os.SEEK_CUR)
+
+
+def noise(kind: str, seconds: float, rms: float, *, seed: int = 0, sample_rate: int = 16_000) -> np.ndarray:
+    """``seconds`` of ``"white"`` or ``"pink"`` (1/f power: white noise shaped by 1/sqrt(f) in the
+    frequency domain) float32 noise at root-mean-square level ``rms``, seeded: the backgrounds the
+    voice-activity tests and benchmark play speech over."""
+    if kind not in ("white", "pink"):
+        raise ValueError(f"noise kind: expected 'white' or 'pink', got {kind!r}")
+    n = int(seconds * sample_rate)
+    x = np.random.default_rng(seed).standard_normal(n)
+    if kind == "white":
+        return (x * rms).astype(np.float32)
+    spectrum = np.fft.rfft(x)
+    f = np.fft.rfftfreq(n, 1 / sample_rate)
+    f[0] = f[1]
+    shaped = np.fft.irfft(spectrum / np.sqrt(f), n)
+    return (shaped / shaped.std() * rms).astype(np.float32)
