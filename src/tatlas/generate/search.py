@@ -72,6 +72,11 @@ def _generated(row: list[int], begin: int, eot: int) -> list[int]:
     return out[: out.index(eot)] if eot in out else out
 
 
+# Below this temperature, ``logits / T`` may overflow float32 (|logit| > 3.4e34 at 1e-4, far beyond any
+# real logit above it): such a tiny temperature is decided once, not checked (with a sync) every step.
+_SHIFT_BELOW = 1e-4
+
+
 class Sampler:
     """Greedy (``temperature == 0``) or sampled next tokens, each row on its own.
 
@@ -99,11 +104,12 @@ class Sampler:
         """Temperature, then top-k, top-p and min-p: ``[N, V]`` float32, removed tokens ``-inf``."""
         from .sampling import min_p_filter, top_k_filter, top_p_filter
 
-        scores = logits.float() / self.temperature
-        if not torch.isfinite(scores.amax(dim=-1)).all():  # a tiny temperature overflowed: shift first (the
-            # softmax is unchanged; the best token keeps 0, the rest go to -inf: greedy, as the limit is)
-            scores = logits.float()
+        scores = logits.float()
+        if self.temperature < _SHIFT_BELOW:  # logits / T could overflow: shift first (the softmax is unchanged;
+            # the best token keeps 0, the rest go towards -inf: greedy, as the limit is)
             scores = (scores - scores.amax(dim=-1, keepdim=True)) / max(self.temperature, 1e-30)  # float32 > 0
+        else:
+            scores = scores / self.temperature
         if self.top_k is not None:
             scores = top_k_filter(scores, self.top_k)
         if self.top_p is not None:

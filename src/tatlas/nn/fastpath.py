@@ -145,19 +145,32 @@ def _block(tensors: list[Tensor]) -> Tensor:
     return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (rows, *first.shape[1:]))
 
 
-def _joined(linears: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None] | None:
+# owner module -> (the data pointers its joined parameters had, the joined weight and bias)
+_JOINED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], Tensor, Tensor | None]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _joined(owner: nn.Module, linears: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None] | None:
     """One weight (and bias) that computes all of ``linears`` from the same input in one matmul.
 
     The linears' parameters become row blocks of one matrix: the first time (or after ``.to()``
     gave them separate storage again) their values are copied into one new block and each
     parameter's ``.data`` is pointed at its rows. The parameters stay the same objects (an
     optimizer or a state dict sees no difference) and no second copy is kept. ``None`` when they
-    cannot be joined (a bias on some only, other dtypes, gradients wanted, being compiled)."""
+    cannot be joined (a bias on some only, other dtypes, gradients wanted, being compiled). The
+    joined views are kept for ``owner`` while the parameters stay where they are (the cached views
+    keep that storage alive, so no new tensor can take those addresses)."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return None
     weights = [lin.weight for lin in linears]
     biases = [lin.bias for lin in linears]
     has_bias = biases[0] is not None
-    if any((b is not None) != has_bias for b in biases) or torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if any((b is not None) != has_bias for b in biases):
         return None
+    key = tuple(t.data_ptr() for t in (*weights, *biases) if t is not None)
+    cached = _JOINED.get(owner)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
     if not (_adjacent(weights) and (not has_bias or _adjacent(biases))):
         if any(w.dtype != weights[0].dtype or w.device != weights[0].device or w.shape[1:] != weights[0].shape[1:]
                for w in weights):
@@ -169,7 +182,10 @@ def _joined(linears: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None] | No
                 for t in group:
                     t.data = block[start:start + t.shape[0]]
                     start += t.shape[0]
-    return _block(weights), (_block(biases) if has_bias else None)
+        key = tuple(t.data_ptr() for t in (*weights, *biases) if t is not None)
+    joined = _block(weights), (_block(biases) if has_bias else None)
+    _JOINED[owner] = (key, *joined)
+    return joined
 
 
 class FastGatedMLP(GatedMLP):
@@ -180,7 +196,7 @@ class FastGatedMLP(GatedMLP):
         w = self.gate.weight
         if type(self.gate) in (nn.Linear, FastLinear) and type(self.up) in (nn.Linear, FastLinear) \
                 and _serves(x, w, self.gate.bias):
-            joined = _joined((self.gate, self.up))
+            joined = _joined(self, (self.gate, self.up))
             if joined is not None:
                 sources = (self.gate.weight, self.up.weight)
                 gate, up = _onednn(x, *joined, owner=self, sources=sources).chunk(2, dim=-1)
@@ -195,7 +211,7 @@ class FastAttention(Attention):
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if not self.fused and all(type(m) in (nn.Linear, FastLinear) for m in (self.q, self.k, self.v)) \
                 and _serves(x, self.q.weight, self.q.bias):
-            joined = _joined((self.q, self.k, self.v))
+            joined = _joined(self, (self.q, self.k, self.v))
             if joined is not None:
                 sizes = [self.q.out_features, self.k.out_features, self.v.out_features]
                 sources = (self.q.weight, self.k.weight, self.v.weight)
