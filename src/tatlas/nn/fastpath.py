@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import Attention
+from . import matvec
 from .linear import TiedLinear
 from .mlp import MLP, GatedMLP
 
@@ -43,6 +44,11 @@ _DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN and 0.89-0.98 s at 2^20; the tiny LLM (64 wide) decodes at 1,400 tok/s with every linear
 # on oneDNN and 2,400 below the threshold, as without the fast path.
 MIN_MACS = 1 << 17
+# A single row goes to our own matrix-vector kernel (nn/matvec.py) instead: float32 always (Qwen2.5-0.5B
+# shapes, 2 threads: 896 x 896 28-30 GB/s vs oneDNN's 18-25, 896 x 4864 30-33 vs 27); bfloat16 only
+# for rows of at least this many columns, since oneDNN's packed layout reads the short ones faster
+# (9728 x 896: 20 GB/s ours vs 28; 896 x 4864: 30 vs 25).
+MATVEC_BF16_MIN_K = 2048
 # our activation name -> oneDNN's post-op (attribute, algorithm), computed in the matmul's epilogue
 _FUSED_ACTS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
 
@@ -65,6 +71,9 @@ def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "",
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
+    if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K) and matvec.serves(x, weight, bias):
+        y = matvec.matvec(x, weight, bias)  # one row: our kernel reads the weight faster (nn/matvec.py)
+        return y if act == "none" else F.gelu(y, approximate="tanh" if algorithm == "tanh" else "none")
     if owner is not None and weight.dtype == torch.bfloat16:
         weight = _packed(owner, weight, sources or (weight,))
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)

@@ -1,0 +1,152 @@
+"""The batch-1 decode step's matrix-vector products, by a small kernel of our own (``matvec.c``).
+
+A decode step of one sequence multiplies one row by every weight matrix once, so it runs at the
+speed the memory streams the weights. oneDNN's GEMM reads the 1 x 896 x 896 products of a
+Qwen2.5-0.5B-sized layer at 20-25 GB/s on this project's 2-core machines, where a plain loop over
+four rows at a time reads them at ~30 (the speed of the machine's best 2 GB read), and it costs
+oneDNN a packed copy of every bfloat16 matrix (twice the model in memory) to get even that far.
+
+The kernel is compiled on first use for the host's own instruction set (``cc -O3 -march=native
+-fopenmp``) into ``$TATLAS_CACHE/kernels`` (default ``~/.cache/tatlas``), named by a hash of the
+source, the compiler and the CPU's flags, so a changed source, compiler or machine builds afresh;
+it is loaded with ctypes and shares torch's OpenMP runtime (the same ``libgomp``) and thread count.
+Where there is no C compiler, no AVX2, or the build fails, :func:`kernel` is ``None`` and callers
+keep their GEMM (one log line says why). A freshly loaded kernel is checked against ``F.linear``
+once before it is used. ``TATLAS_MATVEC=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..io.parts import cache_dir
+
+__all__ = ["build", "kernel", "matvec", "serves"]
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("matvec.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
+# below this many weight bytes one thread is faster: the second thread's wake-up costs more than
+# its half of the read (measured: a 384 x 384 float32 matrix, 2-3 us on one thread)
+ONE_THREAD_BYTES = 1 << 18
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    return cc if cc and shutil.which(cc) else (shutil.which("cc") or shutil.which("gcc"))
+
+
+def build(flags: tuple[str, ...] = FLAGS, directory: Path | None = None) -> Path:
+    """Compile ``matvec.c`` with ``flags`` into ``directory`` (default: the cache), unless a build
+    of the same source, compiler, flags and CPU is there already; the shared library's path.
+    Raises ``RuntimeError`` (one line) when there is no compiler or the build fails."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, _cpu_flags()]).encode()).hexdigest()[:16]
+    directory = Path(directory) if directory is not None else cache_dir() / "kernels"
+    target = directory / f"matvec-{key}.so"
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:  # built beside the target, then renamed: atomic
+        out = Path(tmp) / target.name
+        done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cc} failed on {SOURCE.name}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(out, target)
+    return target
+
+
+def load(path: Path) -> ctypes.CDLL | None:
+    """The kernel library at ``path`` with its argument types, or ``None`` when it was built for no
+    vector instruction set (the machine has neither AVX2 nor AVX-512)."""
+    lib = ctypes.CDLL(str(path))
+    lib.tatlas_matvec_isa.restype = ctypes.c_int
+    if lib.tatlas_matvec_isa() == 0:
+        return None
+    args = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    for fn in (lib.tatlas_matvec_f32, lib.tatlas_matvec_bf16):
+        fn.argtypes, fn.restype = args, None
+    return lib
+
+
+def _agrees(lib: ctypes.CDLL) -> bool:
+    """One product per dtype (a bias, a ragged row count and length) equal to ``F.linear``'s."""
+    g = torch.Generator().manual_seed(0)
+    w, x, b = torch.randn(7, 37, generator=g), torch.randn(1, 37, generator=g), torch.randn(7, generator=g)
+    for dtype, atol in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
+        wd, xd, bd = w.to(dtype), x.to(dtype), b.to(dtype)
+        got = _call(lib, xd, wd, bd, 1)
+        if not torch.allclose(got.float(), F.linear(xd.float(), wd.float(), bd.float()), atol=atol, rtol=0.02):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def kernel() -> ctypes.CDLL | None:
+    """The compiled kernel, built and checked on first call; ``None`` where it cannot serve."""
+    if os.environ.get("TATLAS_MATVEC", "1").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        log.info("matvec kernel: not built on %s; decode keeps oneDNN/BLAS", platform.machine())
+        return None
+    try:
+        lib = load(build())
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        log.info("matvec kernel unavailable (%s); decode keeps oneDNN/BLAS", err)
+        return None
+    if lib is not None and not _agrees(lib):
+        log.warning("matvec kernel disagrees with F.linear on this machine; not used")
+        return None
+    return lib
+
+
+def serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether :func:`matvec` computes ``F.linear(x, weight, bias)``: one row, plain contiguous
+    CPU float32 or bfloat16 tensors of one dtype, no gradient wanted, and the kernel at hand."""
+    return (
+        x.numel() == weight.shape[-1] and weight.dim() == 2 and x.dtype == weight.dtype
+        and x.dtype in (torch.float32, torch.bfloat16) and weight.device.type == "cpu" and x.device.type == "cpu"
+        and weight.is_contiguous() and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()))
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+        and not torch.compiler.is_compiling() and kernel() is not None
+    )
+
+
+def _call(lib: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor | None, threads: int) -> Tensor:
+    x = x.contiguous()
+    n, k = weight.shape
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
+    fn = lib.tatlas_matvec_f32 if x.dtype == torch.float32 else lib.tatlas_matvec_bf16
+    fn(weight.data_ptr(), x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, threads)
+    return y
+
+
+def matvec(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` for one row ``x`` (any leading shape of one element), by the
+    kernel; call only where :func:`serves` said yes."""
+    small = weight.numel() * weight.element_size() < ONE_THREAD_BYTES
+    return _call(kernel(), x, weight, bias, 1 if small else torch.get_num_threads())
