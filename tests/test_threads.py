@@ -64,6 +64,17 @@ def test_a_slowdown_starts_a_new_round_early(two_threads):
     assert tuner.chosen == 1 and len(tuner.choices) == 2
 
 
+def test_a_clearly_slower_count_is_given_up_after_one_timed_step(two_threads):
+    machine = FakeMachine({1: 0.010, 2: 0.005})  # a quiet machine: one thread takes twice as long
+    tuner = ThreadTuner(clock=machine.clock, period=16)
+    used = _run(tuner, machine, 24)
+    assert used[:7] == [2] * 5 + [1] * 2  # the live count first; one thread: its warm-up and one timed step
+    assert tuner.chosen == 2 and used[7:23] == [2] * 16
+    machine = FakeMachine({1: 0.010, 2: 0.014})  # slower, but within `abandon`: the full trial
+    used = _run(ThreadTuner(clock=machine.clock, abandon=1.5), machine, 10)
+    assert used == [2] * 5 + [1] * 5
+
+
 def test_only_a_clear_win_leaves_the_default(two_threads):
     machine = FakeMachine({1: 0.010, 2: 0.011})  # one thread 9 % faster: within the noise margin
     tuner = ThreadTuner(clock=machine.clock, margin=0.15)

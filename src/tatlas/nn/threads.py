@@ -35,8 +35,12 @@ def tuning_wanted(device: torch.device | str | None = None) -> bool:
 
 class ThreadTuner:
     """Call :meth:`tick` once at the start of every step of a loop. Each thread count in
-    ``candidates`` (default: 1 and torch's current count) is tried for ``warmup + trial`` steps (the
-    warm-up steps are not timed: the pool is rebuilt); the one with the smaller median step time —
+    ``candidates`` (default: 1 and torch's current count), torch's own count first, is tried for
+    ``warmup + trial`` steps (the warm-up steps are not timed: the pool is rebuilt), and a count
+    whose timed steps so far take more than ``abandon`` times the best median of a count already
+    tried is given up at once (on a quiet machine one thread decodes the 0.5B model ~1.7x slower:
+    four more such steps would cost 10% of a 32-token generation); the one with the smaller median
+    step time —
     torch's own count unless another is faster by more than ``margin`` (steps of uneven size, e.g.
     batches of varying length, make a few timed steps noisy; the busy-machine gap is 2-3x) — then
     runs for ``period`` steps, a period that doubles (up to ``max_period``) while the choice
@@ -48,13 +52,14 @@ class ThreadTuner:
 
     def __init__(self, *, candidates: tuple[int, ...] | None = None, warmup: int = 1, trial: int = 4,
                  period: int = 32, max_period: int = 512, drift: float = 0.5, patience: int = 4, margin: float = 0.15,
-                 clock=time.perf_counter) -> None:
+                 abandon: float = 1.5, clock=time.perf_counter) -> None:
         self.base = torch.get_num_threads()
-        self.candidates = tuple(sorted(set(candidates or (1, self.base))))
+        given = set(candidates or (1, self.base))
+        self.candidates = tuple(sorted(given, key=lambda c: (c != self.base, c)))  # the live count first
         if any(c < 1 for c in self.candidates):
             raise ValueError(f"thread candidates must be >= 1, got {self.candidates}")
         self.warmup, self.trial, self.first_period, self.max_period = warmup, trial, period, max_period
-        self.drift, self.patience, self.margin, self.clock = drift, patience, margin, clock
+        self.drift, self.patience, self.margin, self.abandon, self.clock = drift, patience, margin, abandon, clock
         self.steps = 0
         self.choices: list[tuple[int, dict[int, float], int]] = []
         self._last: float | None = None
@@ -83,6 +88,9 @@ class ThreadTuner:
             done_with_n = sum(1 for c in self._queue if c == n)
             if done_with_n < self.trial:  # past the warm-up steps of this count
                 self._timed[n].append(seconds)
+                tried = [statistics.median(v) for c, v in self._timed.items() if c != n and v]
+                if tried and statistics.median(self._timed[n]) > self.abandon * min(tried):
+                    self._queue = [c for c in self._queue if c != n]  # clearly slower: no more steps on it
             if self._queue:
                 self._set(self._queue[0])
                 return
