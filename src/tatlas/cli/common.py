@@ -16,7 +16,18 @@ import click
 import typer
 from typer.core import TyperGroup
 
-__all__ = ["Commands", "debug_enabled", "fail", "new_app", "one_line"]
+__all__ = ["Commands", "debug_enabled", "fail", "freeze_imports", "new_app", "one_line"]
+
+
+def freeze_imports() -> None:
+    """Call once a command has imported what it runs on (torch and the rest): moves every object
+    alive now out of the garbage collector's sight (``gc.freeze``). After ``import torch`` there are
+    ~170,000 of them, and each full collection, which loading a model's hundreds of tensors
+    triggers, walks them all (~80 ms here): loading Whisper tiny.en took 0.22-0.26 s in a fresh
+    process without this and 0.14-0.17 s with it."""
+    import gc
+
+    gc.freeze()
 
 
 class _Diverged(Exception):

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from tatlas.cli.common import new_app
+from tatlas.cli.common import freeze_imports, new_app
 
 app = new_app("Transformer Atlas: landmark transformer systems on shared blocks.")
 console = Console()
@@ -262,6 +262,7 @@ def generate_cmd(
     """Continue a prompt, streaming tokens as they come."""
     from tatlas.jobs.llm import generate_text, load_text_model
 
+    freeze_imports()
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, beams, seed, compile_)
     tm = load_text_model(model, int8=int8, dequantize=dequantize)
     generate_text(tm, prompt, config, images=image or (), on_text=lambda piece: print(piece, end="", flush=True))
@@ -285,6 +286,7 @@ def chat(
 
     from tatlas.jobs.llm import fit_chat, generate_text, load_text_model
 
+    freeze_imports()
     config = _sampling(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, 1, seed, False)
     tm = load_text_model(model, int8=int8, dequantize=dequantize)
     images = list(image or ())

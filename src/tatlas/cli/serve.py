@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from tatlas.cli.common import fail
+from tatlas.cli.common import fail, freeze_imports
 
 
 def serve_cmd(
@@ -32,6 +32,7 @@ def serve_cmd(
     SIGTERM finishes the requests in flight, then exits."""
     from tatlas.serve import Batching, Limits, ModelSpec, ServeConfig, serve
 
+    freeze_imports()
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         fail(f"--log-level {log_level!r}: expected critical, error, warning, info or debug")
     if max_upload_mb <= 0:

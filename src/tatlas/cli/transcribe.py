@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from tatlas.cli.common import fail
+from tatlas.cli.common import fail, freeze_imports
 
 FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -103,6 +103,7 @@ def transcribe_cmd(
     from tatlas.models.whisper.audio import audio_duration
     from tatlas.jobs.whisper import TranscribeOptions, default_model, transcribe_batch
 
+    freeze_imports()
     if output_dir is not None:
         from tatlas.io.paths import check_output_dir
 

@@ -27,6 +27,7 @@ their element size are copied.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import re
@@ -132,7 +133,7 @@ def _model_file(path: Path) -> Path:
 
 def _tensor(r: _Reader, start: int, shape: tuple[int, ...], dtype_id: int) -> Tensor:
     torch_dtype, np_dtype = _DTYPES[dtype_id]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     array = np.frombuffer(r.buf, dtype=np_dtype, count=count, offset=start)
     if start % np_dtype.itemsize:  # misaligned payloads are copied (kernels may assume alignment)
         array = array.copy()
@@ -211,7 +212,7 @@ def read_ct2(path: str | Path) -> Ct2Model:
         dtype_id, nbytes = r.unpack("<BI", f"dtype and size of {name!r}")
         if dtype_id not in _DTYPES:
             raise r.fail(f"variable {name!r} has unknown dtype id {dtype_id} (known: {_DTYPE_NAMES})")
-        expected = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype_id][1].itemsize
+        expected = math.prod(shape) * _DTYPES[dtype_id][1].itemsize
         if nbytes != expected:
             raise r.fail(f"variable {name!r} stores {nbytes} bytes, but shape {list(shape)} of "
                          f"{str(_DTYPES[dtype_id][0]).removeprefix('torch.')} needs {expected}")
