@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from _timing import load_average
+from _timing import add_contend, contended, load_average
 
 from tatlas.data.speech import noise
 
@@ -76,8 +76,14 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0, help="length of the silence cases")
     p.add_argument("--noise-seconds", type=float, default=60.0, help="length of the noise cases")
     p.add_argument("--threads", type=int, default=2)
+    add_contend(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    with contended(args.contend):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     from tatlas.jobs.whisper import default_model, transcribe
     from tatlas.models.whisper.metrics import word_error_rate

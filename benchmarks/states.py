@@ -4,7 +4,7 @@ alternating, and print each run's ratio lines with the load it saw — the form 
     python benchmarks/states.py [--repeat 2] [--contend 1] [--only clip,decode] [--log states.log]
 
 Each entry of :data:`BENCHMARKS` is a benchmark command (run from this folder); the lines that carry
-its figures are those containing any of its ``keys``. A benchmark that fails is reported and the rest
+its figures are those containing any of its ``keys`` (or, without keys, a ratio such as ``1.23x``). A benchmark that fails is reported and the rest
 go on. Repeats alternate the states (quiet, busy, quiet, busy, ...), so a drift of the machine hits
 both alike; the spread of each ratio over the repeats is printed at the end.
 """
@@ -23,8 +23,8 @@ from _timing import pick
 
 HERE = Path(__file__).resolve().parent
 
-# name -> (command, substrings of the lines to keep)
-BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+# name -> (command, substrings of the lines to keep; None: every line with a ratio "1.23x")
+BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "transcribe-process": (["bench_transcribe_process.py", "--rounds", "3"], ("ratio", "median")),
     "decode-tiny": (["bench_llm_decode.py", "--shapes", "tiny", "--new", "32", "--batches", "1",
                      "--dtypes", "float32"], ("batch 1",)),
@@ -32,6 +32,17 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...]]] = {
                      "--repeats", "2"], ("batch 1", "read bandwidth")),
     "clip": (["bench_clip.py", "--rounds", "3"], ("x transformers", "image:", "text:")),
     "whisper": (["bench_whisper.py", "--rounds", "2", "--beams", "1", "--skip", "int8"], ("speed vs", "tatlas (")),
+    "matvec": (["bench_matvec.py", "--rounds", "3"], ("decode", " all ")),
+    # the other systems' benchmarks, at settings that keep a run within minutes: every line with a ratio
+    "moe": (["bench_moe.py", "--repeats", "3"], None),
+    "imagegpt": (["bench_imagegpt.py", "--repeats", "2"], None),
+    "decision-transformer": (["bench_decision_transformer.py", "--repeats", "2"], None),
+    "evoformer": (["bench_evoformer.py", "--parts", "speed,block", "--rounds", "2"], None),
+    "vlm": (["bench_vlm.py", "--cases", "llava-1.5,internvl-5", "--rounds", "2", "--modes", "inproc", "--new", "32"], None),
+    "flamingo": (["bench_flamingo.py", "--rounds", "2", "--modes", "inproc", "--new", "32"], None),
+    "imagebind": (["bench_imagebind.py", "--rounds", "2"], None),
+    "gguf": (["bench_gguf.py", "--rounds", "2", "--new", "32"], None),
+    "vad": (["bench_vad.py", "--minutes", "2", "--noise-seconds", "30"], ("|",)),
 }
 _RATIO = re.compile(r"(\d+\.\d+)x")
 
@@ -45,7 +56,7 @@ def run(name: str, extra: list[str], log) -> list[str]:
     if proc.returncode:
         return [f"FAILED (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"]
     return [line.strip() for line in proc.stdout.splitlines()
-            if any(k in line for k in keys) or line.startswith("state")]
+            if (_RATIO.search(line) if keys is None else any(k in line for k in keys)) or line.startswith("state")]
 
 
 def main() -> None:
