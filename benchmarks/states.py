@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "whisper": (["bench_whisper.py", "--rounds", "2", "--beams", "1", "--skip", "int8"], ("speed vs", "tatlas (")),
     "matvec": (["bench_matvec.py", "--rounds", "3"], ("decode", " all ")),
     # the other systems' benchmarks, at settings that keep a run within minutes: every line with a ratio
-    "moe": (["bench_moe.py", "--repeats", "3"], None),
+    "moe": (["bench_moe.py", "--repeats", "3"], ("tatlas ", "-like")),
     "imagegpt": (["bench_imagegpt.py", "--repeats", "2"], None),
     "decision-transformer": (["bench_decision_transformer.py", "--repeats", "2"], None),
     "evoformer": (["bench_evoformer.py", "--parts", "speed,block", "--rounds", "2"], None),

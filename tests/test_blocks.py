@@ -337,3 +337,26 @@ def test_gated_mlp_and_attention_join_their_projections_into_one_matmul(gen, mon
     calls.clear()
     mlp(x).sum().backward()  # gradients: the plain path, and they reach each parameter
     assert calls == [] and mlp.gate.weight.grad is not None and mlp.up.weight.grad is not None
+
+
+def test_fast_gated_mlp_with_a_weightless_gate():
+    """A gate replaced by a module without ``weight`` (a quantised linear such as Int4Linear) is
+    computed by the plain path, not an AttributeError (bench_gguf crashed on it)."""
+    from tatlas.nn import GatedMLP
+    from tatlas.nn.fastpath import optimize_
+
+    class NoWeight(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Linear) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    mlp = GatedMLP(dim=64, hidden=128).eval()
+    optimize_(mlp)
+    mlp.gate = NoWeight(mlp.gate)
+    x = torch.randn(1, 3, 64)
+    with torch.inference_mode():
+        want = mlp.down(mlp.act(mlp.gate(x)) * mlp.up(x))
+        torch.testing.assert_close(mlp(x), want)

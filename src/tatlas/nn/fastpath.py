@@ -202,9 +202,9 @@ class FastGatedMLP(GatedMLP):
     weights joined into one matrix, see :func:`_joined`): one call and one read of ``x`` fewer."""
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.gate.weight
+        # the types first: a quantised gate (Int4Linear ...) has no `weight`
         if type(self.gate) in (nn.Linear, FastLinear) and type(self.up) in (nn.Linear, FastLinear) \
-                and _serves(x, w, self.gate.bias):
+                and _serves(x, self.gate.weight, self.gate.bias):
             joined = _joined(self, (self.gate, self.up))
             if joined is not None:
                 sources = (self.gate.weight, self.up.weight)
