@@ -71,6 +71,8 @@ def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "",
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
+    """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel
+    where it reads faster (see :data:`MATVEC_BF16_MIN_K`), everything else by oneDNN."""
     if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K) and matvec.serves(x, weight, bias):
         y = matvec.matvec(x, weight, bias)  # one row: our kernel reads the weight faster (nn/matvec.py)
         return y if act == "none" else F.gelu(y, approximate="tanh" if algorithm == "tanh" else "none")
