@@ -263,6 +263,34 @@ def test_fast_linear_only_without_gradients_and_for_large_products(gen, monkeypa
     model[0](x).sum().backward()  # gradients wanted: F.linear, and they flow
     assert model[0].weight.grad is not None and calls == ["none", "none"]
 
+def test_bfloat16_without_onednn_bfloat16_takes_the_kernel_or_f_linear(gen, monkeypatch):
+    """On a CPU where oneDNN has no bfloat16 (AVX2 only: it refuses to build the primitive), a
+    bfloat16 model optimised for inference still runs: one row by the matvec kernel (where it is
+    built), several rows by F.linear, and oneDNN is never called."""
+    import torch.nn.functional as F
+
+    from tatlas.nn import GatedMLP, fastpath, matvec
+    from tatlas.nn.fastpath import optimize_
+
+    monkeypatch.setattr(fastpath, "onednn_bf16", lambda: False)
+    calls = _spy_onednn(monkeypatch)
+    lin = optimize_(torch.nn.Linear(2048, 512).bfloat16().eval())
+    mlp = optimize_(GatedMLP(dim=256, hidden=512).bfloat16().eval())
+    with torch.no_grad():
+        for rows in (1, 5):
+            x = torch.randn(rows, 2048, generator=gen).bfloat16()
+            torch.testing.assert_close(lin(x).float(), F.linear(x.float(), lin.weight.float(), lin.bias.float()),
+                                       atol=0.05, rtol=0.02)
+            h = torch.randn(rows, 256, generator=gen).bfloat16()
+            ref = mlp.down(F.silu(F.linear(h, mlp.gate.weight)) * F.linear(h, mlp.up.weight))
+            torch.testing.assert_close(mlp(h).float(), ref.float(), atol=0.05, rtol=0.05)
+    assert calls == []
+    if matvec.kernel() is not None:  # the one-row products took the kernel
+        monkeypatch.setattr(matvec, "matvec", lambda *a: (_ for _ in ()).throw(AssertionError("kernel")))
+        with pytest.raises(AssertionError, match="kernel"), torch.no_grad():
+            lin(torch.randn(1, 2048).bfloat16())
+
+
 def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, monkeypatch):
     """A bfloat16 FastLinear / FastMLP / FastTiedLinear reads oneDNN's packed copy of its weight
     (made on the first call, kept across calls, bit-identical to the plain product); writing the
@@ -272,6 +300,9 @@ def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, mon
     from tatlas.nn import MLP, TiedLinear
     from tatlas.nn import fastpath
     from tatlas.nn.fastpath import optimize_
+
+    if not fastpath.onednn_bf16():
+        pytest.skip("oneDNN has no bfloat16 on this CPU (AVX2 only)")
 
     packs = []
     real = torch.ops.mkldnn._reorder_linear_weight

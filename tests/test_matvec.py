@@ -17,7 +17,7 @@ from tatlas.nn import matvec as M
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or M._compiler() is None,
                                 reason="the kernel is built on x86-64 hosts with a C compiler")
 
-SHAPES = [(7, 37), (4, 16), (1, 1), (9, 2049), (130, 896), (896, 4864)]
+SHAPES = [(7, 37), (4, 16), (5, 48), (3, 23), (1, 1), (9, 2049), (130, 896), (896, 4864)]
 
 
 def _check(lib, dtype, atol):

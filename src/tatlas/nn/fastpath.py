@@ -35,7 +35,8 @@ from . import matvec
 from .linear import TiedLinear
 from .mlp import MLP, GatedMLP
 
-__all__ = ["FastAttention", "FastGatedMLP", "FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "optimize_"]
+__all__ = ["FastAttention", "FastGatedMLP", "FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "onednn_bf16",
+           "optimize_"]
 
 _DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN's call costs ~10 us more than F.linear's and then runs up to 2-2.5x faster. Decoding with
@@ -58,22 +59,35 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+@functools.lru_cache(maxsize=1)
+def onednn_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 matmuls on this CPU: it needs AVX-512 (BW, VL, DQ) or
+    AVX-NE-CONVERT; on an AVX2-only CPU (AMD Zen 2/3, older Intel) it refuses to build the
+    primitive, so bfloat16 products take the matvec kernel (one row) or ``F.linear``."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return probe is not None and bool(probe())
+
+
 def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether oneDNN's inference matmul can compute ``F.linear(x, weight, bias)``."""
+    """Whether :func:`_onednn` can compute ``F.linear(x, weight, bias)``: oneDNN's inference
+    matmul, or for a bfloat16 row on a CPU without oneDNN bfloat16, the matvec kernel."""
     return (
         x.numel() * weight.shape[0] >= MIN_MACS  # first: the cheapest test, and the one small calls fail
         and weight.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in _DTYPES and x.dim() >= 2
         and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
         and type(weight) in (Tensor, nn.Parameter) and (bias is None or type(bias) in (Tensor, nn.Parameter))
         and not torch.compiler.is_compiling()
+        and (x.dtype == torch.float32 or onednn_bf16() or matvec.serves(x, weight, bias))
     )
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "",
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
     """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel
-    where it reads faster (see :data:`MATVEC_BF16_MIN_K`), everything else by oneDNN."""
-    if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K) and matvec.serves(x, weight, bias):
+    where it reads faster (see :data:`MATVEC_BF16_MIN_K`; every bfloat16 row where oneDNN has no
+    bfloat16), everything else by oneDNN."""
+    if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K or not onednn_bf16()) \
+            and matvec.serves(x, weight, bias):
         y = matvec.matvec(x, weight, bias)  # one row: our kernel reads the weight faster (nn/matvec.py)
         return y if act == "none" else F.gelu(y, approximate="tanh" if algorithm == "tanh" else "none")
     if owner is not None and weight.dtype == torch.bfloat16:
