@@ -43,9 +43,11 @@ def read_bandwidth(gigabytes: float = 2.0, repeats: int = 5, device: str = "cpu"
     """Bytes/s at which the machine reads a weight matrix during a decode step: float32
     matrix-vector products over a ``gigabytes`` matrix (far larger than any cache), counting the
     matrix's bytes, best of ``repeats``, by the fastest kernel at hand (``torch.mv``, and on the CPU
-    oneDNN's on its packed layout, which reads faster). A batch-1 decode step cannot beat
-    ``bytes of weights / this``."""
+    oneDNN's on its packed layout and tatlas' own matvec kernel, both of which read faster). A
+    batch-1 decode step cannot beat ``bytes of weights / this``."""
     import torch
+
+    from tatlas.nn import matvec
 
     cols = 8192
     w = torch.ones(int(gigabytes * 2**30) // (4 * cols), cols, device=device)
@@ -55,6 +57,8 @@ def read_bandwidth(gigabytes: float = 2.0, repeats: int = 5, device: str = "cpu"
     if not w.is_cuda and torch.backends.mkldnn.is_available():
         packed, row = torch.ops.mkldnn._reorder_linear_weight(w, 1), x[None]
         kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [], ""))
+    if not w.is_cuda and matvec.kernel() is not None:
+        kernels.append(lambda: matvec.matvec(x[None], w))
     seconds = min(best_time(fn, repeats, sync=sync) for fn in kernels)
     return w.numel() * w.element_size() / seconds
 
