@@ -194,7 +194,10 @@ def test_initialisers():
 
 
 def _spy_onednn(monkeypatch) -> list[str]:
-    """Record the post-op attribute of every oneDNN linear call."""
+    """Record the post-op attribute of every oneDNN linear call (oneDNN pinned: no race with BLAS)."""
+    from tatlas.nn import fastpath
+
+    monkeypatch.setattr(fastpath, "GEMM", "onednn")
     calls = []
     real = torch.ops.mkldnn._linear_pointwise
 
@@ -303,6 +306,7 @@ def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, mon
 
     if not fastpath.onednn_bf16():
         pytest.skip("oneDNN has no bfloat16 on this CPU (AVX2 only)")
+    monkeypatch.setattr(fastpath, "GEMM", "onednn")
 
     packs = []
     real = torch.ops.mkldnn._reorder_linear_weight
@@ -331,6 +335,47 @@ def test_bfloat16_weights_are_packed_once_and_repacked_when_they_change(gen, mon
         lin.float()(x.float())  # float32: plain layout
         assert len(packs) == 6
     assert lin in fastpath._PACKED
+
+
+def test_gemm_race_times_both_and_keeps_the_faster_per_shape(gen, monkeypatch):
+    """With ``TATLAS_GEMM=auto`` a product's first calls alternate between oneDNN and BLAS, timed;
+    after RACE_TRIALS timed calls of each (the first of each not counted) the faster serves every
+    later call of that shape for good, and every call, racing or not, returns the right product.
+    ``onednn`` / ``blas`` skip the race."""
+    import time
+
+    import torch.nn.functional as F
+
+    from tatlas.nn import fastpath
+    from tatlas.nn.fastpath import optimize_
+
+    monkeypatch.setattr(fastpath, "GEMM", "auto")
+    monkeypatch.setattr(fastpath, "_CHOSEN", {})
+    monkeypatch.setattr(fastpath, "_RACES", {})
+    real = torch.ops.mkldnn._linear_pointwise
+    slow = []
+
+    def slow_onednn(*args):  # oneDNN made clearly slower: BLAS must win
+        slow.append(1)
+        time.sleep(0.003)
+        return real(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", slow_onednn)
+    lin = optimize_(torch.nn.Linear(256, 512).eval())
+    x = torch.randn(16, 256, generator=gen)
+    with torch.no_grad():
+        want = F.linear(x, lin.weight, lin.bias)
+        for _ in range(2 * (fastpath.RACE_TRIALS + 1)):
+            torch.testing.assert_close(lin(x), want)
+        assert len(slow) == fastpath.RACE_TRIALS + 1 and list(fastpath._CHOSEN.values()) == [1]  # BLAS
+        for _ in range(5):
+            torch.testing.assert_close(lin(x), want)
+        assert len(slow) == fastpath.RACE_TRIALS + 1  # no more oneDNN calls for this shape
+        lin(torch.randn(300, 256, generator=gen))  # another row-count octave: a race of its own
+        assert len(slow) == fastpath.RACE_TRIALS + 2 and len(fastpath._RACES) == 1
+        monkeypatch.setattr(fastpath, "GEMM", "onednn")
+        lin(torch.randn(300, 256, generator=gen))
+        assert len(slow) == fastpath.RACE_TRIALS + 3 and len(fastpath._RACES[next(iter(fastpath._RACES))][0]) == 1
 
 
 def test_gated_mlp_and_attention_join_their_projections_into_one_matmul(gen, monkeypatch):

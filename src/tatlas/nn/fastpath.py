@@ -1,12 +1,15 @@
 """The CPU inference fast path, as modules swapped into a built model: :func:`optimize_`.
 
 The same ``x @ W^T + b``, computed by oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``)
-instead of the BLAS sgemm behind ``F.linear``. On the AMD EPYC machines this project runs on, MKL's
-sgemm takes its generic code path and oneDNN is about twice as fast for transformer-sized matrices
-(``[1600, 768] x [768, 3072]``: 38 ms vs 17 ms on two threads), at float32 precision (no
-reduced-precision math: max relative difference to a float64 product ~1e-6, like MKL's). oneDNN
-can also apply the MLP's GELU in the matmul's epilogue (one pass over the ``[*, hidden]`` output
-fewer, bit-identical to the two steps).
+or by the BLAS sgemm behind ``F.linear``, whichever is faster on this host for this product's shape,
+found by timing both on the first calls (:func:`_race`). Neither wins everywhere: on an AVX-512 AMD
+EPYC MKL's sgemm takes its generic code path and oneDNN is about twice as fast for
+transformer-sized matrices (``[1600, 768] x [768, 3072]``: 38 ms vs 17 ms on two threads); on an
+AVX2-only EPYC MKL has its own AVX2 path and the ImageBind encoders ran 0.79-0.97x the speed of
+plain ``F.linear`` through oneDNN. Both keep float32 precision (no reduced-precision math: max
+relative difference to a float64 product ~1e-6). oneDNN can also apply the MLP's GELU in the
+matmul's epilogue (one pass over the ``[*, hidden]`` output fewer, bit-identical to the two steps).
+``TATLAS_GEMM=onednn`` or ``blas`` fixes the choice.
 
 ``optimize_(model)`` swaps, in place, the class of every plain ``nn.Linear`` for
 :class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP` and every
@@ -23,6 +26,9 @@ compiled, or the product is too small for oneDNN's call overhead to pay (:data:`
 from __future__ import annotations
 
 import functools
+import os
+import time
+import warnings
 import weakref
 from collections.abc import Mapping
 
@@ -85,14 +91,58 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", a
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
     """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel
     where it reads faster (see :data:`MATVEC_BF16_MIN_K`; every bfloat16 row where oneDNN has no
-    bfloat16), everything else by oneDNN."""
+    bfloat16), everything else by oneDNN or BLAS, whichever :data:`GEMM` (by default: a race on
+    this host, per shape) says."""
     if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K or not onednn_bf16()) \
             and matvec.serves(x, weight, bias):
-        y = matvec.matvec(x, weight, bias)  # one row: our kernel reads the weight faster (nn/matvec.py)
-        return y if act == "none" else F.gelu(y, approximate="tanh" if algorithm == "tanh" else "none")
-    if owner is not None and weight.dtype == torch.bfloat16:
-        weight = _packed(owner, weight, sources or (weight,))
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
+        return _act(matvec.matvec(x, weight, bias), act, algorithm)  # one row: our kernel (nn/matvec.py)
+
+    def onednn() -> Tensor:
+        w = _packed(owner, weight, sources or (weight,)) if owner is not None and weight.dtype == torch.bfloat16 \
+            else weight
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, act, [], algorithm)
+
+    if GEMM == "onednn":
+        return onednn()
+    blas = lambda: _act(F.linear(x, weight, bias), act, algorithm)  # noqa: E731
+    if GEMM == "blas":
+        return blas()
+    rows = x.numel() // x.shape[-1]
+    return _race((x.dtype, rows.bit_length(), *weight.shape, act), onednn, blas)
+
+
+def _act(y: Tensor, act: str, algorithm: str) -> Tensor:
+    return y if act == "none" else F.gelu(y, approximate="tanh" if algorithm == "tanh" else "none")
+
+
+# Which GEMM serves a product: "auto" (timed per host and shape, :func:`_race`), "onednn" or "blas"
+GEMM = os.environ.get("TATLAS_GEMM", "auto").strip().lower()
+if GEMM not in ("auto", "onednn", "blas"):
+    warnings.warn(f"TATLAS_GEMM: expected auto, onednn or blas, got {GEMM!r}; using auto", stacklevel=1)
+    GEMM = "auto"
+RACE_TRIALS = 3  # timed calls of each GEMM (after one untimed: packing, first touch) before choosing
+# product shape (dtype, row-count octave, N, K, activation) -> the chosen GEMM, or the race so far
+_CHOSEN: dict[tuple, int] = {}
+_RACES: dict[tuple, tuple[list[float], list[float]]] = {}
+
+
+def _race(key: tuple, *runs) -> Tensor:
+    """``runs[i]()`` (the same product by different GEMMs) for the choice made for ``key``; until
+    it is made, the calls alternate between the runs and are timed, and after :data:`RACE_TRIALS`
+    timed calls of each (each run's first call is not counted) the fastest best time wins for
+    good. The race costs nothing but its calls' differences: every call computes the real product."""
+    chosen = _CHOSEN.get(key)
+    if chosen is not None:
+        return runs[chosen]()
+    times = _RACES.setdefault(key, tuple([] for _ in runs))
+    i = min(range(len(runs)), key=lambda j: len(times[j]))
+    start = time.perf_counter()
+    y = runs[i]()
+    times[i].append(time.perf_counter() - start)
+    if all(len(t) > RACE_TRIALS for t in times):
+        _CHOSEN[key] = min(range(len(runs)), key=lambda j: min(times[j][1:]))
+        del _RACES[key]
+    return y
 
 
 # owner module -> (which weight, oneDNN's blocked copy of it); dropped with the module
