@@ -44,7 +44,7 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "gguf": (["bench_gguf.py", "--rounds", "2", "--new", "32"], None),
     "vad": (["bench_vad.py", "--minutes", "2", "--noise-seconds", "30"], ("|",)),
 }
-_RATIO = re.compile(r"(\d+\.\d+)x")
+_RATIO = re.compile(r"(\d+\.\d+)x|\bx (\d+\.\d+)")  # "1.23x", or bench_moe's "x 1.23 vs ..."
 
 
 def run(name: str, extra: list[str], log) -> list[str]:
@@ -78,7 +78,7 @@ def main() -> None:
                     for line in lines:
                         print("   " + line, flush=True)
                     ratios.setdefault((name, state), []).append(
-                        [m for line in lines if not line.startswith("state") for m in _RATIO.findall(line)])
+                        [a or b for line in lines if not line.startswith("state") for a, b in _RATIO.findall(line)])
     print("\nratios per run (in the order the benchmark prints them):")
     for (name, state), runs in ratios.items():
         print(f"  {name:20s} {state:8s} " + " | ".join(", ".join(r) + "x" if r else "-" for r in runs))
