@@ -88,5 +88,6 @@ def run(args: argparse.Namespace) -> None:
                       f"{tps['tatlas'] / tps['transformers']:.2f}x, tatlas/transformers-static "
                       f"{tps['tatlas'] / tps['transformers static']:.2f}x", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -5,8 +5,8 @@
  * A decode step reads every weight once, so it runs at the speed the memory streams W; each
  * thread takes a contiguous share of the rows and walks four rows side by side (four streams, the
  * x chunk loaded once for all four), or with AVX2 and bfloat16 one row after another (see
- * row_bf16). No packing, no per-call set-up: the few-microsecond call is
- * what makes this faster than a general GEMM on the 1 x 896 x 896 products of a small model.
+ * row_bf16). No packing, no per-call set-up: the few-microsecond call is what makes this faster
+ * than a general GEMM on the 1 x 896 x 896 products of a small model.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -169,8 +169,9 @@ void tatlas_matvec_f32(const float *W, const float *x, const float *b, float *y,
   }
 }
 
-void tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y, int64_t N, int64_t K,
-                        int threads) {
+/* the same for bfloat16; returns 0, or -1 (y not written) when the float32 copy of x cannot be allocated */
+int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y, int64_t N, int64_t K,
+                       int threads) {
 #if TATLAS_ISA == 2
   int64_t groups = (N + GROUP - 1) / GROUP;
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -183,7 +184,7 @@ void tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b,
   }
 #else
   float *xs = malloc((size_t)K * sizeof(float));
-  if (xs == NULL) return; /* the caller's y stays unwritten: only under memory exhaustion */
+  if (xs == NULL) return -1;
   split_bf16(x, xs, K);
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t n = 0; n < N; n++) {
@@ -192,5 +193,6 @@ void tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b,
   }
   free(xs);
 #endif
+  return 0;
 }
 #endif

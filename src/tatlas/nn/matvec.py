@@ -88,8 +88,8 @@ def load(path: Path) -> ctypes.CDLL | None:
     if lib.tatlas_matvec_isa() == 0:
         return None
     args = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-    for fn in (lib.tatlas_matvec_f32, lib.tatlas_matvec_bf16):
-        fn.argtypes, fn.restype = args, None
+    for fn, result in ((lib.tatlas_matvec_f32, None), (lib.tatlas_matvec_bf16, ctypes.c_int)):
+        fn.argtypes, fn.restype = args, result
     return lib
 
 
@@ -141,7 +141,8 @@ def _call(lib: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor | None, thre
     n, k = weight.shape
     y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
     fn = lib.tatlas_matvec_f32 if x.dtype == torch.float32 else lib.tatlas_matvec_bf16
-    fn(weight.data_ptr(), x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, threads)
+    if fn(weight.data_ptr(), x.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, threads):
+        raise MemoryError(f"matvec kernel: no memory for a float32 copy of a {k}-element bfloat16 row")
     return y
 
 
