@@ -12,8 +12,10 @@ matmul's epilogue (one pass over the ``[*, hidden]`` output fewer, bit-identical
 ``TATLAS_GEMM=onednn`` or ``blas`` fixes the choice.
 
 ``optimize_(model)`` swaps, in place, the class of every plain ``nn.Linear`` for
-:class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP` and every
-:class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear` (and, through ``variants``, whatever
+:class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP`, every
+:class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear`, every
+:class:`~tatlas.nn.TransformerBlock` for :class:`FastTransformerBlock` (a batch-1 decode step of a
+Llama-style block in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
 classes a system adds, e.g. CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks
 stay; the decision is made once, when the model is optimised (as timm reads ``fused_attn`` at build
 time), not by a switch consulted on every call. A swapped module still computes ``F.linear`` when
@@ -36,13 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Attention
 from . import matvec
+from .attention import Attention
+from .block import TransformerBlock
+from .decode_layer import FastTransformerBlock
+from .decode_layer import adjacent as _adjacent
 from .linear import TiedLinear
 from .mlp import MLP, GatedMLP
 
-__all__ = ["FastAttention", "FastGatedMLP", "FastLinear", "FastMLP", "FastTiedLinear", "onednn_available", "onednn_bf16",
-           "optimize_"]
+__all__ = ["FastAttention", "FastGatedMLP", "FastLinear", "FastMLP", "FastTiedLinear", "FastTransformerBlock",
+           "onednn_available", "onednn_bf16", "optimize_"]
 
 _DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN's call costs ~10 us more than F.linear's and then runs up to 2-2.5x faster. Decoding with
@@ -175,6 +180,8 @@ def _packed(owner: nn.Module, weight: Tensor, sources: tuple[Tensor, ...]) -> Te
 class FastLinear(nn.Linear):
     """``nn.Linear`` computed by oneDNN where it can be (see the module docstring)."""
 
+    twin_of = nn.Linear  # what it computes, exactly (nn/decode_layer.py reads the weights of either)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.numel() * self.weight.shape[0] >= MIN_MACS and _serves(x, self.weight, self.bias):  # small: no call
             return _onednn(x, self.weight, self.bias, owner=self)
@@ -183,6 +190,8 @@ class FastLinear(nn.Linear):
 
 class FastMLP(MLP):
     """:class:`~tatlas.nn.MLP` with its GELU fused into the first projection's oneDNN matmul."""
+
+    twin_of = MLP
 
     def forward(self, x: Tensor) -> Tensor:
         fused = _FUSED_ACTS.get(self.act_name)
@@ -194,23 +203,13 @@ class FastMLP(MLP):
 class FastTiedLinear(TiedLinear):
     """:class:`~tatlas.nn.TiedLinear` computed by oneDNN where it can be."""
 
+    twin_of = TiedLinear
+
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
         cast = weight.to(x.dtype)
         if not _serves(x, cast, None):
             return F.linear(x, cast)
         return _onednn(x, cast, None, owner=self if cast is weight else None)  # a per-call cast: not kept
-
-
-def _adjacent(tensors: list[Tensor]) -> bool:
-    """Whether ``tensors`` lie one after the other in one storage (row blocks of one matrix)."""
-    first = tensors[0]
-    if not all(t.is_contiguous() and t.dtype == first.dtype and t.device == first.device
-               and t.shape[1:] == first.shape[1:] for t in tensors):
-        return False
-    if any(t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() for t in tensors[1:]):
-        return False
-    offsets = [t.storage_offset() for t in tensors]
-    return all(b == a + t.numel() for a, b, t in zip(offsets, offsets[1:], tensors))
 
 
 def _block(tensors: list[Tensor]) -> Tensor:
@@ -267,6 +266,8 @@ class FastGatedMLP(GatedMLP):
     """:class:`~tatlas.nn.GatedMLP` with ``gate`` and ``up`` computed by one oneDNN matmul (their
     weights joined into one matrix, see :func:`_joined`): one call and one read of ``x`` fewer."""
 
+    twin_of = GatedMLP
+
     def forward(self, x: Tensor) -> Tensor:
         # the types first: a quantised gate (Int4Linear ...) has no `weight`
         if type(self.gate) in (nn.Linear, FastLinear) and type(self.up) in (nn.Linear, FastLinear) \
@@ -283,6 +284,8 @@ class FastAttention(Attention):
     """:class:`~tatlas.nn.Attention` with separate ``q``, ``k``, ``v`` projections computed by one
     oneDNN matmul (their weights joined into one matrix, see :func:`_joined`)."""
 
+    twin_of = Attention
+
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if not self.fused and all(type(m) in (nn.Linear, FastLinear) for m in (self.q, self.k, self.v)) \
                 and _serves(x, self.q.weight, self.q.bias):
@@ -295,7 +298,7 @@ class FastAttention(Attention):
 
 
 FAST: Mapping[type, type] = {nn.Linear: FastLinear, MLP: FastMLP, TiedLinear: FastTiedLinear,
-                             GatedMLP: FastGatedMLP, Attention: FastAttention}
+                             GatedMLP: FastGatedMLP, Attention: FastAttention, TransformerBlock: FastTransformerBlock}
 
 
 def optimize_(model: nn.Module, variants: Mapping[type, type] | None = None) -> nn.Module:

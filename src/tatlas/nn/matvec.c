@@ -8,6 +8,7 @@
  * row_bf16). No packing, no per-call set-up: the few-microsecond call is what makes this faster
  * than a general GEMM on the 1 x 896 x 896 products of a small model.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,10 +170,13 @@ void tatlas_matvec_f32(const float *W, const float *x, const float *b, float *y,
   }
 }
 
-/* the same for bfloat16; returns 0, or -1 (y not written) when the float32 copy of x cannot be allocated */
-int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y, int64_t N, int64_t K,
-                       int threads) {
+/* bfloat16 W [N, K] times bfloat16 x (+ b), accumulated in float32; each result rounded to
+ * bfloat16 and written to y16, or (y16 NULL) to yf as a float32 holding that bfloat16 value.
+ * xs: K floats of scratch (the AVX2 path's reordered x). */
+static void matvec_bf16(const uint16_t *W, const uint16_t *x, float *xs, const uint16_t *b, uint16_t *y16, float *yf,
+                        int64_t N, int64_t K, int threads) {
 #if TATLAS_ISA == 2
+  (void)xs;
   int64_t groups = (N + GROUP - 1) / GROUP;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t g = 0; g < groups; g++) {
@@ -180,19 +184,187 @@ int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, 
     float acc[GROUP];
     if (rows == GROUP) rows_bf16(W + n * K, x, acc, GROUP, K);
     else rows_bf16(W + n * K, x, acc, rows, K);
-    for (int64_t r = 0; r < rows; r++) y[n + r] = f32_to_bf16(b ? acc[r] + bf16_to_f32(b[n + r]) : acc[r]);
+    for (int64_t r = 0; r < rows; r++) {
+      uint16_t h = f32_to_bf16(b ? acc[r] + bf16_to_f32(b[n + r]) : acc[r]);
+      if (y16) y16[n + r] = h; else yf[n + r] = bf16_to_f32(h);
+    }
   }
 #else
-  float *xs = malloc((size_t)K * sizeof(float));
-  if (xs == NULL) return -1;
   split_bf16(x, xs, K);
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t n = 0; n < N; n++) {
     float acc = row_bf16(W + n * K, xs, K);
-    y[n] = f32_to_bf16(b ? acc + bf16_to_f32(b[n]) : acc);
+    uint16_t h = f32_to_bf16(b ? acc + bf16_to_f32(b[n]) : acc);
+    if (y16) y16[n] = h; else yf[n] = bf16_to_f32(h);
   }
-  free(xs);
 #endif
+}
+
+/* the same for bfloat16 in and out; returns 0, or -1 (y not written) when the float32 copy of x cannot be allocated */
+int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y, int64_t N, int64_t K,
+                       int threads) {
+  float *xs = malloc((size_t)K * sizeof(float));
+  if (xs == NULL) return -1;
+  matvec_bf16(W, x, xs, b, y, NULL, N, K, threads);
+  free(xs);
+  return 0;
+}
+
+/* ---- One whole decode layer -------------------------------------------------------------------
+ * A pre-RMSNorm block of rotary grouped-query attention and a gated SiLU MLP (Llama, Qwen2,
+ * Mistral) for one token of one sequence, in one call: the ~60 small torch ops of such a layer's
+ * step (norms, rotary, the cache write, attention over the cache, residuals, the gate) cost more
+ * than their arithmetic, so a batch-1 step spent ~20% of its time outside the weight reads.
+ * Every value is computed in float32; in bfloat16 mode each intermediate result is rounded to
+ * bfloat16 where the torch path rounds it (after every op), so both paths agree as closely as
+ * two bfloat16 computations can. Weights, norm weights, biases, the cache and x are in the
+ * model's dtype; cos/sin are float32. */
+
+typedef struct {
+  int64_t dim, heads, kv_heads, head_dim, rot_dim, hidden, max_len;
+  int32_t bf16, interleaved, qkv_joined, gate_up_joined; /* joined: the matrices lie one after the other */
+  float attn_eps, attn_offset, mlp_eps, mlp_offset, scale;
+  const void *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *mlp_norm, *wg, *wu, *wd;
+} tatlas_layer;
+
+#define SMALL_BYTES (1 << 18) /* below this many bytes a product runs on one thread (as in matvec.py) */
+
+static inline float rnd(float v, int bf16) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v; }
+static inline float ld(const void *p, int64_t i, int bf16) {
+  return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* y[N] = W x + b for float32 x holding values of the model's dtype; y rounded as the output dtype */
+static void project(const tatlas_layer *L, const void *W, const void *b, const float *x, float *y, int64_t N,
+                    int64_t K, uint16_t *x16, float *xs, int threads) {
+  int64_t bytes = N * K * (L->bf16 ? 2 : 4);
+  int t = bytes < SMALL_BYTES ? 1 : threads;
+  if (!L->bf16) {
+    tatlas_matvec_f32((const float *)W, x, (const float *)b, y, N, K, t);
+    return;
+  }
+  for (int64_t k = 0; k < K; k++) x16[k] = f32_to_bf16(x[k]); /* exact: x holds bfloat16 values */
+  matvec_bf16((const uint16_t *)W, x16, xs, (const uint16_t *)b, NULL, y, N, K, t);
+}
+
+/* y = x / rms(x) * (offset + w), as RMSNorm computes it: float32, rounded once at the end */
+static void rms_norm(const float *x, const void *w, float offset, float eps, float *y, int64_t C, int bf16) {
+  float ss = 0.f;
+  for (int64_t i = 0; i < C; i++) ss += x[i] * x[i];
+  float r = 1.f / sqrtf(ss / (float)C + eps);
+  for (int64_t i = 0; i < C; i++) y[i] = rnd(x[i] * r * (offset + ld(w, i, bf16)), bf16);
+}
+
+/* rotate the first R channels of each of n heads of width D in place (x * cos + rotate(x) * sin) */
+static void rotary(float *x, int64_t n, int64_t D, int64_t R, const float *cos, const float *sin, int interleaved,
+                   int bf16) {
+  for (int64_t h = 0; h < n; h++) {
+    float *v = x + h * D;
+    if (interleaved) {
+      for (int64_t i = 0; i < R; i += 2) {
+        float a = v[i], b = v[i + 1];
+        v[i] = rnd(a * cos[i] + -b * sin[i], bf16);
+        v[i + 1] = rnd(b * cos[i + 1] + a * sin[i + 1], bf16);
+      }
+    } else {
+      int64_t half = R / 2;
+      for (int64_t i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = rnd(a * cos[i] + -b * sin[i], bf16);
+        v[i + half] = rnd(b * cos[i + half] + a * sin[i + half], bf16);
+      }
+    }
+  }
+}
+
+/* x_out = layer(x_in) for one token at cache slot `pos`; the layer's keys/values are written to
+ * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache) and the query attends
+ * slots 0..pos where valid[s] (NULL: all; slot pos always). x_out may be x_in. Returns 0, or -1
+ * (nothing written) when the scratch memory cannot be allocated. */
+int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t pos,
+                        const float *cos, const float *sin, const uint8_t *valid, int threads) {
+  const int bf = L->bf16;
+  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden, S = L->max_len;
+  const int64_t widest = (F > C ? F : C) > H * D ? (F > C ? F : C) : H * D;
+  const int64_t n = 2 * C + 2 * H * D + 2 * G * D + H * (pos + 1) + 2 * F + widest; /* floats */
+  float *buf = malloc((size_t)n * sizeof(float) + (size_t)widest * sizeof(uint16_t));
+  if (buf == NULL) return -1;
+  float *x = buf, *h = x + C, *q = h + C, *k = q + H * D, *v = k + G * D, *o = v + G * D, *sc = o + H * D;
+  float *g = sc + H * (pos + 1), *u = g + F, *xs = u + F;
+  uint16_t *x16 = (uint16_t *)(xs + widest);
+  for (int64_t i = 0; i < C; i++) x[i] = ld(x_in, i, bf);
+
+  /* attention: norm, q/k/v, rotary, the cache write, softmax(q k^T * scale) v, output projection */
+  rms_norm(x, L->attn_norm, L->attn_offset, L->attn_eps, h, C, bf);
+  if (L->qkv_joined) { /* one product over all three (q, k, v lie one after the other in buf too) */
+    project(L, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
+  } else {
+    project(L, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
+    project(L, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
+    project(L, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
+  }
+  rotary(q, H, D, L->rot_dim, cos, sin, L->interleaved, bf);
+  rotary(k, G, D, L->rot_dim, cos, sin, L->interleaved, bf);
+  for (int64_t j = 0; j < G * D; j++) {
+    int64_t at = ((j / D) * S + pos) * D + j % D;
+    if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
+    else ((float *)kc)[at] = k[j], ((float *)vc)[at] = v[j];
+  }
+  const int64_t per_group = H / G, slots = pos + 1;
+  const int big = 2 * G * slots * D * (bf ? 2 : 4) >= SMALL_BYTES;
+#pragma omp parallel for schedule(static) if (big) num_threads(threads)
+  for (int64_t hh = 0; hh < H; hh++) {
+    const int64_t base = (hh / per_group) * S * D;
+    const float *qh = q + hh * D;
+    float *s = sc + hh * slots, top = -INFINITY;
+    for (int64_t j = 0; j < slots; j++) {
+      if (valid != NULL && !valid[j] && j != pos) { s[j] = -INFINITY; continue; }
+      float dot = 0.f;
+      for (int64_t d = 0; d < D; d++) dot += qh[d] * ld(kc, base + j * D + d, bf);
+      s[j] = rnd(rnd(dot, bf) * L->scale, bf);
+      if (s[j] > top) top = s[j];
+    }
+    float sum = 0.f;
+    for (int64_t j = 0; j < slots; j++) sum += (s[j] = expf(s[j] - top));
+    for (int64_t j = 0; j < slots; j++) s[j] = rnd(s[j] / sum, bf);
+    float *oh = o + hh * D;
+    for (int64_t d = 0; d < D; d++) oh[d] = 0.f;
+    for (int64_t j = 0; j < slots; j++) {
+      if (s[j] == 0.f) continue;
+      for (int64_t d = 0; d < D; d++) oh[d] += s[j] * ld(vc, base + j * D + d, bf);
+    }
+    for (int64_t d = 0; d < D; d++) oh[d] = rnd(oh[d], bf);
+  }
+  project(L, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
+  for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
+
+  /* MLP: norm, down(silu(gate(h)) * up(h)) */
+  rms_norm(x, L->mlp_norm, L->mlp_offset, L->mlp_eps, h, C, bf);
+  if (L->gate_up_joined) {
+    project(L, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
+  } else {
+    project(L, L->wg, NULL, h, g, F, C, x16, xs, threads);
+    project(L, L->wu, NULL, h, u, F, C, x16, xs, threads);
+  }
+  for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
+  project(L, L->wd, NULL, g, h, C, F, x16, xs, threads);
+  for (int64_t i = 0; i < C; i++) {
+    float y = rnd(x[i] + h[i], bf);
+    if (bf) ((uint16_t *)x_out)[i] = f32_to_bf16(y);
+    else ((float *)x_out)[i] = y;
+  }
+  free(buf);
+  return 0;
+}
+
+/* n layers one after the other (a whole decoder's step in one call): layer i reads x from the
+ * previous one, with its own cache rows kc[i]/vc[i], rotary cos[i]/sin[i] and mask valid[i]. */
+int tatlas_decode_layers(const tatlas_layer *const *L, int64_t n, const void *x_in, void *x_out, void *const *kc,
+                         void *const *vc, int64_t pos, const float *const *cos, const float *const *sin,
+                         const uint8_t *const *valid, int threads) {
+  for (int64_t i = 0; i < n; i++)
+    if (tatlas_decode_layer(L[i], i == 0 ? x_in : x_out, x_out, kc[i], vc[i], pos, cos[i], sin[i], valid[i], threads))
+      return -1;
   return 0;
 }
 #endif

@@ -12,7 +12,8 @@ source, the compiler and the CPU's flags, so a changed source, compiler or machi
 it is loaded with ctypes and shares torch's OpenMP runtime (the same ``libgomp``) and thread count.
 Where there is no C compiler, no AVX2, or the build fails, :func:`kernel` is ``None`` and callers
 keep their GEMM (one log line says why). A freshly loaded kernel is checked against ``F.linear``
-once before it is used. ``TATLAS_MATVEC=0`` turns it off.
+once before it is used. ``TATLAS_MATVEC=0`` turns it off. The same library holds the one-call decode
+layer of :mod:`~tatlas.nn.decode_layer`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["build", "kernel", "matvec", "serves"]
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("matvec.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
+LIBS = ("-lm",)  # after the source: linkers that drop unneeded libraries look at them in order
 # below this many weight bytes one thread is faster: the second thread's wake-up costs more than
 # its half of the read (measured: a 384 x 384 float32 matrix, 2-3 us on one thread)
 ONE_THREAD_BYTES = 1 << 18
@@ -65,7 +67,7 @@ def build(flags: tuple[str, ...] = FLAGS, directory: Path | None = None) -> Path
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, *LIBS, _cpu_flags()]).encode()).hexdigest()[:16]
     directory = Path(directory) if directory is not None else cache_dir() / "kernels"
     target = directory / f"matvec-{key}.so"
     if target.exists():
@@ -73,7 +75,7 @@ def build(flags: tuple[str, ...] = FLAGS, directory: Path | None = None) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:  # built beside the target, then renamed: atomic
         out = Path(tmp) / target.name
-        done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(out), *LIBS], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed on {SOURCE.name}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(out, target)
@@ -90,6 +92,11 @@ def load(path: Path) -> ctypes.CDLL | None:
     args = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     for fn, result in ((lib.tatlas_matvec_f32, None), (lib.tatlas_matvec_bf16, ctypes.c_int)):
         fn.argtypes, fn.restype = args, result
+    lib.tatlas_decode_layer.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    lib.tatlas_decode_layer.restype = ctypes.c_int
+    lib.tatlas_decode_layers.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] \
+        + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    lib.tatlas_decode_layers.restype = ctypes.c_int
     return lib
 
 

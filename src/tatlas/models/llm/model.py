@@ -36,6 +36,7 @@ from ...nn import (
     causal_mask,
     check_tokens,
 )
+from ...nn import decode_layer
 from ...nn.moe import DeepSeekRouter, Experts, MoE, Routing, TopKRouter
 from .config import LLMConfig, VisionConfig
 
@@ -244,11 +245,19 @@ class LLM(CachedDecoderMixin, nn.Module):
         positions, masks = attention_masks(c, tokens, cache, input_pos, images=pixels is not None)
         full = self.rotary(positions)
         ropes = {"full": full, "sliding": full if self.rotary_local is None else self.rotary_local(positions)}
-        for i, (layer, kind) in enumerate(zip(self.layers, c.layer_types, strict=True)):
-            if before_layer is not None:
-                x = before_layer(i, x)
-            x = layer(x, mask=masks[kind], causal=masks[kind] is None, rope=ropes[kind],
-                      cache=None if cache is None else cache.layers[i], input_pos=input_pos, routings=routings)
+        fused = None
+        if cache is not None and before_layer is None and routings is None and tokens.shape == (1, 1):
+            # a batch-1 decode step: every layer in one C call where they are Llama-style (nn/decode_layer.py)
+            fused = decode_layer.run_layers(self.layers, x, masks=[masks[k] for k in c.layer_types],
+                                            ropes=[ropes[k] for k in c.layer_types], cache=cache, input_pos=input_pos)
+        if fused is not None:
+            x = fused
+        else:
+            for i, (layer, kind) in enumerate(zip(self.layers, c.layer_types, strict=True)):
+                if before_layer is not None:
+                    x = before_layer(i, x)
+                x = layer(x, mask=masks[kind], causal=masks[kind] is None, rope=ropes[kind],
+                          cache=None if cache is None else cache.layers[i], input_pos=input_pos, routings=routings)
         logits = self.lm_head(self.norm(x[:, -1:] if last_only else x))
         if c.final_softcap is not None:
             logits = torch.tanh(logits / c.final_softcap) * c.final_softcap

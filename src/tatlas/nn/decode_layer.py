@@ -1,0 +1,261 @@
+"""A whole decode layer in one C call: the batch-1 step of a Llama-style block (``tatlas_decode_layer``
+in ``matvec.c``).
+
+A decode step of one sequence reads every weight once, and the matrix-vector kernel
+(:mod:`~tatlas.nn.matvec`) reads them near the machine's memory bandwidth; what keeps a step from
+that bound is the rest: a pre-RMSNorm block of rotary grouped-query attention and a gated SiLU MLP
+is ~60 small torch ops per token (two norms, the rotary of queries and keys, the cache write, the
+attention over the cache, residuals, the gate), each a few microseconds of dispatch for a few
+hundred floats of arithmetic. On the Qwen2.5-0.5B shape (24 layers) that was 16-17 ms of an 80 ms
+float32 step. Here one call per layer does all of it, the products by the same kernel.
+
+Served (:func:`run`; anything else returns ``None`` and the caller runs the block as torch ops):
+a :class:`~tatlas.nn.TransformerBlock` with :class:`~tatlas.nn.RMSNorm` norms, self-attention with
+rotary positions (either layout, partial rotary too), grouped or not, q/k/v/output biases or none,
+no QK-norm, gate or bias token, and a bias-free gated SiLU MLP, evaluated for one token of one
+sequence with a static KV cache, float32 or bfloat16, on the CPU, no gradient wanted. In bfloat16
+every intermediate is rounded where the torch path rounds it. ``TATLAS_DECODE_LAYER=0`` (or
+:data:`ENABLED` = False) turns it off; so does ``TATLAS_MATVEC=0`` (no kernel).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import matvec
+from .attention import Attention
+from .block import TransformerBlock
+from .cache import DecoderCache, StaticKVCache
+from .mlp import GatedMLP
+from .norms import RMSNorm
+from .positions import Rope
+
+__all__ = ["ENABLED", "FastTransformerBlock", "adjacent", "plan", "run", "run_layers"]
+
+ENABLED = os.environ.get("TATLAS_DECODE_LAYER", "1").strip().lower() not in ("0", "off", "false", "no")
+_POINTERS = ("attn_norm", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "mlp_norm", "wg", "wu", "wd")
+
+
+class _Layer(ctypes.Structure):
+    """``tatlas_layer`` of ``matvec.c``: sizes, settings and the parameters' addresses."""
+
+    _fields_ = [
+        *[(n, ctypes.c_int64) for n in ("dim", "heads", "kv_heads", "head_dim", "rot_dim", "hidden", "max_len")],
+        *[(n, ctypes.c_int32) for n in ("bf16", "interleaved", "qkv_joined", "gate_up_joined")],
+        *[(n, ctypes.c_float) for n in ("attn_eps", "attn_offset", "mlp_eps", "mlp_offset", "scale")],
+        *[(n, ctypes.c_void_p) for n in _POINTERS],
+    ]
+
+
+@dataclass
+class Plan:
+    """One block's :class:`_Layer` (``None``: the block is not one the C layer computes), valid
+    while the block's modules and parameters are the ones it was made from, where they were."""
+
+    layer: _Layer | None
+    dtype: torch.dtype | None
+    modules: tuple[tuple[nn.Module, str, nn.Module | None], ...]  # (parent, name, child)
+    params: tuple[tuple[nn.Module, str, Tensor, int], ...]  # (owner, name, parameter, its address)
+
+    def current(self) -> bool:
+        return all(parent._modules.get(name) is child for parent, name, child in self.modules) and all(
+            owner._parameters.get(name) is t and t.data_ptr() == ptr for owner, name, t, ptr in self.params)
+
+
+def _plain(module: nn.Module, base: type) -> bool:
+    """``module`` is exactly ``base`` or the fast path's twin of it (same computation, the class
+    says ``twin_of = base``)."""
+    return type(module) is base or type(module).__dict__.get("twin_of") is base
+
+
+def adjacent(tensors: list[Tensor]) -> bool:
+    """Whether ``tensors`` lie one after the other in one storage (row blocks of one matrix)."""
+    first = tensors[0]
+    if not all(t.is_contiguous() and t.dtype == first.dtype and t.device == first.device
+               and t.shape[1:] == first.shape[1:] for t in tensors):
+        return False
+    if any(t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() for t in tensors[1:]):
+        return False
+    offsets = [t.storage_offset() for t in tensors]
+    return all(b == a + t.numel() for a, b, t in zip(offsets, offsets[1:], tensors))
+
+
+def _tensors(block: nn.Module) -> dict[str, Tensor | None] | None:
+    """The block's parameters by ``tatlas_layer``'s names, or ``None`` if the block is not one the
+    C layer computes (see the module docstring)."""
+    a, m = block.attn, block.mlp
+    if (block.cross_attn is not None or block.attn_scale is not None or block.mlp_scale is not None
+            or type(block.attn_norm) is not RMSNorm or type(block.mlp_norm) is not RMSNorm
+            or not _plain(a, Attention) or not _plain(m, GatedMLP) or m.act_name != "silu"
+            or a.q_norm is not None or a.gate is not None or a.bias_k is not None):
+        return None
+    if a.fused:
+        if not _plain(a.qkv, nn.Linear):
+            return None
+        qo, kvo = a.heads * a.head_dim, a.kv_heads * a.head_dim
+        w, b = a.qkv.weight, a.qkv.bias
+        wq, wk, wv = w[:qo], w[qo:qo + kvo], w[qo + kvo:]
+        bq, bk, bv = (None, None, None) if b is None else (b[:qo], b[qo:qo + kvo], b[qo + kvo:])
+    else:
+        if not all(_plain(lin, nn.Linear) for lin in (a.q, a.k, a.v)):
+            return None
+        (wq, bq), (wk, bk), (wv, bv) = ((lin.weight, lin.bias) for lin in (a.q, a.k, a.v))
+    if not all(_plain(lin, nn.Linear) for lin in (a.out, m.gate, m.up, m.down)):
+        return None
+    if any(lin.bias is not None for lin in (m.gate, m.up, m.down)):
+        return None
+    return {"attn_norm": block.attn_norm.weight, "wq": wq, "bq": bq, "wk": wk, "bk": bk, "wv": wv, "bv": bv,
+            "wo": a.out.weight, "bo": a.out.bias, "mlp_norm": block.mlp_norm.weight, "wg": m.gate.weight,
+            "wu": m.up.weight, "wd": m.down.weight}
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
+
+
+def plan(block: nn.Module) -> _Layer | None:
+    """The C layer for ``block``, made on first use and again after its modules or parameters
+    changed (``.to()``, a load, a swapped submodule); ``None`` when the block is not served or its
+    parameters are not plain contiguous CPU tensors of one dtype (float32 or bfloat16)."""
+    cached = _PLANS.get(block)
+    if cached is None or not cached.current():
+        cached = _PLANS[block] = _plan(block)
+    return cached.layer
+
+
+def _plan(block: nn.Module) -> Plan:
+    modules = tuple((parent, name, child) for parent in block.modules() for name, child in parent._modules.items())
+    params = tuple((owner, name, t, t.data_ptr()) for owner in block.modules()
+                   for name, t in owner._parameters.items() if t is not None)
+    tensors = _tensors(block)
+    present = [] if tensors is None else [t for t in tensors.values() if t is not None]
+    dtype = present[0].dtype if present else None
+    if tensors is None or dtype not in (torch.float32, torch.bfloat16) or any(
+            t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() or type(t) not in (Tensor, nn.Parameter)
+            for t in present):
+        return Plan(None, None, modules, params)
+    a, m, t = block.attn, block.mlp, tensors
+    biases = [t["bq"], t["bk"], t["bv"]]
+    qkv_joined = adjacent([t["wq"], t["wk"], t["wv"]]) and (
+        all(b is None for b in biases) or (all(b is not None for b in biases) and adjacent(biases)))
+    layer = _Layer(
+        dim=block.attn_norm.weight.shape[0], heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
+        rot_dim=0, hidden=m.gate.out_features, max_len=0, bf16=int(dtype == torch.bfloat16), interleaved=0,
+        qkv_joined=int(qkv_joined), gate_up_joined=int(adjacent([t["wg"], t["wu"]])),
+        attn_eps=block.attn_norm.eps, attn_offset=block.attn_norm.offset, mlp_eps=block.mlp_norm.eps,
+        mlp_offset=block.mlp_norm.offset, scale=a.head_dim**-0.5 if a.scale is None else a.scale,
+        **{n: (None if t is None else t.data_ptr()) for n, t in tensors.items()},
+    )
+    return Plan(layer, dtype, modules, params)
+
+
+def _position(x: Tensor, cache: DecoderCache, input_pos: Tensor | None) -> int | None:
+    """The cache slot of a one-token, one-row step of ``x`` (``[1, 1, C]``), or ``None`` if the
+    C layers do not serve it (the module docstring)."""
+    if (not ENABLED or input_pos is None or x.numel() != x.shape[-1] or x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.bfloat16) or not x.is_contiguous() or input_pos.numel() != 1
+            or (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()):
+        return None
+    return int(input_pos.reshape(()))
+
+
+def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rope | None, pos: int) -> bool:
+    """Whether ``layer`` computes this step of its block: the cache (one row, static, the layer's
+    heads), the rotary angles (one position, float32) and the mask (bool over slots ``0..pos``)."""
+    if layer is None or layer.bf16 != (x.dtype == torch.bfloat16) or type(cache) is not StaticKVCache or rope is None:
+        return False
+    k, v, cos, sin = cache.k, cache.v, rope.cos, rope.sin
+    return (k.dtype == x.dtype and k.shape[0] == 1 and k.shape[1] == layer.kv_heads and k.shape[-1] == layer.head_dim
+            and v.shape == k.shape and k.is_contiguous() and v.is_contiguous() and 0 <= pos < k.shape[2]
+            and cos.dtype == torch.float32 and cos.shape == sin.shape and cos.numel() == cos.shape[-1]
+            and cos.shape[-1] <= layer.head_dim and cos.is_contiguous() and sin.is_contiguous()
+            and (mask is None or (mask.dtype == torch.bool and mask.numel() == pos + 1 and mask.is_contiguous())))
+
+
+def _set_step(layer: _Layer, cache, rope: Rope) -> None:
+    layer.max_len, layer.rot_dim, layer.interleaved = cache.k.shape[2], rope.cos.shape[-1], int(rope.interleaved)
+
+
+def run(block: nn.Module, x: Tensor, *, mask: Tensor | None, rope: Rope | None, cache, input_pos: Tensor | None
+        ) -> Tensor | None:
+    """``block(x, mask=mask, rope=rope, cache=cache, input_pos=input_pos)`` for one token of one
+    sequence (``x [1, 1, C]``) by one C call, or ``None`` where that call does not serve (the
+    module docstring): the caller then runs the block itself."""
+    lib = matvec.kernel()
+    pos = _position(x, cache, input_pos) if lib is not None and not block.training else None
+    layer = plan(block) if pos is not None else None
+    if not _fits(layer, x, cache, mask, rope, pos):
+        return None
+    _set_step(layer, cache, rope)
+    out = torch.empty_like(x)
+    if lib.tatlas_decode_layer(ctypes.byref(layer), x.data_ptr(), out.data_ptr(), cache.k.data_ptr(),
+                               cache.v.data_ptr(), pos, rope.cos.data_ptr(), rope.sin.data_ptr(),
+                               None if mask is None else mask.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("decode layer: no memory for its scratch buffers")
+    return out
+
+
+# per decoder cache (one generation): the blocks it was planned for and their layers, as a C array
+_STACKS: weakref.WeakKeyDictionary[DecoderCache, tuple[tuple[nn.Module, ...], list[_Layer | None], ctypes.Array]] = \
+    weakref.WeakKeyDictionary()
+
+
+def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor | None], ropes: Sequence[Rope],
+               cache: DecoderCache, input_pos: Tensor | None) -> Tensor | None:
+    """Every block of a decoder for one token of one sequence in one C call: ``x [1, 1, C]`` through
+    ``blocks[i](x, mask=masks[i], rope=ropes[i], cache=cache.layers[i], input_pos=input_pos)`` in
+    turn, or ``None`` when one of them is not served (the caller runs the blocks itself). The blocks
+    are planned once per cache (one generation), so a step costs one Python call, not one per layer:
+    between the layers' weight reads, interpreter work runs with its own data evicted from the caches."""
+    lib = matvec.kernel()
+    pos = _position(x, cache, input_pos) if lib is not None and len(cache.layers) == len(blocks) else None
+    if pos is None:
+        return None
+    memo = _STACKS.get(cache)
+    if memo is None or len(memo[0]) != len(blocks) or any(a is not b for a, b in zip(memo[0], blocks)):
+        # the fast path's blocks only (a model opts in with optimize_)
+        layers = [plan(b) if type(b) is FastTransformerBlock and not b.training else None for b in blocks]
+        memo = (tuple(blocks), layers, (ctypes.c_void_p * len(layers))(
+            *[None if la is None else ctypes.addressof(la) for la in layers]))
+        _STACKS[cache] = memo
+    n = len(blocks)
+    for layer, kv, mask, rope in zip(memo[1], cache.layers, masks, ropes):
+        if not _fits(layer, x, kv, mask, rope, pos):
+            return None
+        _set_step(layer, kv, rope)
+    pointers = ctypes.c_void_p * n
+    out = torch.empty_like(x)
+    if lib.tatlas_decode_layers(memo[2], n, x.data_ptr(), out.data_ptr(),
+                                pointers(*[kv.k.data_ptr() for kv in cache.layers]),
+                                pointers(*[kv.v.data_ptr() for kv in cache.layers]), pos,
+                                pointers(*[r.cos.data_ptr() for r in ropes]), pointers(*[r.sin.data_ptr() for r in ropes]),
+                                pointers(*[None if m is None else m.data_ptr() for m in masks]),
+                                torch.get_num_threads()):
+        raise MemoryError("decode layer: no memory for its scratch buffers")
+    return out
+
+
+class FastTransformerBlock(TransformerBlock):
+    """:class:`~tatlas.nn.TransformerBlock` whose one-token step of one sequence (a batch-1 decode
+    with a static cache) runs as one C call (:func:`run`) where the block is a Llama-style one;
+    every other call runs the block as before. :func:`~tatlas.nn.fastpath.optimize_` swaps it in."""
+
+    twin_of = TransformerBlock
+
+    def forward(self, x: Tensor, context: Tensor | None = None, **kwargs) -> Tensor:
+        if context is None and x.numel() == x.shape[-1] and not kwargs.keys() - _DECODE_KWARGS:
+            y = run(self, x, mask=kwargs.get("mask"), rope=kwargs.get("rope"), cache=kwargs.get("cache"),
+                    input_pos=kwargs.get("input_pos"))
+            if y is not None:
+                return y
+        return super().forward(x, context, **kwargs)
+
+
+# the keywords of a decode step the C layer honours (``routings``: only a mixture of experts records any)
+_DECODE_KWARGS = frozenset({"mask", "causal", "rope", "cache", "input_pos", "routings"})

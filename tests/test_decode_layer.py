@@ -1,0 +1,197 @@
+"""One whole decode layer in one C call (nn/decode_layer.py, ``tatlas_decode_layer`` in matvec.c): a
+batch-1 decode step of an optimised Llama-style decoder gives the torch path's logits (float32 to
+rounding, bfloat16 with every intermediate rounded alike) for every variant it serves, and every
+call it does not serve runs the blocks as torch ops."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+import tatlas
+from tatlas.generate import GenerationConfig, generate
+from tatlas.nn import classic_block, decode_layer, fastpath, matvec
+
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or matvec._compiler() is None
+                                or matvec.kernel() is None, reason="the C layer is built on x86-64 hosts with a compiler")
+
+
+def _model(dtype=torch.float32, **changes):
+    torch.manual_seed(0)
+    model = tatlas.create("llm", "tiny", dim=128, mlp_hidden=344, vocab_size=300, **changes).eval()
+    for p in model.parameters():  # larger than the init, so that every path's arithmetic shows in the logits
+        p.data.normal_(0, 0.15)
+    return tatlas.optimize(model.to(dtype))
+
+
+def _steps(model, prompt, n=14, *, enabled=True, attention_mask=None, before_layer=None):
+    """Prefill ``prompt [1, T]``, then ``n`` greedy decode steps; their logits ``[n, V]`` (float32)."""
+    decode_layer.ENABLED = enabled
+    try:
+        with torch.inference_mode():
+            t0 = prompt.shape[1]
+            cache = model.new_cache(1, t0 + n)
+            model.prefill(prompt, cache, attention_mask=attention_mask)
+            tok, out = prompt[:, -1:], []
+            for i in range(n):
+                kwargs = {} if before_layer is None else {"before_layer": before_layer}
+                logits = model(tok, cache=cache, input_pos=torch.tensor([t0 + i]), last_only=True, **kwargs)[:, -1]
+                out.append(logits.float())
+                tok = logits.argmax(-1, keepdim=True)
+    finally:
+        decode_layer.ENABLED = True
+    return torch.cat(out)
+
+
+def _spy(monkeypatch):
+    """Counts of C calls: (whole decoders, single layers)."""
+    lib, counts = matvec.kernel(), {"layers": 0, "layer": 0}
+
+    class Lib:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def tatlas_decode_layers(self, *a):
+            counts["layers"] += 1
+            return lib.tatlas_decode_layers(*a)
+
+        def tatlas_decode_layer(self, *a):
+            counts["layer"] += 1
+            return lib.tatlas_decode_layer(*a)
+
+    monkeypatch.setattr(matvec, "kernel", lambda: Lib())
+    return counts
+
+
+VARIANTS = {
+    "qwen2": dict(qkv_bias=True),  # q/k/v biases, grouped-query attention (4 heads, 2 groups)
+    "llama": dict(),
+    "multi-head": dict(kv_heads=4),
+    "interleaved": dict(rope_interleaved=True),  # DeepSeek's rotary layout
+    "gemma-norm": dict(norm_offset=1.0, query_scale=20.0),  # (1 + w) RMSNorm, a query scale of its own
+    "mistral": dict(sliding_window=5),  # a sliding-window mask over the cache
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_c_layers_equal_the_torch_blocks(variant, dtype, monkeypatch):
+    model = _model(dtype, **VARIANTS[variant])
+    prompt = torch.randint(0, 300, (1, 7), generator=torch.Generator().manual_seed(1))
+    want = _steps(model, prompt, enabled=False)
+    counts = _spy(monkeypatch)
+    got = _steps(model, prompt)
+    assert counts == {"layers": 14, "layer": 0}  # one call per step for every layer
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    else:  # the same bfloat16 roundings; sums in another order may round a value to the next bfloat16
+        torch.testing.assert_close(got, want, atol=8e-3, rtol=1e-2)  # logits ~1: a few bfloat16 steps
+
+
+def test_left_padding_masks_the_padded_slots(monkeypatch):
+    model = _model(qkv_bias=True)
+    prompt = torch.randint(0, 300, (1, 8), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[False, False, False] + [True] * 5])
+    want = _steps(model, prompt, attention_mask=mask, enabled=False)
+    counts = _spy(monkeypatch)
+    got = _steps(model, prompt, attention_mask=mask)
+    assert counts["layers"] == 14
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    unmasked = _steps(model, prompt)
+    assert (unmasked - got).abs().max() > 1e-3  # the padded slots did count without the mask
+
+
+def test_a_hook_between_layers_takes_one_call_per_layer(monkeypatch):
+    """With ``before_layer`` (Flamingo's cross-attention layers between the LM's own) each block is
+    still one C call."""
+    model = _model(qkv_bias=True)
+    prompt = torch.randint(0, 300, (1, 5), generator=torch.Generator().manual_seed(3))
+    seen = []
+    hook = lambda i, x: seen.append(i) or x * 1.01  # noqa: E731
+    want = _steps(model, prompt, n=4, enabled=False, before_layer=hook)
+    counts = _spy(monkeypatch)
+    got = _steps(model, prompt, n=4, before_layer=hook)
+    assert counts == {"layers": 0, "layer": 4 * 2}
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_generate_is_unchanged_and_uses_it(monkeypatch):
+    model = _model(qkv_bias=True)
+    prompt = torch.randint(0, 300, (1, 6), generator=torch.Generator().manual_seed(4))
+    cfg = GenerationConfig(max_new_tokens=10)
+    decode_layer.ENABLED = False
+    try:
+        want = generate(model, prompt, cfg)
+    finally:
+        decode_layer.ENABLED = True
+    counts = _spy(monkeypatch)
+    got = generate(model, prompt, cfg)
+    assert torch.equal(got.tokens, want.tokens) and counts["layers"] == 9  # the first token comes from the prefill
+
+
+def test_what_it_does_not_serve_runs_as_torch_ops(monkeypatch):
+    model = _model()
+    counts = _spy(monkeypatch)
+    with torch.inference_mode():
+        # two rows, and a prompt of several tokens: the GEMM path
+        cache = model.new_cache(2, 8)
+        model.prefill(torch.randint(0, 300, (2, 3)), cache)
+        model(torch.randint(0, 300, (2, 1)), cache=cache, input_pos=torch.tensor([3]))
+        # a dynamic cache (grows by concatenation)
+        cache = model.new_cache(1, 8, static=False)
+        model.prefill(torch.randint(0, 300, (1, 3)), cache)
+        model(torch.randint(0, 300, (1, 1)), cache=cache, input_pos=torch.tensor([3]))
+    assert counts == {"layers": 0, "layer": 0}
+    # a model that was not optimised: the fast path is opted into, never imposed
+    plain = tatlas.create("llm", "tiny").eval()
+    with torch.inference_mode():
+        cache = plain.new_cache(1, 8)
+        plain.prefill(torch.randint(0, 259, (1, 3)), cache)
+        plain(torch.randint(0, 259, (1, 1)), cache=cache, input_pos=torch.tensor([3]))
+    assert counts == {"layers": 0, "layer": 0}
+    # a gradient wanted
+    cache = model.new_cache(1, 8)
+    with torch.no_grad():
+        model.prefill(torch.randint(0, 300, (1, 3)), cache)
+    x = torch.randn(1, 1, 128, requires_grad=True)
+    assert decode_layer.run(model.layers[0], x, mask=None, rope=model.rotary(torch.tensor([[3]])),
+                            cache=cache.layers[0], input_pos=torch.tensor([3])) is None
+
+
+def test_blocks_it_does_not_compute_are_not_planned():
+    classic = fastpath.optimize_(classic_block(dim=64, heads=4, mlp_hidden=128, norm=torch.nn.LayerNorm).eval())
+    assert type(classic) is fastpath.FastTransformerBlock and decode_layer.plan(classic) is None
+    gelu = _model(act="gelu_tanh").layers[0]  # a GeGLU MLP
+    assert decode_layer.plan(gelu) is None
+    assert decode_layer.plan(_model().layers[0]) is not None
+
+
+def test_a_moved_or_replaced_parameter_is_planned_again(monkeypatch):
+    model = _model(qkv_bias=True)
+    prompt = torch.randint(0, 300, (1, 5), generator=torch.Generator().manual_seed(5))
+    first = _steps(model, prompt, n=3)
+    layer = decode_layer.plan(model.layers[0])
+    assert decode_layer.plan(model.layers[0]) is layer  # unchanged: planned once
+    with torch.no_grad():
+        model.layers[0].mlp.down.weight.data = model.layers[0].mlp.down.weight.data * 0.5  # new storage
+    assert decode_layer.plan(model.layers[0]) is not layer
+    torch.testing.assert_close(_steps(model, prompt, n=3), _steps(model, prompt, n=3, enabled=False),
+                               atol=2e-5, rtol=1e-5)
+    model.layers[1].attn.q.weight = torch.nn.Parameter(model.layers[1].attn.q.weight.detach().clone() * 2)
+    second = _steps(model, prompt, n=3)
+    torch.testing.assert_close(second, _steps(model, prompt, n=3, enabled=False), atol=2e-5, rtol=1e-5)
+    assert (second - first).abs().max() > 1e-3
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    model = _model()
+    prompt = torch.randint(0, 300, (1, 4))
+    counts = _spy(monkeypatch)
+    _steps(model, prompt, n=2, enabled=False)
+    assert counts == {"layers": 0, "layer": 0}
+    monkeypatch.setattr(matvec, "kernel", lambda: None)  # no compiler / TATLAS_MATVEC=0
+    _steps(model, prompt, n=2)
+    assert counts == {"layers": 0, "layer": 0}
