@@ -3,7 +3,7 @@ weights (random, CPU), greedy, a fixed number of new tokens, in one run, as a fr
 memory-bandwidth bound measured in the same run.
 
     python benchmarks/bench_llm_decode.py [--shapes tiny,Qwen2.5-0.5B] [--new 32] [--batches 1,8]
-        [--dtypes float32,bfloat16] [--contend N] [--compile]
+        [--dtypes float32,bfloat16] [--contend N] [--compile] [--torch-blocks]
 
 tatlas runs as the CLI runs it (``tatlas.optimize``: oneDNN matmuls where they pay). The bound: a
 batch-1 decode step reads every weight once (``_timing.decode_bytes``), so it cannot run faster than
@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time tatlas with a compiled decode step")
+    ap.add_argument("--torch-blocks", action="store_true",
+                    help="also time tatlas with its batch-1 step as torch ops (the one-call C decode layer off)")
     add_contend(ap)
     args = ap.parse_args()
     with contended(args.contend):
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> None:
                     if args.compile:
                         ccfg = GenerationConfig(max_new_tokens=new, compile=True)
                         runs["tatlas compiled"] = lambda: generate(ours, prompt, ccfg)
+                    if args.torch_blocks:
+                        runs["tatlas torch blocks"] = lambda: _torch_blocks(generate, ours, prompt, cfg)
                     with torch.inference_mode():
                         for k, fn in runs.items():
                             steps.setdefault(k, []).append(best_time(fn, args.repeats))
@@ -87,6 +91,16 @@ def run(args: argparse.Namespace) -> None:
                       f"bound {bound:.1f} steps/s): {line}; ratio tatlas/transformers "
                       f"{tps['tatlas'] / tps['transformers']:.2f}x, tatlas/transformers-static "
                       f"{tps['tatlas'] / tps['transformers static']:.2f}x", flush=True)
+
+
+def _torch_blocks(generate, *args):
+    from tatlas.nn import decode_layer
+
+    decode_layer.ENABLED = False
+    try:
+        return generate(*args)
+    finally:
+        decode_layer.ENABLED = True
 
 
 if __name__ == "__main__":

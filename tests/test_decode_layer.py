@@ -195,3 +195,16 @@ def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setattr(matvec, "kernel", lambda: None)  # no compiler / TATLAS_MATVEC=0
     _steps(model, prompt, n=2)
     assert counts == {"layers": 0, "layer": 0}
+
+
+def test_a_plan_keeps_no_model_alive():
+    import gc
+    import weakref
+
+    model = _model()
+    _steps(model, torch.randint(0, 300, (1, 4)), n=2)
+    assert decode_layer.plan(model.layers[0]) is not None
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

@@ -11,7 +11,7 @@ float32 step. Here one call per layer does all of it, the products by the same k
 
 Served (:func:`run`; anything else returns ``None`` and the caller runs the block as torch ops):
 a :class:`~tatlas.nn.TransformerBlock` with :class:`~tatlas.nn.RMSNorm` norms, self-attention with
-rotary positions (either layout, partial rotary too), grouped or not, q/k/v/output biases or none,
+rotary positions (either layout), grouped or not, q/k/v/output biases or none,
 no QK-norm, gate or bias token, and a bias-free gated SiLU MLP, evaluated for one token of one
 sequence with a static KV cache, float32 or bfloat16, on the CPU, no gradient wanted. In bfloat16
 every intermediate is rounded where the torch path rounds it. ``TATLAS_DECODE_LAYER=0`` (or
@@ -57,16 +57,23 @@ class _Layer(ctypes.Structure):
 @dataclass
 class Plan:
     """One block's :class:`_Layer` (``None``: the block is not one the C layer computes), valid
-    while the block's modules and parameters are the ones it was made from, where they were."""
+    while the block's modules and parameters are the ones it was made from, where they were. It
+    refers to them weakly: a plan keeps no model alive."""
 
     layer: _Layer | None
-    dtype: torch.dtype | None
-    modules: tuple[tuple[nn.Module, str, nn.Module | None], ...]  # (parent, name, child)
-    params: tuple[tuple[nn.Module, str, Tensor, int], ...]  # (owner, name, parameter, its address)
+    modules: tuple[tuple[weakref.ref, str, weakref.ref | None], ...]  # (parent, name, child)
+    params: tuple[tuple[weakref.ref, str, weakref.ref, int], ...]  # (owner, name, parameter, its address)
 
     def current(self) -> bool:
-        return all(parent._modules.get(name) is child for parent, name, child in self.modules) and all(
-            owner._parameters.get(name) is t and t.data_ptr() == ptr for owner, name, t, ptr in self.params)
+        for parent, name, child in self.modules:
+            owner = parent()
+            if owner is None or owner._modules.get(name) is not (None if child is None else child()):
+                return False
+        for owner_ref, name, param, ptr in self.params:
+            owner, t = owner_ref(), param()
+            if owner is None or t is None or owner._parameters.get(name) is not t or t.data_ptr() != ptr:
+                return False
+        return True
 
 
 def _plain(module: nn.Module, base: type) -> bool:
@@ -130,8 +137,10 @@ def plan(block: nn.Module) -> _Layer | None:
 
 
 def _plan(block: nn.Module) -> Plan:
-    modules = tuple((parent, name, child) for parent in block.modules() for name, child in parent._modules.items())
-    params = tuple((owner, name, t, t.data_ptr()) for owner in block.modules()
+    ref = weakref.ref
+    modules = tuple((ref(parent), name, None if child is None else ref(child))
+                    for parent in block.modules() for name, child in parent._modules.items())
+    params = tuple((ref(owner), name, ref(t), t.data_ptr()) for owner in block.modules()
                    for name, t in owner._parameters.items() if t is not None)
     tensors = _tensors(block)
     present = [] if tensors is None else [t for t in tensors.values() if t is not None]
@@ -139,7 +148,7 @@ def _plan(block: nn.Module) -> Plan:
     if tensors is None or dtype not in (torch.float32, torch.bfloat16) or any(
             t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() or type(t) not in (Tensor, nn.Parameter)
             for t in present):
-        return Plan(None, None, modules, params)
+        return Plan(None, modules, params)
     a, m, t = block.attn, block.mlp, tensors
     biases = [t["bq"], t["bk"], t["bv"]]
     qkv_joined = adjacent([t["wq"], t["wk"], t["wv"]]) and (
@@ -152,7 +161,7 @@ def _plan(block: nn.Module) -> Plan:
         mlp_offset=block.mlp_norm.offset, scale=a.head_dim**-0.5 if a.scale is None else a.scale,
         **{n: (None if t is None else t.data_ptr()) for n, t in tensors.items()},
     )
-    return Plan(layer, dtype, modules, params)
+    return Plan(layer, modules, params)
 
 
 def _position(x: Tensor, cache: DecoderCache, input_pos: Tensor | None) -> int | None:
