@@ -47,13 +47,14 @@ def main() -> None:
             xs = {k: torch.randn(k).to(dtype) for k in {k for _, k in SHAPES}}
             y = torch.empty(max(n for n, _ in SHAPES), dtype=dtype)
             speeds: list[list[float]] = [[] for _ in libs]
-            for _ in range(args.rounds):
+            for rnd in range(args.rounds + 1):  # round 0 untimed: each version's first touch of the matrices
                 for lib, out in zip(libs, speeds):
                     fn = lib.tatlas_matvec_f32 if dtype == torch.float32 else lib.tatlas_matvec_bf16
                     start = time.perf_counter()
                     for w in ws:
                         fn(w.data_ptr(), xs[w.shape[1]].data_ptr(), None, y.data_ptr(), *w.shape, args.threads)
-                    out.append(total / (time.perf_counter() - start) / 1e9)
+                    if rnd:
+                        out.append(total / (time.perf_counter() - start) / 1e9)
             for source, out in zip(args.sources, speeds):
                 print(f"{str(dtype).removeprefix('torch.'):9s} {source}: GB/s per round "
                       + " ".join(f"{v:.1f}" for v in out))
