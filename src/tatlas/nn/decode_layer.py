@@ -47,8 +47,8 @@ class _Layer(ctypes.Structure):
     """``tatlas_layer`` of ``matvec.c``: sizes, settings and the parameters' addresses."""
 
     _fields_ = [
-        *[(n, ctypes.c_int64) for n in ("dim", "heads", "kv_heads", "head_dim", "rot_dim", "hidden", "max_len")],
-        *[(n, ctypes.c_int32) for n in ("bf16", "interleaved", "qkv_joined", "gate_up_joined")],
+        *[(n, ctypes.c_int64) for n in ("dim", "heads", "kv_heads", "head_dim", "hidden")],
+        *[(n, ctypes.c_int32) for n in ("bf16", "qkv_joined", "gate_up_joined")],
         *[(n, ctypes.c_float) for n in ("attn_eps", "attn_offset", "mlp_eps", "mlp_offset", "scale")],
         *[(n, ctypes.c_void_p) for n in _POINTERS],
     ]
@@ -155,7 +155,7 @@ def _plan(block: nn.Module) -> Plan:
         all(b is None for b in biases) or (all(b is not None for b in biases) and adjacent(biases)))
     layer = _Layer(
         dim=block.attn_norm.weight.shape[0], heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
-        rot_dim=0, hidden=m.gate.out_features, max_len=0, bf16=int(dtype == torch.bfloat16), interleaved=0,
+        hidden=m.gate.out_features, bf16=int(dtype == torch.bfloat16),
         qkv_joined=int(qkv_joined), gate_up_joined=int(adjacent([t["wg"], t["wu"]])),
         attn_eps=block.attn_norm.eps, attn_offset=block.attn_norm.offset, mlp_eps=block.mlp_norm.eps,
         mlp_offset=block.mlp_norm.offset, scale=a.head_dim**-0.5 if a.scale is None else a.scale,
@@ -164,7 +164,7 @@ def _plan(block: nn.Module) -> Plan:
     return Plan(layer, modules, params)
 
 
-def _position(x: Tensor, cache: DecoderCache, input_pos: Tensor | None) -> int | None:
+def _position(x: Tensor, input_pos: Tensor | None) -> int | None:
     """The cache slot of a one-token, one-row step of ``x`` (``[1, 1, C]``), or ``None`` if the
     C layers do not serve it (the module docstring)."""
     if (not ENABLED or input_pos is None or x.numel() != x.shape[-1] or x.device.type != "cpu"
@@ -187,25 +187,21 @@ def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rop
             and (mask is None or (mask.dtype == torch.bool and mask.numel() == pos + 1 and mask.is_contiguous())))
 
 
-def _set_step(layer: _Layer, cache, rope: Rope) -> None:
-    layer.max_len, layer.rot_dim, layer.interleaved = cache.k.shape[2], rope.cos.shape[-1], int(rope.interleaved)
-
-
 def run(block: nn.Module, x: Tensor, *, mask: Tensor | None, rope: Rope | None, cache, input_pos: Tensor | None
         ) -> Tensor | None:
     """``block(x, mask=mask, rope=rope, cache=cache, input_pos=input_pos)`` for one token of one
     sequence (``x [1, 1, C]``) by one C call, or ``None`` where that call does not serve (the
     module docstring): the caller then runs the block itself."""
     lib = matvec.kernel()
-    pos = _position(x, cache, input_pos) if lib is not None and not block.training else None
+    pos = _position(x, input_pos) if lib is not None and not block.training else None
     layer = plan(block) if pos is not None else None
     if not _fits(layer, x, cache, mask, rope, pos):
         return None
-    _set_step(layer, cache, rope)
     out = torch.empty_like(x)
     if lib.tatlas_decode_layer(ctypes.byref(layer), x.data_ptr(), out.data_ptr(), cache.k.data_ptr(),
-                               cache.v.data_ptr(), pos, rope.cos.data_ptr(), rope.sin.data_ptr(),
-                               None if mask is None else mask.data_ptr(), torch.get_num_threads()):
+                               cache.v.data_ptr(), cache.k.shape[2], pos, rope.cos.data_ptr(), rope.sin.data_ptr(),
+                               rope.cos.shape[-1], int(rope.interleaved), None if mask is None else mask.data_ptr(),
+                               torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")
     return out
 
@@ -223,7 +219,7 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
     are planned once per cache (one generation), so a step costs one Python call, not one per layer:
     between the layers' weight reads, interpreter work runs with its own data evicted from the caches."""
     lib = matvec.kernel()
-    pos = _position(x, cache, input_pos) if lib is not None and len(cache.layers) == len(blocks) else None
+    pos = _position(x, input_pos) if lib is not None and len(cache.layers) == len(blocks) else None
     if pos is None:
         return None
     memo = _STACKS.get(cache)
@@ -233,17 +229,18 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
         memo = (tuple(blocks), layers, (ctypes.c_void_p * len(layers))(
             *[None if la is None else ctypes.addressof(la) for la in layers]))
         _STACKS[cache] = memo
-    n = len(blocks)
+    n, first = len(blocks), ropes[0]
     for layer, kv, mask, rope in zip(memo[1], cache.layers, masks, ropes):
-        if not _fits(layer, x, kv, mask, rope, pos):
-            return None
-        _set_step(layer, kv, rope)
+        if not _fits(layer, x, kv, mask, rope, pos) or kv.k.shape != cache.layers[0].k.shape \
+                or rope.cos.shape[-1] != first.cos.shape[-1] or rope.interleaved != first.interleaved:
+            return None  # (one call takes one cache length and one rotary width and layout for every layer)
     pointers = ctypes.c_void_p * n
     out = torch.empty_like(x)
     if lib.tatlas_decode_layers(memo[2], n, x.data_ptr(), out.data_ptr(),
                                 pointers(*[kv.k.data_ptr() for kv in cache.layers]),
-                                pointers(*[kv.v.data_ptr() for kv in cache.layers]), pos,
+                                pointers(*[kv.v.data_ptr() for kv in cache.layers]), cache.layers[0].k.shape[2], pos,
                                 pointers(*[r.cos.data_ptr() for r in ropes]), pointers(*[r.sin.data_ptr() for r in ropes]),
+                                first.cos.shape[-1], int(first.interleaved),
                                 pointers(*[None if m is None else m.data_ptr() for m in masks]),
                                 torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")

@@ -221,8 +221,8 @@ int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, 
  * model's dtype; cos/sin are float32. */
 
 typedef struct {
-  int64_t dim, heads, kv_heads, head_dim, rot_dim, hidden, max_len;
-  int32_t bf16, interleaved, qkv_joined, gate_up_joined; /* joined: the matrices lie one after the other */
+  int64_t dim, heads, kv_heads, head_dim, hidden;
+  int32_t bf16, qkv_joined, gate_up_joined; /* joined: the matrices lie one after the other */
   float attn_eps, attn_offset, mlp_eps, mlp_offset, scale;
   const void *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *mlp_norm, *wg, *wu, *wd;
 } tatlas_layer;
@@ -278,13 +278,16 @@ static void rotary(float *x, int64_t n, int64_t D, int64_t R, const float *cos, 
 }
 
 /* x_out = layer(x_in) for one token at cache slot `pos`; the layer's keys/values are written to
- * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache) and the query attends
+ * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache; S = max_len) and the
+ * first R channels of each head's query and key are rotated by cos/sin in either layout
+ * (the step's facts are arguments: the layer struct is shared by every thread), and the query attends
  * slots 0..pos where valid[s] (NULL: all; slot pos always). x_out may be x_in. Returns 0, or -1
  * (nothing written) when the scratch memory cannot be allocated. */
-int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t pos,
-                        const float *cos, const float *sin, const uint8_t *valid, int threads) {
+int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t S,
+                        int64_t pos, const float *cos, const float *sin, int64_t R, int interleaved,
+                        const uint8_t *valid, int threads) {
   const int bf = L->bf16;
-  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden, S = L->max_len;
+  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden;
   const int64_t widest = (F > C ? F : C) > H * D ? (F > C ? F : C) : H * D;
   const int64_t n = 2 * C + 2 * H * D + 2 * G * D + H * (pos + 1) + 2 * F + widest; /* floats */
   float *buf = malloc((size_t)n * sizeof(float) + (size_t)widest * sizeof(uint16_t));
@@ -303,8 +306,8 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
     project(L, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
     project(L, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
   }
-  rotary(q, H, D, L->rot_dim, cos, sin, L->interleaved, bf);
-  rotary(k, G, D, L->rot_dim, cos, sin, L->interleaved, bf);
+  rotary(q, H, D, R, cos, sin, interleaved, bf);
+  rotary(k, G, D, R, cos, sin, interleaved, bf);
   for (int64_t j = 0; j < G * D; j++) {
     int64_t at = ((j / D) * S + pos) * D + j % D;
     if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
@@ -360,10 +363,11 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
 /* n layers one after the other (a whole decoder's step in one call): layer i reads x from the
  * previous one, with its own cache rows kc[i]/vc[i], rotary cos[i]/sin[i] and mask valid[i]. */
 int tatlas_decode_layers(const tatlas_layer *const *L, int64_t n, const void *x_in, void *x_out, void *const *kc,
-                         void *const *vc, int64_t pos, const float *const *cos, const float *const *sin,
-                         const uint8_t *const *valid, int threads) {
+                         void *const *vc, int64_t S, int64_t pos, const float *const *cos, const float *const *sin,
+                         int64_t R, int interleaved, const uint8_t *const *valid, int threads) {
   for (int64_t i = 0; i < n; i++)
-    if (tatlas_decode_layer(L[i], i == 0 ? x_in : x_out, x_out, kc[i], vc[i], pos, cos[i], sin[i], valid[i], threads))
+    if (tatlas_decode_layer(L[i], i == 0 ? x_in : x_out, x_out, kc[i], vc[i], S, pos, cos[i], sin[i], R, interleaved,
+                            valid[i], threads))
       return -1;
   return 0;
 }

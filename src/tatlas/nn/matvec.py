@@ -92,10 +92,10 @@ def load(path: Path) -> ctypes.CDLL | None:
     args = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     for fn, result in ((lib.tatlas_matvec_f32, None), (lib.tatlas_matvec_bf16, ctypes.c_int)):
         fn.argtypes, fn.restype = args, result
-    lib.tatlas_decode_layer.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tatlas_decode_layer.argtypes = [p] * 5 + [i64, i64, p, p, i64, i32, p, i32]
     lib.tatlas_decode_layer.restype = ctypes.c_int
-    lib.tatlas_decode_layers.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] \
-        + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    lib.tatlas_decode_layers.argtypes = [p, i64] + [p] * 4 + [i64, i64, p, p, i64, i32, p, i32]
     lib.tatlas_decode_layers.restype = ctypes.c_int
     return lib
 
