@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "am
 
 def _model(dtype=torch.float32, **changes):
     torch.manual_seed(0)
-    model = tatlas.create("llm", "tiny", dim=128, mlp_hidden=344, vocab_size=300, **changes).eval()
+    model = tatlas.create("llm", "tiny", **{"dim": 128, "mlp_hidden": 344, "vocab_size": 300, **changes}).eval()
     for p in model.parameters():  # larger than the init, so that every path's arithmetic shows in the logits
         p.data.normal_(0, 0.15)
     return tatlas.optimize(model.to(dtype))
@@ -208,3 +208,78 @@ def test_a_plan_keeps_no_model_alive():
     del model
     gc.collect()
     assert gone() is None
+
+
+def _blockwise(lin: torch.nn.Linear, kind: str, compute_dtype=torch.float32):
+    """``lin`` quantised group-wise (32 columns) as GGUF blocks do, as ``kind`` (q4: Int4Linear, q8:
+    Int4PairLinear, q8-groups: GroupInt8Linear), and the float32 weight those blocks stand for."""
+    from tatlas.nn.quant_blocks import GroupInt8Linear, Int4Linear, Int4PairLinear
+
+    w = lin.weight.detach().float()
+    g = w.unflatten(1, (-1, 32))  # [N, K/32, 32]
+    bias = None if lin.bias is None else lin.bias.detach()
+    if kind == "q4":
+        lo, hi = g.amin(-1), g.amax(-1)
+        scale = (hi - lo).clamp(min=1e-6) / 15
+        q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).flatten(1)
+        zero = lo + 8 * scale
+        out = Int4Linear(q.to(torch.uint8), scale, zero, bias=bias, compute_dtype=compute_dtype)
+        return out, ((q - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1))
+    scale = g.abs().amax(-1).clamp(min=1e-6) / 127
+    q = torch.round(g / scale[..., None]).clamp(-127, 127).flatten(1).to(torch.int8)
+    cls = Int4PairLinear if kind == "q8" else GroupInt8Linear
+    return cls(q, scale, bias=bias, compute_dtype=compute_dtype), q.float() * scale.repeat_interleave(32, 1)
+
+
+def _quantised_pair(kinds):
+    """A model whose projections are GGUF-style block layers (``kinds``: attribute path -> kind),
+    and its twin holding the float32 weights those blocks stand for in plain linear layers."""
+    twin = _model(qkv_bias=True, mlp_hidden=352)  # every input width whole 32-column groups
+    model = _model(qkv_bias=True, mlp_hidden=352)
+    for layer, twin_layer in zip(model.layers, twin.layers):
+        for path, kind in kinds.items():
+            owner, name = path.split(".")
+            lin = getattr(getattr(layer, owner), name)
+            blocks, weight = _blockwise(lin, kind)
+            setattr(getattr(layer, owner), name, blocks)
+            with torch.no_grad():
+                getattr(getattr(twin_layer, owner), name).weight.copy_(weight)
+    return model, twin
+
+
+GGUF_MIX = {"attn.q": "q4", "attn.k": "q8", "attn.out": "q4", "mlp.gate": "q4", "mlp.up": "q8-groups", "mlp.down": "q4"}
+
+
+def test_gguf_blocks_run_inside_the_c_layers(monkeypatch):
+    """Int4Linear / Int4PairLinear / GroupInt8Linear projections (v left a plain float32 linear) are
+    read as stored by the C layers, in float32: the steps equal the float32 model of the same
+    weights, where the torch path of those modules took a step each (their own kernels)."""
+    model, twin = _quantised_pair(GGUF_MIX)
+    prompt = torch.randint(0, 300, (1, 6), generator=torch.Generator().manual_seed(6))
+    layer = decode_layer.plan(model.layers[0])
+    assert layer is not None and list(layer.format) == [1, 2, 0, 1, 1, 2, 1]
+    want = _steps(twin, prompt, enabled=False)
+    counts = _spy(monkeypatch)
+    got = _steps(model, prompt)
+    assert counts == {"layers": 14, "layer": 0}
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(_steps(model, prompt, enabled=False), want, atol=1e-4, rtol=1e-4)
+
+
+def test_gguf_blocks_replaced_or_in_bfloat16_are_planned_again_or_not_at_all():
+    model, twin = _quantised_pair({"mlp.down": "q4"})
+    prompt = torch.randint(0, 300, (1, 5), generator=torch.Generator().manual_seed(7))
+    first = _steps(model, prompt, n=3)
+    layer = decode_layer.plan(model.layers[0])
+    assert decode_layer.plan(model.layers[0]) is layer  # unchanged: planned once
+    down = model.layers[0].mlp.down
+    down.q4_scales = down.q4_scales * 2  # a new buffer: the old plan's pointer would be stale
+    assert decode_layer.plan(model.layers[0]) is not layer
+    assert (_steps(model, prompt, n=3) - first).abs().max() > 1e-3
+    # a new block layer in its place: planned again, the float32 twin of its weights agrees
+    model.layers[0].mlp.down, weight = _blockwise(torch.nn.Linear(352, 128, bias=False), "q4")
+    with torch.no_grad():
+        twin.layers[0].mlp.down.weight.copy_(weight)
+    torch.testing.assert_close(_steps(model, prompt, n=3), _steps(twin, prompt, n=3, enabled=False),
+                               atol=1e-4, rtol=1e-4)
+    assert decode_layer.plan(model.to(torch.bfloat16).layers[0]) is None  # blocks are read in float32 models only

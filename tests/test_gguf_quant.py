@@ -50,6 +50,29 @@ def test_layout_equals_ggml_dequantiser(kind, int8):
     assert rel < 1e-2, rel
 
 
+@pytest.mark.parametrize("kind,int8", [("Q4_0", None), ("Q4_1", None), ("Q5_0", "pair"), ("Q8_0", "pair"),
+                                       ("Q8_0", "groups")])
+def test_one_row_reads_the_blocks_in_float32(kind, int8):
+    """A decode step's one float32 row runs on matvec.c's q4/q8 kernel: the de-quantised file's
+    products to float32 rounding (the bfloat16 kernels above are ~3e-3 off), with a bias."""
+    from tatlas.nn import matvec
+
+    if matvec.kernel() is None:
+        pytest.skip("no matvec kernel on this host")
+    t, ref = _random_tensor(kind)
+    bias = torch.randn(96, generator=torch.Generator().manual_seed(2))
+    fast = gguf_linear(t, bias=bias, **({} if int8 is None else {"int8": int8}))
+    x = torch.randn(1, 1, 256, generator=torch.Generator().manual_seed(1))
+    want = x @ ref.t() + bias
+    with torch.no_grad():
+        got = fast(x)
+    assert got.shape == (1, 1, 96) and got.dtype == torch.float32
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-5
+    with torch.no_grad():  # two rows: torch's kernels, bfloat16
+        rows = fast(x.expand(1, 2, 256))
+    assert 1e-5 < ((rows[0, 0] - want[0, 0]).abs().max() / want.abs().max()).item() < 1e-2
+
+
 def test_rows_reordered_exactly():
     t, ref = _random_tensor("Q4_1", rows=64, cols=128)
     rows = torch.randperm(64, generator=torch.Generator().manual_seed(0))

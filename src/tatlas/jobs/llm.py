@@ -88,7 +88,8 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
     """A text-generating model (``llm``, ``llava``, ``internvl`` or ``flamingo``) with its tokenizer
     and image processor settings; ``path`` may be a named real model (``"smollm2"``, :mod:`.named`).
     A GGUF file's quantised layers run on their own blocks (:func:`~tatlas.models.llm.gguf_quant.quantize_gguf_`:
-    int4 kernels, bfloat16 activations) unless ``dequantize`` (float32 throughout)."""
+    decode steps read in float32 by ``matvec.c``, prompts on torch's int4 kernels with bfloat16 activations)
+    unless ``dequantize`` (float32 weights throughout)."""
     import tatlas
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
@@ -110,7 +111,7 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
 
         swapped = quantize_gguf_(model, path)
         if swapped:
-            notes.append("GGUF layers run on their quantised blocks (int4 kernels, bfloat16 activations; "
+            notes.append("GGUF layers run on their quantised blocks (decode in float32, prompts with bfloat16 activations; "
                          "--dequantize for float32)")
     text_config = model.config if system == "llm" else model.config.text
     if is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata

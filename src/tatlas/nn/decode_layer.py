@@ -14,7 +14,9 @@ a :class:`~tatlas.nn.TransformerBlock` with :class:`~tatlas.nn.RMSNorm` norms, s
 rotary positions (either layout), grouped or not, q/k/v/output biases or none,
 no QK-norm, gate or bias token, and a bias-free gated SiLU MLP, evaluated for one token of one
 sequence with a static KV cache, float32 or bfloat16, on the CPU, no gradient wanted. In bfloat16
-every intermediate is rounded where the torch path rounds it. ``TATLAS_DECODE_LAYER=0`` (or
+every intermediate is rounded where the torch path rounds it. In a float32 model any projection may
+instead be a GGUF block layer (:mod:`~tatlas.nn.quant_blocks`: ``Int4Linear``, ``Int4PairLinear``,
+``GroupInt8Linear`` over 32-column groups): the C layer reads its q4 / q8 blocks as stored. ``TATLAS_DECODE_LAYER=0`` (or
 :data:`ENABLED` = False) turns it off; so does ``TATLAS_MATVEC=0`` (no kernel).
 """
 
@@ -51,7 +53,12 @@ class _Layer(ctypes.Structure):
         *[(n, ctypes.c_int32) for n in ("bf16", "qkv_joined", "gate_up_joined")],
         *[(n, ctypes.c_float) for n in ("attn_eps", "attn_offset", "mlp_eps", "mlp_offset", "scale")],
         *[(n, ctypes.c_void_p) for n in _POINTERS],
+        ("format", ctypes.c_int32 * 7), ("scales", ctypes.c_void_p * 7), ("offsets", ctypes.c_void_p * 7),
     ]
+
+
+_PRODUCTS = ("q", "k", "v", "o", "g", "u", "d")  # the order of the C struct's format/scales/offsets
+_Q4, _Q8 = 1, 2
 
 
 @dataclass
@@ -62,16 +69,17 @@ class Plan:
 
     layer: _Layer | None
     modules: tuple[tuple[weakref.ref, str, weakref.ref | None], ...]  # (parent, name, child)
-    params: tuple[tuple[weakref.ref, str, weakref.ref, int], ...]  # (owner, name, parameter, its address)
+    # (owner, "_parameters" or "_buffers", name, the tensor, its address)
+    params: tuple[tuple[weakref.ref, str, str, weakref.ref, int], ...]
 
     def current(self) -> bool:
         for parent, name, child in self.modules:
             owner = parent()
             if owner is None or owner._modules.get(name) is not (None if child is None else child()):
                 return False
-        for owner_ref, name, param, ptr in self.params:
-            owner, t = owner_ref(), param()
-            if owner is None or t is None or owner._parameters.get(name) is not t or t.data_ptr() != ptr:
+        for owner_ref, kind, name, ref, ptr in self.params:
+            owner, t = owner_ref(), ref()
+            if owner is None or t is None or getattr(owner, kind).get(name) is not t or t.data_ptr() != ptr:
                 return False
         return True
 
@@ -94,9 +102,23 @@ def adjacent(tensors: list[Tensor]) -> bool:
     return all(b == a + t.numel() for a, b, t in zip(offsets, offsets[1:], tensors))
 
 
-def _tensors(block: nn.Module) -> dict[str, Tensor | None] | None:
-    """The block's parameters by ``tatlas_layer``'s names, or ``None`` if the block is not one the
-    C layer computes (see the module docstring)."""
+def _product(lin: nn.Module) -> tuple[int, Tensor, Tensor | None, Tensor | None, Tensor | None] | None:
+    """``(format, weight or blocks, scales, offsets, bias)`` of one projection the C layer reads: a
+    plain linear (format 0, the model's dtype) or a GGUF block layer keeping ``matvec.c``'s q4/q8
+    blocks (:mod:`~tatlas.nn.quant_blocks`); ``None`` for anything else."""
+    if _plain(lin, nn.Linear):
+        return 0, lin.weight, None, None, lin.bias
+    from .quant_blocks import GroupInt8Linear, Int4Linear, Int4PairLinear, _blocks_of
+
+    blocks = _blocks_of(lin) if type(lin) in (Int4Linear, Int4PairLinear, GroupInt8Linear) else None
+    if blocks is None:
+        return None
+    return (_Q4, *blocks, lin.bias) if len(blocks) == 3 else (_Q8, *blocks, None, lin.bias)
+
+
+def _tensors(block: nn.Module) -> tuple[dict[str, Tensor | None], dict[str, tuple]] | None:
+    """The block's parameters by ``tatlas_layer``'s names and its projections by :data:`_PRODUCTS`
+    (:func:`_product`), or ``None`` if the block is not one the C layer computes (the module docstring)."""
     a, m = block.attn, block.mlp
     if (block.cross_attn is not None or block.attn_scale is not None or block.mlp_scale is not None
             or type(block.attn_norm) is not RMSNorm or type(block.mlp_norm) is not RMSNorm
@@ -108,19 +130,18 @@ def _tensors(block: nn.Module) -> dict[str, Tensor | None] | None:
             return None
         qo, kvo = a.heads * a.head_dim, a.kv_heads * a.head_dim
         w, b = a.qkv.weight, a.qkv.bias
-        wq, wk, wv = w[:qo], w[qo:qo + kvo], w[qo + kvo:]
-        bq, bk, bv = (None, None, None) if b is None else (b[:qo], b[qo:qo + kvo], b[qo + kvo:])
+        qkv = [(0, w[i:j], None, None, None if b is None else b[i:j]) for i, j in ((0, qo), (qo, qo + kvo), (qo + kvo, None))]
     else:
-        if not all(_plain(lin, nn.Linear) for lin in (a.q, a.k, a.v)):
-            return None
-        (wq, bq), (wk, bk), (wv, bv) = ((lin.weight, lin.bias) for lin in (a.q, a.k, a.v))
-    if not all(_plain(lin, nn.Linear) for lin in (a.out, m.gate, m.up, m.down)):
+        qkv = [_product(lin) for lin in (a.q, a.k, a.v)]
+    products = dict(zip(_PRODUCTS, [*qkv, *(_product(lin) for lin in (a.out, m.gate, m.up, m.down))]))
+    if any(p is None for p in products.values()) or any(products[n][4] is not None for n in "gud"):
         return None
-    if any(lin.bias is not None for lin in (m.gate, m.up, m.down)):
-        return None
-    return {"attn_norm": block.attn_norm.weight, "wq": wq, "bq": bq, "wk": wk, "bk": bk, "wv": wv, "bv": bv,
-            "wo": a.out.weight, "bo": a.out.bias, "mlp_norm": block.mlp_norm.weight, "wg": m.gate.weight,
-            "wu": m.up.weight, "wd": m.down.weight}
+    tensors = {"attn_norm": block.attn_norm.weight, "mlp_norm": block.mlp_norm.weight}
+    for n in _PRODUCTS:
+        tensors[{"o": "wo"}.get(n, "w" + n)] = products[n][1]
+        if n in "qkvo":
+            tensors["b" + n] = products[n][4]
+    return tensors, products
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
@@ -140,27 +161,39 @@ def _plan(block: nn.Module) -> Plan:
     ref = weakref.ref
     modules = tuple((ref(parent), name, None if child is None else ref(child))
                     for parent in block.modules() for name, child in parent._modules.items())
-    params = tuple((ref(owner), name, ref(t), t.data_ptr()) for owner in block.modules()
-                   for name, t in owner._parameters.items() if t is not None)
-    tensors = _tensors(block)
-    present = [] if tensors is None else [t for t in tensors.values() if t is not None]
-    dtype = present[0].dtype if present else None
-    if tensors is None or dtype not in (torch.float32, torch.bfloat16) or any(
+    params = tuple((ref(owner), kind, name, ref(t), t.data_ptr()) for owner in block.modules()
+                   for kind in ("_parameters", "_buffers") for name, t in getattr(owner, kind).items() if t is not None)
+    found = _tensors(block)
+    if found is None:
+        return Plan(None, modules, params)
+    tensors, products = found
+    quantised = [n for n, p in products.items() if p[0] != 0]
+    blocks = {id(p[1]) for p in products.values() if p[0] != 0}
+    plain = [t for t in tensors.values() if t is not None and id(t) not in blocks]
+    dtype = plain[0].dtype
+    if dtype not in (torch.float32, torch.bfloat16) or (quantised and dtype != torch.float32) or any(
             t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() or type(t) not in (Tensor, nn.Parameter)
-            for t in present):
+            for t in plain) or not all(
+            matvec.blocks_valid(tuple(t for t in products[n][1:4] if t is not None)) for n in quantised):
         return Plan(None, modules, params)
     a, m, t = block.attn, block.mlp, tensors
     biases = [t["bq"], t["bk"], t["bv"]]
-    qkv_joined = adjacent([t["wq"], t["wk"], t["wv"]]) and (
+    unquantised = lambda names: all(products[n][0] == 0 for n in names)  # noqa: E731
+    qkv_joined = unquantised("qkv") and adjacent([t["wq"], t["wk"], t["wv"]]) and (
         all(b is None for b in biases) or (all(b is not None for b in biases) and adjacent(biases)))
     layer = _Layer(
         dim=block.attn_norm.weight.shape[0], heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
         hidden=m.gate.out_features, bf16=int(dtype == torch.bfloat16),
-        qkv_joined=int(qkv_joined), gate_up_joined=int(adjacent([t["wg"], t["wu"]])),
+        qkv_joined=int(qkv_joined), gate_up_joined=int(unquantised("gu") and adjacent([t["wg"], t["wu"]])),
         attn_eps=block.attn_norm.eps, attn_offset=block.attn_norm.offset, mlp_eps=block.mlp_norm.eps,
         mlp_offset=block.mlp_norm.offset, scale=a.head_dim**-0.5 if a.scale is None else a.scale,
         **{n: (None if t is None else t.data_ptr()) for n, t in tensors.items()},
     )
+    for i, n in enumerate(_PRODUCTS):
+        fmt, _, scales, offsets, _ = products[n]
+        layer.format[i] = fmt
+        layer.scales[i] = None if scales is None else scales.data_ptr()
+        layer.offsets[i] = None if offsets is None else offsets.data_ptr()
     return Plan(layer, modules, params)
 
 

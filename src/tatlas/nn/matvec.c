@@ -210,6 +210,99 @@ int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, 
   return 0;
 }
 
+/* ---- llama.cpp's 4- and 8-bit blocks, read as stored (GGUF Q4_0/Q4_1, Q8_0/Q5_0; nn/quant_blocks.py) ----
+ * Rows of K values (K a multiple of 32) in groups of 32, each group with its own float32 scale:
+ * q4: K/2 bytes a row, a group's 16 bytes holding its value j in the low nibble of byte j and value
+ *     j + 16 in the high nibble (ggml's order), q in 0..15: w = q * scale + offset;
+ * q8: K int8 a row: w = q * scale.
+ * x, b, y float32; each group's dot product is float32, scaled, and summed in float32. */
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+
+static inline float row_q4(const uint8_t *w, const float *scale, const float *offset, const float *x,
+                           const float *xsum, int64_t groups) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  __m256 acc = _mm256_setzero_ps();
+  float shift = 0.f;
+  for (int64_t g = 0; g < groups; g++) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(w + 16 * g));
+    __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+    const float *xg = x + 32 * g;
+    __m256 d = _mm256_mul_ps(u8x8(lo), _mm256_loadu_ps(xg));
+    d = _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xg + 8), d);
+    d = _mm256_fmadd_ps(u8x8(hi), _mm256_loadu_ps(xg + 16), d);
+    d = _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xg + 24), d);
+    acc = _mm256_fmadd_ps(d, _mm256_set1_ps(scale[g]), acc);
+    shift += offset[g] * xsum[g];
+  }
+  return hsum8(acc) + shift;
+}
+
+static inline __m256 i8x8(const int8_t *p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static inline float row_q8(const int8_t *w, const float *scale, const float *x, int64_t groups) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; g++) {
+    const int8_t *wg = w + 32 * g;
+    const float *xg = x + 32 * g;
+    __m256 d = _mm256_mul_ps(i8x8(wg), _mm256_loadu_ps(xg));
+    d = _mm256_fmadd_ps(i8x8(wg + 8), _mm256_loadu_ps(xg + 8), d);
+    d = _mm256_fmadd_ps(i8x8(wg + 16), _mm256_loadu_ps(xg + 16), d);
+    d = _mm256_fmadd_ps(i8x8(wg + 24), _mm256_loadu_ps(xg + 24), d);
+    acc = _mm256_fmadd_ps(d, _mm256_set1_ps(scale[g]), acc);
+  }
+  return hsum8(acc);
+}
+
+/* y[N] = W x (+ b) for q4 rows (K whole groups); xsum: K/32 floats of scratch (x's group sums) */
+static void matvec_q4(const uint8_t *W, const float *scale, const float *offset, const float *x, const float *b,
+                      float *y, int64_t N, int64_t K, float *xsum, int threads) {
+  const int64_t groups = K / 32;
+  for (int64_t g = 0; g < groups; g++) {
+    float s = 0.f;
+    for (int i = 0; i < 32; i++) s += x[32 * g + i];
+    xsum[g] = s;
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < N; n++) {
+    float a = row_q4(W + n * (K / 2), scale + n * groups, offset + n * groups, x, xsum, groups);
+    y[n] = b ? a + b[n] : a;
+  }
+}
+
+/* the same as a call of its own; returns 0, or -1 (y not written) when K is not whole groups or
+ * the scratch cannot be allocated */
+int tatlas_matvec_q4(const uint8_t *W, const float *scale, const float *offset, const float *x, const float *b,
+                     float *y, int64_t N, int64_t K, int threads) {
+  if (K % 32) return -1;
+  float *xsum = malloc((size_t)(K / 32 + 1) * sizeof(float));
+  if (xsum == NULL) return -1;
+  matvec_q4(W, scale, offset, x, b, y, N, K, xsum, threads);
+  free(xsum);
+  return 0;
+}
+
+/* y[N] = W x (+ b) for q8 rows; returns 0, or -1 (y not written) when K is not whole groups */
+int tatlas_matvec_q8(const int8_t *W, const float *scale, const float *x, const float *b, float *y, int64_t N,
+                     int64_t K, int threads) {
+  if (K % 32) return -1;
+  const int64_t groups = K / 32;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < N; n++) {
+    float a = row_q8(W + n * K, scale + n * groups, x, groups);
+    y[n] = b ? a + b[n] : a;
+  }
+  return 0;
+}
+
 /* ---- One whole decode layer -------------------------------------------------------------------
  * A pre-RMSNorm block of rotary grouped-query attention and a gated SiLU MLP (Llama, Qwen2,
  * Mistral) for one token of one sequence, in one call: the ~60 small torch ops of such a layer's
@@ -225,7 +318,13 @@ typedef struct {
   int32_t bf16, qkv_joined, gate_up_joined; /* joined: the matrices lie one after the other */
   float attn_eps, attn_offset, mlp_eps, mlp_offset, scale;
   const void *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *mlp_norm, *wg, *wu, *wd;
+  /* per product (q, k, v, out, gate, up, down): 0 the model's dtype (as above), 1 q4, 2 q8 (float32
+   * models only; the w* pointer is then the blocks', with their scales and q4's offsets here) */
+  int32_t format[7];
+  const float *scales[7], *offsets[7];
 } tatlas_layer;
+
+enum { P_Q, P_K, P_V, P_O, P_GATE, P_UP, P_DOWN };
 
 #define SMALL_BYTES (1 << 18) /* below this many bytes a product runs on one thread (as in matvec.py) */
 
@@ -234,11 +333,20 @@ static inline float ld(const void *p, int64_t i, int bf16) {
   return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
-/* y[N] = W x + b for float32 x holding values of the model's dtype; y rounded as the output dtype */
-static void project(const tatlas_layer *L, const void *W, const void *b, const float *x, float *y, int64_t N,
-                    int64_t K, uint16_t *x16, float *xs, int threads) {
-  int64_t bytes = N * K * (L->bf16 ? 2 : 4);
+/* y[N] = W x + b (product `which`) for float32 x holding values of the model's dtype; y rounded as the output dtype */
+static void project(const tatlas_layer *L, int which, const void *W, const void *b, const float *x, float *y,
+                    int64_t N, int64_t K, uint16_t *x16, float *xs, int threads) {
+  const int format = L->format[which];
+  int64_t bytes = format == 1 ? N * K / 2 : format == 2 ? N * K : N * K * (L->bf16 ? 2 : 4);
   int t = bytes < SMALL_BYTES ? 1 : threads;
+  if (format == 1) { /* K was checked whole groups when planned; xs (float32 models: unused) holds x's group sums */
+    matvec_q4(W, L->scales[which], L->offsets[which], x, b, y, N, K, xs, t);
+    return;
+  }
+  if (format == 2) {
+    tatlas_matvec_q8(W, L->scales[which], x, b, y, N, K, t);
+    return;
+  }
   if (!L->bf16) {
     tatlas_matvec_f32((const float *)W, x, (const float *)b, y, N, K, t);
     return;
@@ -300,11 +408,11 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
   /* attention: norm, q/k/v, rotary, the cache write, softmax(q k^T * scale) v, output projection */
   rms_norm(x, L->attn_norm, L->attn_offset, L->attn_eps, h, C, bf);
   if (L->qkv_joined) { /* one product over all three (q, k, v lie one after the other in buf too) */
-    project(L, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
+    project(L, P_Q, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
   } else {
-    project(L, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
-    project(L, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
-    project(L, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
+    project(L, P_Q, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
+    project(L, P_K, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
+    project(L, P_V, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
   }
   rotary(q, H, D, R, cos, sin, interleaved, bf);
   rotary(k, G, D, R, cos, sin, interleaved, bf);
@@ -338,19 +446,19 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
     }
     for (int64_t d = 0; d < D; d++) oh[d] = rnd(oh[d], bf);
   }
-  project(L, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
+  project(L, P_O, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
   for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
 
   /* MLP: norm, down(silu(gate(h)) * up(h)) */
   rms_norm(x, L->mlp_norm, L->mlp_offset, L->mlp_eps, h, C, bf);
   if (L->gate_up_joined) {
-    project(L, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
+    project(L, P_GATE, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
   } else {
-    project(L, L->wg, NULL, h, g, F, C, x16, xs, threads);
-    project(L, L->wu, NULL, h, u, F, C, x16, xs, threads);
+    project(L, P_GATE, L->wg, NULL, h, g, F, C, x16, xs, threads);
+    project(L, P_UP, L->wu, NULL, h, u, F, C, x16, xs, threads);
   }
   for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
-  project(L, L->wd, NULL, g, h, C, F, x16, xs, threads);
+  project(L, P_DOWN, L->wd, NULL, g, h, C, F, x16, xs, threads);
   for (int64_t i = 0; i < C; i++) {
     float y = rnd(x[i] + h[i], bf);
     if (bf) ((uint16_t *)x_out)[i] = f32_to_bf16(y);

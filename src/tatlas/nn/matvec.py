@@ -13,7 +13,8 @@ it is loaded with ctypes and shares torch's OpenMP runtime (the same ``libgomp``
 Where there is no C compiler, no AVX2, or the build fails, :func:`kernel` is ``None`` and callers
 keep their GEMM (one log line says why). A freshly loaded kernel is checked against ``F.linear``
 once before it is used. ``TATLAS_MATVEC=0`` turns it off. The same library holds the one-call decode
-layer of :mod:`~tatlas.nn.decode_layer`.
+layer of :mod:`~tatlas.nn.decode_layer` and the one-row products of GGUF's 4- and 8-bit blocks
+(:func:`matvec_blocks`, float32, for :mod:`~tatlas.nn.quant_blocks`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from ..io.parts import cache_dir
 
-__all__ = ["build", "kernel", "matvec", "serves"]
+__all__ = ["build", "kernel", "matvec", "blocks_valid", "matvec_blocks", "serves", "serves_blocks"]
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("matvec.c")
@@ -93,6 +94,8 @@ def load(path: Path) -> ctypes.CDLL | None:
     for fn, result in ((lib.tatlas_matvec_f32, None), (lib.tatlas_matvec_bf16, ctypes.c_int)):
         fn.argtypes, fn.restype = args, result
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tatlas_matvec_q4.argtypes, lib.tatlas_matvec_q4.restype = [p] * 6 + [i64, i64, i32], ctypes.c_int
+    lib.tatlas_matvec_q8.argtypes, lib.tatlas_matvec_q8.restype = [p] * 5 + [i64, i64, i32], ctypes.c_int
     lib.tatlas_decode_layer.argtypes = [p] * 5 + [i64, i64, p, p, i64, i32, p, i32]
     lib.tatlas_decode_layer.restype = ctypes.c_int
     lib.tatlas_decode_layers.argtypes = [p, i64] + [p] * 4 + [i64, i64, p, p, i64, i32, p, i32]
@@ -109,7 +112,18 @@ def _agrees(lib: ctypes.CDLL) -> bool:
         got = _call(lib, xd, wd, bd, 1)
         if not torch.allclose(got.float(), F.linear(xd.float(), wd.float(), bd.float()), atol=atol, rtol=0.02):
             return False
-    return True
+    # GGUF's blocks (two 32-value groups a row): q4 (w = q * scale + offset) and q8 (w = q * scale)
+    x, scale, offset = torch.randn(64, generator=g), torch.rand(7, 2, generator=g), torch.randn(7, 2, generator=g)
+    q4 = torch.randint(0, 16, (7, 2, 32), generator=g, dtype=torch.uint8)
+    q8 = torch.randint(-127, 128, (7, 64), generator=g, dtype=torch.int8)
+    y, per_value = torch.empty(7), lambda t: t.repeat_interleave(32, 1)
+    packed = (q4[:, :, :16] | (q4[:, :, 16:] << 4)).contiguous()  # named: it must outlive the call
+    lib.tatlas_matvec_q4(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), None, y.data_ptr(),
+                         7, 64, 1)
+    if not torch.allclose(y, (q4.flatten(1) * per_value(scale) + per_value(offset)) @ x, atol=1e-3, rtol=1e-4):
+        return False
+    lib.tatlas_matvec_q8(q8.data_ptr(), scale.data_ptr(), x.data_ptr(), None, y.data_ptr(), 7, 64, 1)
+    return torch.allclose(y, (q8 * per_value(scale)) @ x, atol=1e-3, rtol=1e-4)
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,3 +172,47 @@ def matvec(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     kernel; call only where :func:`serves` said yes."""
     small = weight.numel() * weight.element_size() < ONE_THREAD_BYTES
     return _call(kernel(), x, weight, bias, 1 if small else torch.get_num_threads())
+
+
+def serves_blocks(x: Tensor, blocks: tuple[Tensor, ...]) -> bool:
+    """Whether :func:`matvec_blocks` computes a one-row product of these 4- or 8-bit blocks
+    (``(data, scales[, offsets])`` as :class:`~tatlas.nn.quant_blocks.Int4Linear` keeps them): one
+    float32 row, no gradient wanted, the kernel at hand."""
+    return (x.numel() == blocks[1].shape[-1] * 32 and x.dtype == torch.float32 and x.device.type == "cpu"
+            and blocks_valid(blocks)
+            and not (torch.is_grad_enabled() and x.requires_grad) and not torch.compiler.is_compiling()
+            and kernel() is not None)
+
+
+def blocks_valid(blocks: tuple[Tensor, ...]) -> bool:
+    """Whether ``blocks`` are what ``matvec.c`` reads: contiguous CPU q4 bytes (uint8 ``[N, K/2]``)
+    with float32 scales and offsets ``[N, K/32]``, or q8 (int8 ``[N, K]``) with float32 scales."""
+    data, scales = blocks[0], blocks[1]
+    n, groups = scales.shape
+    want = (torch.uint8, (n, groups * 16)) if len(blocks) == 3 else (torch.int8, (n, groups * 32))
+    return ((data.dtype, tuple(data.shape)) == want and all(
+        t.dtype == torch.float32 and t.shape == scales.shape for t in blocks[1:])
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in blocks))
+
+
+def matvec_blocks(x: Tensor, blocks: tuple[Tensor, ...], bias: Tensor | None = None) -> Tensor:
+    """``x W^T (+ bias)`` for one float32 row ``x`` and the blocks of ``W`` (``(q4 bytes [N, K/2],
+    scales [N, K/32], offsets [N, K/32])`` or ``(q8 [N, K], scales [N, K/32])``; see ``matvec.c``),
+    computed in float32; call only where :func:`serves_blocks` said yes."""
+    data, scales = blocks[0], blocks[1]
+    n, k = scales.shape[0], scales.shape[1] * 32
+    x = x.contiguous()
+    y = torch.empty((*x.shape[:-1], n), dtype=torch.float32)
+    small = data.numel() < ONE_THREAD_BYTES
+    threads = 1 if small else torch.get_num_threads()
+    b = None if bias is None else bias.float().contiguous()
+    lib = kernel()
+    if len(blocks) == 3:
+        failed = lib.tatlas_matvec_q4(data.data_ptr(), scales.data_ptr(), blocks[2].data_ptr(), x.data_ptr(),
+                                      None if b is None else b.data_ptr(), y.data_ptr(), n, k, threads)
+    else:
+        failed = lib.tatlas_matvec_q8(data.data_ptr(), scales.data_ptr(), x.data_ptr(),
+                                      None if b is None else b.data_ptr(), y.data_ptr(), n, k, threads)
+    if failed:
+        raise MemoryError(f"matvec kernel: no memory for the group sums of a {k}-element row")
+    return y

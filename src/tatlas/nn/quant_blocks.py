@@ -26,6 +26,15 @@ tests use to prove the layout equal to ggml's de-quantiser. Rounding ``d`` (floa
 the activations to bfloat16 costs ~2^-9 relative per term; llama.cpp itself rounds activations to
 8 bits (``Q8_0``/``Q8_1``) for these dot products.
 
+A decode step multiplies one row, and there the speed is the weights' read: for that row each
+module (groups of 32) runs ``matvec.c``'s own q4 / q8 kernels on a second copy of its blocks kept in
+ggml's order with float32 scales (``q4_bytes``/``q8`` and their scales, half to one byte and a
+quarter byte per weight more, not in the state dict), in float32 throughout — the de-quantised
+file's products to float32 rounding — and :mod:`~tatlas.nn.decode_layer` reads the same blocks
+inside its one-call layers. SmolLM2-135M Q4_1 decodes at ~50 tokens/s that way on a 2-vCPU Zen 1
+machine, against 17 with torch's kernels and 33 de-quantised to float32 (``benchmarks/bench_gguf.py``).
+The copies are made once, from the file's values: edit a module's blocks, and build it again.
+
 Other types (``Q4_K``, ``Q5_1``, ``Q6_K``, ``F16``, ``F32`` ...) are not handled here: a caller keeps
 their de-quantised float32 layer (:func:`gguf_linear` returns ``None``).
 """
@@ -37,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from . import matvec
 
 __all__ = ["GROUP", "GroupInt8Linear", "Int4Linear", "Int4PairLinear", "gguf_linear", "q4_blocks", "q8_blocks", "requantize_per_row",
            "swap_modules_"]
@@ -95,16 +106,48 @@ def q8_blocks(raw: Any, kind: str, shape: tuple[int, ...]) -> tuple[Tensor, Tens
     return torch.from_numpy(q), torch.from_numpy(_f16(b[..., 0:2]))
 
 
+def _keep_blocks(module: nn.Module, **tensors: Tensor) -> None:
+    """Register the blocks ``matvec.c`` reads (not part of the state dict: rebuilt from the file)."""
+    module._block_names = tuple(tensors)
+    for name, t in tensors.items():
+        module.register_buffer(name, t.contiguous(), persistent=False)
+
+
+def _blocks_of(module: nn.Module) -> tuple[Tensor, ...] | None:
+    names = getattr(module, "_block_names", ())
+    return tuple(getattr(module, n) for n in names) if names else None
+
+
+def _one_row(module: nn.Module, x: Tensor) -> Tensor | None:
+    """``module(x)`` by the C kernel for one float32 row (``matvec.c``'s q4/q8 products, float32
+    throughout), or ``None`` where it does not serve."""
+    blocks = _blocks_of(module)
+    if blocks is None or not matvec.serves_blocks(x, blocks):
+        return None
+    return matvec.matvec_blocks(x, blocks, module.bias)
+
+
 class Int4Linear(nn.Module):
     """``y = x @ W^T (+ b)`` with ``W[n, k] = (q[n, k] - 8) * scale[n, k // g] + zero[n, k // g]``,
-    ``q`` packed 4-bit for torch's CPU kernel. ``x [*, K] -> [*, N]``."""
+    ``q`` packed 4-bit for torch's CPU kernel. ``x [*, K] -> [*, N]``.
+
+    For groups of 32 it also keeps ``q`` in ggml's own nibble order with float32 scales and offsets
+    (``q4_bytes``, ``q4_scales``, ``q4_offsets``: another half byte and a quarter byte per weight):
+    one float32 row (a decode step) runs on ``matvec.c``'s q4 kernel, in float32 throughout — the
+    same products as the de-quantised file's, where torch's kernel rounds the row and the scales to
+    ``compute_dtype`` — and :mod:`~tatlas.nn.decode_layer` reads them inside its one-call layers."""
 
     def __init__(self, q: Tensor, scale: Tensor, zero: Tensor, *, bias: Tensor | None = None, group: int = GROUP,
-                 compute_dtype: torch.dtype = torch.bfloat16) -> None:
+                 compute_dtype: torch.dtype = torch.bfloat16, c_blocks: bool = True) -> None:
         super().__init__()
         self.out_features, self.in_features = q.shape
         self.packed_in = self.in_features  # columns of the packed matrix
         self.group, self.compute_dtype = group, compute_dtype
+        if c_blocks and group == GROUP and self.in_features % GROUP == 0:
+            n, k = q.shape
+            nib = q.to(torch.uint8).reshape(n, k // GROUP, 2, GROUP // 2)  # value j and j + 16 of each group
+            _keep_blocks(self, q4_bytes=(nib[:, :, 0] | (nib[:, :, 1] << 4)).reshape(n, k // 2),
+                         q4_scales=scale.float(), q4_offsets=zero.float() - 8.0 * scale.float())
         pad = -self.out_features % 16  # the kernel packs rows in 16s: zero rows, sliced off the output
         if pad:
             q, scale, zero = (torch.cat([t, t.new_zeros(pad, t.shape[1])]) for t in (q, scale, zero))
@@ -115,6 +158,9 @@ class Int4Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        y = _one_row(self, x)
+        if y is not None:
+            return y
         flat = x.reshape(-1, self.packed_in).to(self.compute_dtype)  # [M, K]
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
         y = y[:, : self.out_features].to(x.dtype).reshape(*x.shape[:-1], self.out_features)
@@ -145,10 +191,15 @@ class Int4PairLinear(Int4Linear):
         pair = torch.cat([u >> 4, u & 15], dim=1)  # [N, 2K]
         scales = torch.cat([16.0 * scale, scale], dim=1)  # [N, 2K/g]
         zeros = torch.cat([torch.zeros_like(scale), 8.0 * scale], dim=1)
-        super().__init__(pair, scales, zeros, bias=bias, group=group, compute_dtype=compute_dtype)
+        super().__init__(pair, scales, zeros, bias=bias, group=group, compute_dtype=compute_dtype, c_blocks=False)
         self.in_features = q.shape[1]
+        if group == GROUP and self.in_features % GROUP == 0:  # one float32 row: matvec.c's q8 kernel
+            _keep_blocks(self, q8=q.to(torch.int8), q8_scales=scale.float())
 
     def forward(self, x: Tensor) -> Tensor:
+        y = _one_row(self, x)
+        if y is not None:
+            return y
         return super().forward(torch.cat([x, x], dim=-1))
 
     @torch.no_grad()
@@ -170,8 +221,13 @@ class GroupInt8Linear(nn.Module):
         self.register_buffer("weight_groups", q.reshape(-1, groups, group).transpose(0, 1).contiguous())  # [K/g, N, g]
         self.register_buffer("scales", scale.t().to(compute_dtype).contiguous())  # [K/g, N]
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        if group == GROUP:  # one float32 row: matvec.c's q8 kernel, float32 scales
+            _keep_blocks(self, q8=q.to(torch.int8), q8_scales=scale.float())
 
     def forward(self, x: Tensor) -> Tensor:
+        y = _one_row(self, x)
+        if y is not None:
+            return y
         flat = x.reshape(-1, self.in_features).to(self.compute_dtype)  # [M, K]
         parts = flat.unflatten(-1, (-1, self.group)).transpose(0, 1).contiguous()  # [K/g, M, g]
         y = torch.zeros(flat.shape[0], self.out_features, dtype=torch.float32)
