@@ -72,10 +72,13 @@ class RotaryEmbedding(nn.Module):
         if dim % 2:
             raise ValueError(f"rotary dim must be even, got {dim}")
         self.dim, self.theta, self.interleaved, self.scaling = dim, theta, interleaved, scaling
-        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+        # computed on the CPU, then put where the model is being built: on the meta device (a model
+        # built to receive a checkpoint) ``theta ** x`` runs through torch's Python references, whose
+        # first use costs ~2 s of start-up
+        self.register_buffer("inv_freq", self._inv_freq().to(torch.get_default_device()), persistent=False)
 
     def _inv_freq(self) -> Tensor:
-        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim))
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device="cpu").float() / self.dim))
         return self.scaling(inv_freq) if self.scaling is not None else inv_freq
 
     def reset_buffers(self, device: torch.device | str | None = None) -> None:
