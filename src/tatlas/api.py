@@ -35,17 +35,37 @@ _VALUE_OPS = frozenset({  # in-place ops that only write values: nothing to do o
 })
 
 
+_RANDOM = frozenset({"randn", "rand"})  # torch.randn(*size) as an initial value: only its shape matters on meta
+_SCALAR_ARITHMETIC = frozenset({"mul", "__mul__", "__rmul__", "div", "__truediv__", "add", "__add__", "__radd__",
+                                "sub", "__sub__"})
+_UNARY = frozenset({"log", "exp", "sqrt"})  # e.g. a logit scale's initial value
+
+
 class _SkipMetaInit(torch.overrides.TorchFunctionMode):
     """Parameter initialisation skipped on the meta device (a model built only to receive a
     checkpoint's tensors): on meta, ``normal_``/``uniform_``... run through torch's Python references,
-    whose first use imports ``torch._dynamo`` — a second of start-up for values nobody reads."""
+    whose first use imports ``torch._dynamo`` — a second of start-up for values nobody reads. So do
+    ``torch.randn(n) * scale`` initialisers (class tokens, latents), a logit scale's ``log`` and
+    ``torch.linspace``: 0.5-1.6 s at the first load of a CLIP, a VLM, ImageBind, ImageGPT or an
+    Evoformer. They become empty meta tensors of their shape."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") in _VALUE_OPS:
+        name = getattr(func, "__name__", "")
+        if name in _VALUE_OPS:
             target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes tensor=
             if isinstance(target, torch.Tensor) and target.is_meta:
                 return target
+        elif name in _RANDOM and func in (torch.randn, torch.rand) and kwargs.keys() <= {"dtype", "requires_grad"} \
+                and torch.get_default_device().type == "meta":
+            return torch.empty(*args, device="meta", **kwargs)
+        elif func is torch.linspace and len(args) == 3 and kwargs.keys() <= {"dtype", "requires_grad"} \
+                and torch.get_default_device().type == "meta":  # (a drop-path schedule, sinusoid frequencies)
+            return torch.empty(args[2], device="meta", **kwargs)
+        elif ((name in _SCALAR_ARITHMETIC and len(args) == 2 and type(args[1]) in (int, float))
+              or (name in _UNARY and len(args) == 1)) and not kwargs and isinstance(args[0], torch.Tensor) \
+                and args[0].is_meta and args[0].is_floating_point():
+            return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")  # (empty_like: Python references too)
         return func(*args, **kwargs)
 
 
