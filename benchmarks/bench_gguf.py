@@ -80,7 +80,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of weights one decode step reads: every parameter (a tied one once) and the quantised
     modules' blocks (those ``matvec.c`` reads for one row where the module keeps them, else its packed
     buffers), the embedding table counted as one row (a lookup) unless it is tied."""
-    from tatlas.nn.quant_blocks import GroupInt8Linear, Int4Linear, _blocks_of
+    from tatlas.nn.quant_blocks import GroupInt8Linear, Int4Linear, blocks_of
 
     seen, total = set(), 0
     for module in model.modules():
@@ -88,7 +88,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
             continue
         tensors = list(module.parameters(recurse=False))
         if isinstance(module, (Int4Linear, GroupInt8Linear)):
-            tensors += list(_blocks_of(module) or module.buffers(recurse=False))
+            tensors += list(blocks_of(module) or module.buffers(recurse=False))
         for t in tensors:
             if id(t) not in seen:
                 seen.add(id(t))

@@ -35,7 +35,6 @@ _VALUE_OPS = frozenset({  # in-place ops that only write values: nothing to do o
 })
 
 
-_RANDOM = frozenset({"randn", "rand"})  # torch.randn(*size) as an initial value: only its shape matters on meta
 _SCALAR_ARITHMETIC = frozenset({"mul", "__mul__", "__rmul__", "div", "__truediv__", "add", "__add__", "__radd__",
                                 "sub", "__sub__"})
 _UNARY = frozenset({"log", "exp", "sqrt"})  # e.g. a logit scale's initial value
@@ -56,12 +55,10 @@ class _SkipMetaInit(torch.overrides.TorchFunctionMode):
             target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes tensor=
             if isinstance(target, torch.Tensor) and target.is_meta:
                 return target
-        elif name in _RANDOM and func in (torch.randn, torch.rand) and kwargs.keys() <= {"dtype", "requires_grad"} \
-                and torch.get_default_device().type == "meta":
-            return torch.empty(*args, device="meta", **kwargs)
-        elif func is torch.linspace and len(args) == 3 and kwargs.keys() <= {"dtype", "requires_grad"} \
-                and torch.get_default_device().type == "meta":  # (a drop-path schedule, sinusoid frequencies)
-            return torch.empty(args[2], device="meta", **kwargs)
+        elif func in (torch.randn, torch.rand, torch.linspace) and kwargs.keys() <= {"dtype", "requires_grad"} \
+                and torch.get_default_device().type == "meta":  # initial values, a drop-path schedule: shapes only
+            size = args if func is not torch.linspace else args[2:3]  # linspace(start, end, steps)
+            return torch.empty(*size, device="meta", **kwargs)
         elif ((name in _SCALAR_ARITHMETIC and len(args) == 2 and type(args[1]) in (int, float))
               or (name in _UNARY and len(args) == 1)) and not kwargs and isinstance(args[0], torch.Tensor) \
                 and args[0].is_meta and args[0].is_floating_point():

@@ -108,9 +108,9 @@ def _product(lin: nn.Module) -> tuple[int, Tensor, Tensor | None, Tensor | None,
     blocks (:mod:`~tatlas.nn.quant_blocks`); ``None`` for anything else."""
     if _plain(lin, nn.Linear):
         return 0, lin.weight, None, None, lin.bias
-    from .quant_blocks import GroupInt8Linear, Int4Linear, Int4PairLinear, _blocks_of
+    from .quant_blocks import GroupInt8Linear, Int4Linear, Int4PairLinear, blocks_of
 
-    blocks = _blocks_of(lin) if type(lin) in (Int4Linear, Int4PairLinear, GroupInt8Linear) else None
+    blocks = blocks_of(lin) if type(lin) in (Int4Linear, Int4PairLinear, GroupInt8Linear) else None
     if blocks is None:
         return None
     return (_Q4, *blocks, lin.bias) if len(blocks) == 3 else (_Q8, *blocks, None, lin.bias)

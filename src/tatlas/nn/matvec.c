@@ -48,6 +48,16 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, NaN stay
   return (uint16_t)(u >> 16);
 }
 
+#if TATLAS_ISA > 0
+/* the sum of a 256-bit vector's eight floats */
+static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
 #if TATLAS_ISA == 2
 #define GROUP 4
 
@@ -95,13 +105,6 @@ static inline __attribute__((always_inline)) void rows_bf16(const uint16_t *W, c
 
 #elif TATLAS_ISA == 1
 #define GROUP 4
-
-static inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 
 static inline __attribute__((always_inline)) void rows_f32(const float *W, const float *x, float *acc, int64_t rows, int64_t K) {
   __m256 a[GROUP];
@@ -216,13 +219,6 @@ int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, 
  *     j + 16 in the high nibble (ggml's order), q in 0..15: w = q * scale + offset;
  * q8: K int8 a row: w = q * scale.
  * x, b, y float32; each group's dot product is float32, scaled, and summed in float32. */
-static inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
 static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 
 static inline float row_q4(const uint8_t *w, const float *scale, const float *offset, const float *x,
@@ -241,7 +237,7 @@ static inline float row_q4(const uint8_t *w, const float *scale, const float *of
     acc = _mm256_fmadd_ps(d, _mm256_set1_ps(scale[g]), acc);
     shift += offset[g] * xsum[g];
   }
-  return hsum8(acc) + shift;
+  return hsum256(acc) + shift;
 }
 
 static inline __m256 i8x8(const int8_t *p) {
@@ -259,7 +255,7 @@ static inline float row_q8(const int8_t *w, const float *scale, const float *x, 
     d = _mm256_fmadd_ps(i8x8(wg + 24), _mm256_loadu_ps(xg + 24), d);
     acc = _mm256_fmadd_ps(d, _mm256_set1_ps(scale[g]), acc);
   }
-  return hsum8(acc);
+  return hsum256(acc);
 }
 
 /* y[N] = W x (+ b) for q4 rows (K whole groups); xsum: K/32 floats of scratch (x's group sums) */

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from . import matvec
 
-__all__ = ["GROUP", "GroupInt8Linear", "Int4Linear", "Int4PairLinear", "gguf_linear", "q4_blocks", "q8_blocks", "requantize_per_row",
+__all__ = ["GROUP", "GroupInt8Linear", "Int4Linear", "Int4PairLinear", "blocks_of", "gguf_linear", "q4_blocks", "q8_blocks", "requantize_per_row",
            "swap_modules_"]
 
 GROUP = 32  # values per ggml block (QK4_0, QK4_1, QK8_0)
@@ -113,7 +113,9 @@ def _keep_blocks(module: nn.Module, **tensors: Tensor) -> None:
         module.register_buffer(name, t.contiguous(), persistent=False)
 
 
-def _blocks_of(module: nn.Module) -> tuple[Tensor, ...] | None:
+def blocks_of(module: nn.Module) -> tuple[Tensor, ...] | None:
+    """The blocks ``matvec.c`` reads of a module that keeps them (``matvec.matvec_blocks``'s
+    ``blocks``), or ``None``."""
     names = getattr(module, "_block_names", ())
     return tuple(getattr(module, n) for n in names) if names else None
 
@@ -121,7 +123,7 @@ def _blocks_of(module: nn.Module) -> tuple[Tensor, ...] | None:
 def _one_row(module: nn.Module, x: Tensor) -> Tensor | None:
     """``module(x)`` by the C kernel for one float32 row (``matvec.c``'s q4/q8 products, float32
     throughout), or ``None`` where it does not serve."""
-    blocks = _blocks_of(module)
+    blocks = blocks_of(module)
     if blocks is None or not matvec.serves_blocks(x, blocks):
         return None
     return matvec.matvec_blocks(x, blocks, module.bias)
@@ -137,13 +139,15 @@ class Int4Linear(nn.Module):
     same products as the de-quantised file's, where torch's kernel rounds the row and the scales to
     ``compute_dtype`` — and :mod:`~tatlas.nn.decode_layer` reads them inside its one-call layers."""
 
+    keeps_q4 = True  # (a subclass whose packed matrix is not its weight keeps blocks of its own)
+
     def __init__(self, q: Tensor, scale: Tensor, zero: Tensor, *, bias: Tensor | None = None, group: int = GROUP,
-                 compute_dtype: torch.dtype = torch.bfloat16, c_blocks: bool = True) -> None:
+                 compute_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         self.out_features, self.in_features = q.shape
         self.packed_in = self.in_features  # columns of the packed matrix
         self.group, self.compute_dtype = group, compute_dtype
-        if c_blocks and group == GROUP and self.in_features % GROUP == 0:
+        if self.keeps_q4 and group == GROUP and self.in_features % GROUP == 0:
             n, k = q.shape
             nib = q.to(torch.uint8).reshape(n, k // GROUP, 2, GROUP // 2)  # value j and j + 16 of each group
             _keep_blocks(self, q4_bytes=(nib[:, :, 0] | (nib[:, :, 1] << 4)).reshape(n, k // 2),
@@ -183,7 +187,10 @@ class Int4PairLinear(Int4Linear):
     ``u = q + 128 = 16 hi + lo`` (``hi, lo`` in 0..15), ``W = (hi - 8) * 16 scale + (lo - 8) * scale +
     8 scale`` — two int4 matrices with their own group scales and zeros, laid side by side along the
     input (``[N, 2K]``) and applied to the input twice (``[x, x]``): one kernel call, the same bytes
-    as int8, and (torch 2.13) faster than the int8 kernel for large ``N``."""
+    as int8, and (torch 2.13) faster than the int8 kernel for large ``N``. One float32 row runs on
+    ``matvec.c``'s q8 kernel over ``q`` itself (``q8``, ``q8_scales``)."""
+
+    keeps_q4 = False  # the packed pair is not the weight: q itself is kept, as q8
 
     def __init__(self, q: Tensor, scale: Tensor, *, bias: Tensor | None = None, group: int = GROUP,
                  compute_dtype: torch.dtype = torch.bfloat16) -> None:
@@ -191,7 +198,7 @@ class Int4PairLinear(Int4Linear):
         pair = torch.cat([u >> 4, u & 15], dim=1)  # [N, 2K]
         scales = torch.cat([16.0 * scale, scale], dim=1)  # [N, 2K/g]
         zeros = torch.cat([torch.zeros_like(scale), 8.0 * scale], dim=1)
-        super().__init__(pair, scales, zeros, bias=bias, group=group, compute_dtype=compute_dtype, c_blocks=False)
+        super().__init__(pair, scales, zeros, bias=bias, group=group, compute_dtype=compute_dtype)
         self.in_features = q.shape[1]
         if group == GROUP and self.in_features % GROUP == 0:  # one float32 row: matvec.c's q8 kernel
             _keep_blocks(self, q8=q.to(torch.int8), q8_scales=scale.float())
