@@ -21,6 +21,9 @@ console = Console()
 def _root(debug: bool = typer.Option(False, "--debug", envvar="TATLAS_DEBUG",
                                      help="full Python tracebacks, for expected errors too")) -> None:
     app.pretty_exceptions_enable = not debug  # off: Python's own, complete traceback
+    from tatlas.nn.threads import apply_thread_setting
+
+    apply_thread_setting()  # a bad TATLAS_THREADS: a one-line error
 
 
 def _human(n: int) -> str:
@@ -142,11 +145,14 @@ def demo(
     out: Path = typer.Option(None, help="report folder (default: reports/demo-<time>)"),
     seed: int = typer.Option(0),
     quick: bool = typer.Option(False, help="a shorter run"),
+    jobs: int = typer.Option(None, help="demos side by side, each in its own process with its share of the "
+                                        "cores (default: one per core); 1 runs them one after another here"),
 ) -> None:
     """Train each system on embedded data and show the paper's headline phenomenon beside a baseline.
-    A demo that fails becomes a row of the table and the others still run. Exit status: 0 every demo
-    beat its baseline, 1 a demo failed, 3 none failed but one missed its baseline (--quick runs are
-    too short for some to learn)."""
+    Several demos run side by side, one per core, longest first; each one's training log is in the
+    report's <system>/log.txt. A demo that fails becomes a row of the table and the others still run.
+    Exit status: 0 every demo beat its baseline, 1 a demo failed, 3 none failed but one missed its
+    baseline (--quick runs are too short for some to learn)."""
     from tatlas.demo import DemoFailure, run_demos
 
     out = out or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -156,8 +162,14 @@ def demo(
             "[green]beats its baseline[/green]" if r.beats_baseline else "[red]misses its baseline[/red]")
         console.print(f"{r.system}: {state} ({r.seconds:.0f} s)")
 
+    def planned(count: int, threads: int) -> None:
+        if count > 1:
+            console.print(f"{count} demos at a time, {threads} thread{'s' * (threads > 1)} each; "
+                          f"training logs in {out}/<system>/log.txt")
+
     try:
-        results = run_demos(list(systems or []), out, seed=seed, quick=quick, on_result=finished)
+        results = run_demos(list(systems or []), out, seed=seed, quick=quick, on_result=finished, jobs=jobs,
+                            on_plan=planned)
     except LookupError as e:
         console.print(f"{e}: systems register their demos as they are built; see `tatlas list`.")
         raise typer.Exit(code=0) from None

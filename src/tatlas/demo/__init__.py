@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from .processes import failure, fixed_count, picklable, plan, run_parallel
 from .spec import Demo, DemoFailure, DemoOptions, DemoResult
 
 __all__ = ["Demo", "DemoFailure", "DemoOptions", "DemoResult", "demos", "register_demo", "run_demos", "write_report"]
@@ -36,13 +36,6 @@ def demos() -> dict[str, Callable[[DemoOptions], DemoResult]]:
     return {d.system: d.run for d in (*BUILTIN, *_ADDED.values())}
 
 
-def _failure(name: str, error: BaseException, seconds: float, folder: Path) -> DemoFailure:
-    (folder / "error.txt").write_text("".join(traceback.format_exception(error)))
-    message = " ".join(str(error).split())
-    return DemoFailure(system=name, error=f"{type(error).__name__}: {message}" if message else type(error).__name__,
-                       seconds=seconds, artifacts={"traceback": "error.txt"})
-
-
 def write_report(out_dir: Path, results: list[DemoResult | DemoFailure]) -> None:
     """``results.json`` and ``README.md`` (the results table) in ``out_dir``, replaced atomically."""
     rows = [asdict(r) | ({"failed": True} if isinstance(r, DemoFailure) else {"beats_baseline": r.beats_baseline})
@@ -62,31 +55,68 @@ def write_report(out_dir: Path, results: list[DemoResult | DemoFailure]) -> None
         os.replace(tmp, out_dir / name)
 
 
+def _expected_seconds() -> dict[str, float]:
+    from ._builtin import BUILTIN
+
+    return {d.system: d.seconds for d in (*BUILTIN, *_ADDED.values())}
+
+
 def run_demos(names: list[str], out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True,
-              on_result: Callable[[DemoResult | DemoFailure], None] | None = None) -> list[DemoResult | DemoFailure]:
+              on_result: Callable[[DemoResult | DemoFailure], None] | None = None, jobs: int | None = None,
+              on_plan: Callable[[int, int], None] | None = None) -> list[DemoResult | DemoFailure]:
     """Run the named demos (all registered ones if ``names`` is empty), each in its own subfolder of
     ``out_dir``. A demo that raises becomes a :class:`DemoFailure` and the others still run; the
-    report (:func:`write_report`) is rewritten after each demo, so an interrupted run keeps what
-    finished. ``on_result`` sees each result as it comes."""
+    report (:func:`write_report`, rows in the order asked) is rewritten after each demo, so an
+    interrupted run keeps what finished. ``on_result`` sees each result as it comes.
+
+    Several demos run side by side in ``jobs`` processes (default: one per core, see
+    :func:`.processes.plan`), longest first, each with its share of the threads and its output in
+    ``<system>/log.txt``; ``on_plan(processes, threads)`` is told the split first. One process (or
+    one demo) runs in this process, as does a demo whose ``run`` cannot be pickled."""
     registered = demos()
     if not registered:
         raise LookupError("no demos are registered yet")
     unknown = [n for n in names if n not in registered]
     if unknown:
         raise ValueError(f"no demo for {unknown}; registered demos: {', '.join(sorted(registered))}")
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs: expected at least 1 process, got {jobs}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: list[DemoResult | DemoFailure] = []
-    for name in names or sorted(registered):
-        start = time.perf_counter()
-        sub = out_dir / name
-        sub.mkdir(exist_ok=True)
-        try:
-            result = registered[name](DemoOptions(out_dir=sub, seed=seed, quick=quick, progress=progress))
-            result = replace(result, seconds=time.perf_counter() - start)
-        except Exception as e:  # noqa: BLE001  (one failing demo never loses the others)
-            result = _failure(name, e, time.perf_counter() - start, sub)
-        results.append(result)
-        write_report(out_dir, results)
+    order = list(dict.fromkeys(names)) or sorted(registered)
+    options = {}
+    for name in order:
+        (out_dir / name).mkdir(exist_ok=True)
+        options[name] = DemoOptions(out_dir=out_dir / name, seed=seed, quick=quick, progress=progress)
+    finished: dict[str, DemoResult | DemoFailure] = {}
+
+    def done(name: str, result: DemoResult | DemoFailure) -> None:
+        finished[name] = result
+        write_report(out_dir, [finished[n] for n in order if n in finished])
         if on_result is not None:
             on_result(result)
-    return results
+
+    count, threads = plan(len(order), jobs=jobs, threads=fixed_count())
+    apart = [n for n in order if picklable(registered[n])] if count > 1 else []
+    if on_plan is not None:
+        on_plan(count if apart else 1, threads if apart else _torch_threads())
+    expected = _expected_seconds()
+    apart.sort(key=lambda n: -expected.get(n, 60.0))  # longest first: the last to start are short
+    if apart:
+        run_parallel([(n, registered[n], options[n]) for n in apart], count, threads, done)
+    for name in order:
+        if name in apart:
+            continue
+        start = time.perf_counter()
+        try:
+            result = registered[name](options[name])
+            result = replace(result, seconds=time.perf_counter() - start)
+        except Exception as e:  # noqa: BLE001  (one failing demo never loses the others)
+            result = failure(name, e, time.perf_counter() - start, options[name].out_dir)
+        done(name, result)
+    return [finished[n] for n in order]
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

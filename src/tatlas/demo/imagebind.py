@@ -114,4 +114,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="imagebind", run=run)
+DEMO = Demo(system="imagebind", run=run, seconds=91)

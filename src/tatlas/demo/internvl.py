@@ -69,4 +69,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="internvl", run=run)
+DEMO = Demo(system="internvl", run=run, seconds=76)

@@ -47,4 +47,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="llm", run=run)
+DEMO = Demo(system="llm", run=run, seconds=43)

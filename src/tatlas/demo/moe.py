@@ -79,4 +79,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="moe", run=run)
+DEMO = Demo(system="moe", run=run, seconds=54)

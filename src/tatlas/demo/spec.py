@@ -50,7 +50,9 @@ class DemoFailure:
 @dataclass(frozen=True)
 class Demo:
     """``system``'s demo: ``run(options) -> DemoResult`` trains it on embedded data and measures the
-    paper's headline result beside a baseline."""
+    paper's headline result beside a baseline. ``run`` defined at a module's top level can run in
+    a process of its own, beside other demos (:mod:`tatlas.demo.processes`)."""
 
     system: str
     run: Callable[[DemoOptions], DemoResult]
+    seconds: float = 60.0  # about how long it takes on 2 (Zen 1) cores: demos side by side start longest first

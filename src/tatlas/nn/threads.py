@@ -9,7 +9,8 @@ read off the machine (load average, idle time) predicts which side of that line 
 the machine changes state while the loop runs; so :class:`ThreadTuner` times the loop's own steps
 at each thread count now and then, and runs the faster in between.
 
-``TATLAS_THREADS=N`` (or ``OMP_NUM_THREADS``) fixes the count and turns the tuner off.
+``TATLAS_THREADS=N`` (or ``OMP_NUM_THREADS``) fixes the count and turns the tuner off;
+:func:`apply_thread_setting` (run when ``tatlas`` is imported) sets torch to ``N``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+
+def fixed_threads() -> int | None:
+    """The thread count ``TATLAS_THREADS`` fixes (``None`` for unset or ``auto``); a value that is not
+    a positive whole number is a one-line ``ValueError``."""
+    value = os.environ.get("TATLAS_THREADS", "auto").strip().lower()
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"TATLAS_THREADS: expected a positive whole number or 'auto', got {value!r}")
+    return int(value)
+
+
+def apply_thread_setting(*, strict: bool = True) -> None:
+    """Set torch's thread count to ``TATLAS_THREADS`` when it fixes one (a bad value: the error of
+    :func:`fixed_threads`, or ignored when not ``strict``, as at import; the command line reports it)."""
+    try:
+        n = fixed_threads()
+    except ValueError:
+        if strict:
+            raise
+        return
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def tuning_wanted(device: torch.device | str | None = None) -> bool:
