@@ -58,6 +58,12 @@ def test_one_process_runs_them_here_in_order(tmp_path, monkeypatch):
     assert all(r.details["pid"] == os.getpid() for r in results)
     assert not (tmp_path / "alpha" / "log.txt").exists()  # output went to this process's own
 
+    _register(monkeypatch, alpha=_demo_fakes.ok, beta=lambda options: _demo_fakes.ok(options))
+    plans.clear()
+    results = run_demos([], tmp_path / "one-apart", jobs=2, on_plan=lambda *p: plans.append(p))
+    assert plans == [(1, torch.get_num_threads())]  # only one could go apart: no process for it alone
+    assert all(r.details["pid"] == os.getpid() for r in results)
+
 
 def test_plan_shares_the_cores_and_minds_memory(monkeypatch):
     monkeypatch.setattr(processes, "cpu_count", lambda: 8)

@@ -95,8 +95,9 @@ def run_demos(names: list[str], out_dir: Path, *, seed: int = 0, quick: bool = F
         if on_result is not None:
             on_result(result)
 
-    count, threads = plan(len(order), jobs=jobs, threads=fixed_count())
-    apart = [n for n in order if picklable(registered[n])] if count > 1 else []
+    apart = [n for n in order if picklable(registered[n])]
+    count, threads = plan(len(apart) or 1, jobs=jobs, threads=fixed_count())
+    apart = apart if count > 1 else []
     if on_plan is not None:
         on_plan(count if apart else 1, threads if apart else _torch_threads())
     expected = _expected_seconds()
