@@ -81,13 +81,15 @@ def test_plan_shares_the_cores_and_minds_memory(monkeypatch):
 
 
 def test_fixed_threads_come_from_the_environment(monkeypatch):
+    from tatlas.nn.threads import environment_threads
+
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("TATLAS_THREADS", "auto")
-    assert processes.fixed_count() is None
+    assert environment_threads() is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert processes.fixed_count() == 3
+    assert environment_threads() == 3
     monkeypatch.setenv("TATLAS_THREADS", "2")
-    assert processes.fixed_count() == 2
+    assert environment_threads() == 2
 
 
 def test_bad_jobs_and_bad_thread_settings_are_one_line_errors(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .processes import failure, fixed_count, picklable, plan, run_parallel
+from ..nn.threads import environment_threads
+from .processes import failure, picklable, plan, run_parallel
 from .spec import Demo, DemoFailure, DemoOptions, DemoResult
 
 __all__ = ["Demo", "DemoFailure", "DemoOptions", "DemoResult", "demos", "register_demo", "run_demos", "write_report"]
@@ -29,11 +30,15 @@ def register_demo(demo: Demo) -> Demo:
     return demo
 
 
-def demos() -> dict[str, Callable[[DemoOptions], DemoResult]]:
-    """System name -> its demo's ``run``: the built-in ones (:data:`._builtin.BUILTIN`) and the added."""
+def _records() -> dict[str, Demo]:
     from ._builtin import BUILTIN  # imported on first use: each demo imports its system
 
-    return {d.system: d.run for d in (*BUILTIN, *_ADDED.values())}
+    return {d.system: d for d in (*BUILTIN, *_ADDED.values())}
+
+
+def demos() -> dict[str, Callable[[DemoOptions], DemoResult]]:
+    """System name -> its demo's ``run``: the built-in ones (:data:`._builtin.BUILTIN`) and the added."""
+    return {name: d.run for name, d in _records().items()}
 
 
 def write_report(out_dir: Path, results: list[DemoResult | DemoFailure]) -> None:
@@ -53,12 +58,6 @@ def write_report(out_dir: Path, results: list[DemoResult | DemoFailure]) -> None
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out_dir / name)
-
-
-def _expected_seconds() -> dict[str, float]:
-    from ._builtin import BUILTIN
-
-    return {d.system: d.seconds for d in (*BUILTIN, *_ADDED.values())}
 
 
 def run_demos(names: list[str], out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True,
@@ -96,12 +95,12 @@ def run_demos(names: list[str], out_dir: Path, *, seed: int = 0, quick: bool = F
             on_result(result)
 
     apart = [n for n in order if picklable(registered[n])]
-    count, threads = plan(len(apart) or 1, jobs=jobs, threads=fixed_count())
+    count, threads = plan(len(apart), jobs=jobs, threads=environment_threads())
     apart = apart if count > 1 else []
     if on_plan is not None:
         on_plan(count if apart else 1, threads if apart else _torch_threads())
-    expected = _expected_seconds()
-    apart.sort(key=lambda n: -expected.get(n, 60.0))  # longest first: the last to start are short
+    records = _records()
+    apart.sort(key=lambda n: -getattr(records.get(n), "expected_seconds", 60.0))  # longest first: short ones last
     if apart:
         run_parallel([(n, registered[n], options[n]) for n in apart], count, threads, done)
     for name in order:

@@ -63,4 +63,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="clip", run=run, seconds=206)
+DEMO = Demo(system="clip", run=run, expected_seconds=206)

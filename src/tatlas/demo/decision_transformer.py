@@ -64,4 +64,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="decision_transformer", run=run, seconds=49)
+DEMO = Demo(system="decision_transformer", run=run, expected_seconds=49)

@@ -100,4 +100,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="evoformer", run=run, seconds=99)
+DEMO = Demo(system="evoformer", run=run, expected_seconds=99)

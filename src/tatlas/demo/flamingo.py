@@ -140,4 +140,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="flamingo", run=run, seconds=121)
+DEMO = Demo(system="flamingo", run=run, expected_seconds=121)

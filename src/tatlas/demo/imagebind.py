@@ -114,4 +114,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="imagebind", run=run, seconds=91)
+DEMO = Demo(system="imagebind", run=run, expected_seconds=91)

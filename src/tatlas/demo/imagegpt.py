@@ -148,4 +148,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="imagegpt", run=run, seconds=178)
+DEMO = Demo(system="imagegpt", run=run, expected_seconds=178)

@@ -69,4 +69,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="internvl", run=run, seconds=76)
+DEMO = Demo(system="internvl", run=run, expected_seconds=76)

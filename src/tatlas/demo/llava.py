@@ -168,4 +168,4 @@ def report_details(report: dict[str, float], stats: dict[str, float], questions:
             "questions": float(questions), "torch_threads": float(torch.get_num_threads())}
 
 
-DEMO = Demo(system="llava", run=run, seconds=71)
+DEMO = Demo(system="llava", run=run, expected_seconds=71)

@@ -47,4 +47,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="llm", run=run, seconds=43)
+DEMO = Demo(system="llm", run=run, expected_seconds=43)

@@ -79,4 +79,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="moe", run=run, seconds=54)
+DEMO = Demo(system="moe", run=run, expected_seconds=54)

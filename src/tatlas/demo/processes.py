@@ -29,10 +29,9 @@ try:
 except ImportError:  # not on Windows
     resource = None
 
-from ..nn.threads import fixed_threads
 from .spec import DemoFailure, DemoOptions, DemoResult
 
-__all__ = ["cpu_count", "failure", "fixed_count", "picklable", "plan", "run_parallel"]
+__all__ = ["cpu_count", "failure", "picklable", "plan", "run_parallel"]
 
 BYTES_PER_DEMO = 1.5e9  # the largest demo's peak RSS is ~0.75 GB; room for its allocator's slack
 
@@ -48,13 +47,6 @@ def _available_memory() -> float | None:
             return next(int(line.split()[1]) * 1024.0 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError, IndexError):
         return None
-
-
-def fixed_count() -> int | None:
-    """The threads a process gets when the environment fixes them: ``TATLAS_THREADS``, else
-    ``OMP_NUM_THREADS``."""
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return fixed_threads() or (int(omp) if omp.isdigit() and int(omp) > 0 else None)
 
 
 def plan(count: int, *, jobs: int | None = None, threads: int | None = None) -> tuple[int, int]:

@@ -55,4 +55,4 @@ class Demo:
 
     system: str
     run: Callable[[DemoOptions], DemoResult]
-    seconds: float = 60.0  # about how long it takes on 2 (Zen 1) cores: demos side by side start longest first
+    expected_seconds: float = 60.0  # about how long it takes on 2 (Zen 1) cores: side by side, longest first

@@ -184,4 +184,4 @@ def run(options: DemoOptions) -> DemoResult:
     )
 
 
-DEMO = Demo(system="whisper", run=run, seconds=176)
+DEMO = Demo(system="whisper", run=run, expected_seconds=176)

@@ -24,15 +24,26 @@ from contextlib import contextmanager
 import torch
 
 
+def _setting() -> str:
+    return os.environ.get("TATLAS_THREADS", "auto").strip().lower()
+
+
 def fixed_threads() -> int | None:
     """The thread count ``TATLAS_THREADS`` fixes (``None`` for unset or ``auto``); a value that is not
     a positive whole number is a one-line ``ValueError``."""
-    value = os.environ.get("TATLAS_THREADS", "auto").strip().lower()
+    value = _setting()
     if value == "auto":
         return None
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"TATLAS_THREADS: expected a positive whole number or 'auto', got {value!r}")
     return int(value)
+
+
+def environment_threads() -> int | None:
+    """The threads a process gets when the environment fixes them: ``TATLAS_THREADS``, else a
+    valid ``OMP_NUM_THREADS``."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return fixed_threads() or (int(omp) if omp.isdigit() and int(omp) > 0 else None)
 
 
 def apply_thread_setting(*, strict: bool = True) -> None:
@@ -53,7 +64,7 @@ def tuning_wanted(device: torch.device | str | None = None) -> bool:
     unless ``TATLAS_THREADS`` or ``OMP_NUM_THREADS`` fixes the count."""
     if device is not None and torch.device(device).type != "cpu":
         return False
-    if os.environ.get("TATLAS_THREADS", "auto").strip().lower() != "auto" or "OMP_NUM_THREADS" in os.environ:
+    if _setting() != "auto" or "OMP_NUM_THREADS" in os.environ:
         return False
     return torch.get_num_threads() > 1
 
