@@ -139,6 +139,38 @@ def test_a_tied_head_counts_once_as_an_embedding():
     assert all(p is not model.embed.weight for p in decay["params"])
 
 
+def test_fused_adamw_on_the_cpu_equals_foreach_and_resumes_a_foreach_state():
+    """The trainer's AdamW is torch's fused kernel on the CPU (``can_fuse``); ten steps of it and of
+    ``foreach`` from the same start agree to float32 rounding, and a state saved by a ``foreach``
+    optimizer (a run started before) loads and steps on, as ``foreach``."""
+    from tatlas.train.optim import build_optimizer, can_fuse
+
+    def run(fused: bool, start: dict | None = None):
+        torch.manual_seed(0)
+        model = tatlas.create("llm", "tiny", dim=32, layers=1, heads=2, kv_heads=1, mlp_hidden=64)
+        opt = build_optimizer(model, config(weight_decay=0.1))
+        if not fused:
+            opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups],
+                                    **{k: opt.defaults[k] for k in ("lr", "betas", "eps")}, foreach=True)
+        if start is not None:
+            opt.load_state_dict(start)
+        kernel = fused and start is None  # a loaded state brings its groups' flags: a foreach run stays foreach
+        assert {(bool(g["fused"]), bool(g["foreach"])) for g in opt.param_groups} == {(kernel, not kernel)}
+        tokens = torch.randint(0, 256, (4, 9), generator=torch.Generator().manual_seed(1))
+        for _ in range(10):
+            next_token_loss(model, tokens).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return model.state_dict(), opt.state_dict()
+
+    (fused, _), (foreach, saved) = run(True), run(False)
+    for name, value in fused.items():
+        torch.testing.assert_close(value, foreach[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert not torch.equal(fused["embed.weight"], run(True, saved)[0]["embed.weight"])  # resumed and stepped
+    p = nn.Parameter(torch.zeros(2))
+    assert can_fuse([p, torch.zeros(3)]) and not can_fuse([p, p.to(torch.int32)]) and not can_fuse([p, p.to("meta")])
+
+
 def test_warmup_then_cosine_to_min_ratio():
     f = [warmup_cosine(s, warmup=4, total=20, min_ratio=0.1) for s in range(25)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
