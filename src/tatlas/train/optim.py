@@ -72,8 +72,8 @@ def can_fuse(params: list[Tensor]) -> bool:
     On the CPU the fused kernel updates each tensor in one pass; ``foreach`` allocates a fresh
     result per operation (``sqrt`` of the second moment, the denominators ...). For CLIP's real
     49,408-token embedding that is ~12.6 MB of new pages per operation per step: the demo's step on
-    one Zen 1 core took 254 ms with ``foreach`` and 203 ms fused (``benchmarks/RESULTS.md``). The
-    two agree to float32 rounding (``tests/test_train.py``)."""
+    one Zen 1 core takes 235 ms with ``foreach`` and 192 ms fused (``benchmarks/bench_train_step.py``,
+    ``benchmarks/RESULTS.md``). The two agree to float32 rounding (``tests/test_train.py``)."""
     devices = {p.device.type for p in params}
     return (len(devices) == 1 and devices <= {"cpu", "cuda"}
             and all(type(p) in (Tensor, nn.Parameter) and p.is_floating_point() for p in params))
