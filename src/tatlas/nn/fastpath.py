@@ -2,7 +2,8 @@
 
 The same ``x @ W^T + b``, computed by oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``)
 or by the BLAS sgemm behind ``F.linear``, whichever is faster on this host for this product's shape,
-found by timing both on the first calls (:func:`_race`). Neither wins everywhere: on an AVX-512 AMD
+found by timing both on the first calls (:func:`_race`; the outcome is kept for later processes on
+the same machine, :func:`race_file`). Neither wins everywhere: on an AVX-512 AMD
 EPYC MKL's sgemm takes its generic code path and oneDNN is about twice as fast for
 transformer-sized matrices (``[1600, 768] x [768, 3072]``: 38 ms vs 17 ms on two threads); on an
 AVX2-only EPYC MKL has its own AVX2 path and the ImageBind encoders ran 0.79-0.97x the speed of
@@ -27,17 +28,23 @@ compiled, or the product is too small for oneDNN's call overhead to pay (:data:`
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import os
+import platform
 import time
 import warnings
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..io.parts import cache_dir
 from . import matvec
 from .attention import Attention
 from .block import TransformerBlock
@@ -129,14 +136,26 @@ RACE_TRIALS = 3  # timed calls of each GEMM (after one untimed: packing, first t
 # product shape (dtype, row-count octave, N, K, activation) -> the chosen GEMM, or the race so far
 _CHOSEN: dict[tuple, int] = {}
 _RACES: dict[tuple, tuple[list[float], list[float]]] = {}
+# The races' outcomes are kept in a file (:func:`race_file`), so that a short process (one
+# transcription, one prompt) serves each product by the faster GEMM from its first call instead of
+# racing again: a race runs the slower GEMM on about half of its first calls (whole-process
+# `tatlas transcribe` of six short clips, AVX-512 EPYC: 3.98-4.05 s racing, 3.85-3.87 s with the
+# winner known). ``TATLAS_GEMM_CACHE=0`` races in every process.
+RACE_CACHE = os.environ.get("TATLAS_GEMM_CACHE", "1").strip() != "0"
+_SAVED: dict[str, dict[str, int]] = {}  # host -> shape -> choice, as read from the file (once per host)
 
 
 def _race(key: tuple, *runs) -> Tensor:
     """``runs[i]()`` (the same product by different GEMMs) for the choice made for ``key``; until
     it is made, the calls alternate between the runs and are timed, and after :data:`RACE_TRIALS`
     timed calls of each (each run's first call is not counted) the fastest best time wins for
-    good. The race costs nothing but its calls' differences: every call computes the real product."""
+    good, in this process and (:func:`race_file`) in later ones on this host. The race costs
+    nothing but its calls' differences: every call computes the real product."""
     chosen = _CHOSEN.get(key)
+    if chosen is None and RACE_CACHE:
+        chosen = _saved_choice(key, len(runs))
+        if chosen is not None:
+            _CHOSEN[key] = chosen
     if chosen is not None:
         return runs[chosen]()
     times = _RACES.setdefault(key, tuple([] for _ in runs))
@@ -147,7 +166,84 @@ def _race(key: tuple, *runs) -> Tensor:
     if all(len(t) > RACE_TRIALS for t in times):
         _CHOSEN[key] = min(range(len(runs)), key=lambda j: min(times[j][1:]))
         _RACES.pop(key, None)  # (two threads may finish one race together)
+        if RACE_CACHE:
+            _save_choice(key, _CHOSEN[key], [min(t[1:]) for t in times])
     return y
+
+
+def race_file() -> Path:
+    """The races run on this machine: ``$TATLAS_CACHE/gemm-race.json`` (default ``~/.cache/tatlas``),
+    ``{host: {shape: {"choice": i, "best_s": [each GEMM's best time]}}}``, a host being the CPU
+    (a hash of /proc/cpuinfo's model, family and flags), torch's version and the thread count. A
+    race run on a busy machine is kept like any other; delete the file (or set
+    ``TATLAS_GEMM_CACHE=0``) to race again."""
+    return cache_dir() / "gemm-race.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> str:
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip() and fields:
+                    break  # the first processor's block names the CPU
+                name, _, value = line.partition(":")
+                if name.strip() in ("vendor_id", "model name", "cpu family", "model", "flags"):
+                    fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        pass
+    text = "|".join(f"{k}={v}" for k, v in sorted(fields.items())) or f"{platform.machine()}|{platform.processor()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _host() -> str:
+    return f"cpu-{_cpu()} torch-{torch.__version__} threads-{torch.get_num_threads()}"
+
+
+def _shape(key: tuple) -> str:
+    return "|".join(str(v) for v in key)
+
+
+def _read_races() -> dict:
+    try:
+        data = json.loads(race_file().read_text())
+    except (OSError, ValueError):  # none yet, unreadable, or half-written elsewhere: race again
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _saved_choice(key: tuple, runs: int) -> int | None:
+    host = _host()
+    saved = _SAVED.get(host)
+    if saved is None:
+        entries = _read_races().get(host)
+        saved = _SAVED[host] = {
+            shape: entry["choice"] for shape, entry in (entries.items() if isinstance(entries, dict) else ())
+            if isinstance(entry, dict) and type(entry.get("choice")) is int
+        }
+    choice = saved.get(_shape(key))
+    return choice if choice is not None and 0 <= choice < runs else None
+
+
+def _save_choice(key: tuple, choice: int, best: list[float]) -> None:
+    """Add one race's outcome to :func:`race_file` (read, update, replace: a process that writes at
+    the same time loses at most its own new entries, which it races for again next time)."""
+    host = _host()
+    _SAVED.setdefault(host, {})[_shape(key)] = choice
+    path = race_file()
+    data = _read_races()
+    entries = data.get(host)
+    entries = data[host] = entries if isinstance(entries, dict) else {}
+    entries[_shape(key)] = {"choice": choice, "best_s": [float(f"{b:.3g}") for b in best]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache: this process keeps its choice, the next one races
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 # owner module -> (which weight, oneDNN's blocked copy of it); dropped with the module

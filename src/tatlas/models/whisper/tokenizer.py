@@ -33,7 +33,7 @@ Special-token text in the input (``"<|endoftext|>"``) raises, as tiktoken does, 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import heapq
 import json
@@ -77,6 +77,9 @@ def special_token_names(num_languages: int = 99) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+_SPECIAL_FORM = re.compile(r"<\|[^<|]*\|>")  # the form of every special token's text
+
+
 def _asset(name: str) -> Path:
     return Path(str(resources.files("tatlas.models.whisper") / "assets" / name))
 
@@ -89,16 +92,18 @@ def read_tiktoken(path: str) -> dict[bytes, int]:
     ranks: dict[bytes, int] = {}
     try:
         with open(path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    token, rank = line.split()
-                    ranks[base64.b64decode(token)] = int(rank)  # "=" is b"" (multilingual's rank 50256)
-                except ValueError:
-                    raise ValueError(f"{path}: line {number}: expected 'base64 rank', got {line[:60]!r}") from None
+            lines = f.read().split(b"\n")
     except OSError as e:
         raise ValueError(f"{path}: cannot read the BPE ranks ({e.strerror or e})") from None
+    decode = binascii.a2b_base64  # what base64.b64decode calls, without its per-call checks (0.037 -> 0.022 s)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[decode(token)] = int(rank)  # "=" is b"" (multilingual's rank 50256)
+        except ValueError:  # (binascii.Error is one)
+            raise ValueError(f"{path}: line {number}: expected 'base64 rank', got {line[:60]!r}") from None
     _check_ranks(ranks, path)
     return ranks
 
@@ -311,6 +316,8 @@ class WhisperTokenizer:
         pos = 0
         for match in self._special_pattern.finditer(text):
             name = match.group()
+            if name not in self.special_tokens:
+                continue  # "<|...|>" that names no special token: ordinary text
             if name not in allowed:
                 raise ValueError(
                     f"text contains the special token {name!r}; pass allowed_special={{{name!r}}} (or 'all') "
@@ -324,6 +331,12 @@ class WhisperTokenizer:
 
     @functools.cached_property
     def _special_pattern(self) -> re.Pattern[str]:
+        """Finds every special token in a text, and may find other ``<|...|>`` text too (which
+        :meth:`encode` leaves ordinary). Each special token is ``<|name|>`` with no ``<`` or ``|`` in
+        its name, so one short pattern finds them all exactly where the alternation of ~1,600 names
+        would (and compiles in microseconds where the alternation took ~50 ms of every start-up)."""
+        if all(_SPECIAL_FORM.fullmatch(name) for name in self.special_tokens):
+            return _SPECIAL_FORM
         names = sorted(self.special_tokens, key=len, reverse=True)
         return re.compile("|".join(map(re.escape, names)))
 
