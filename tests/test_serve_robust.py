@@ -114,7 +114,20 @@ def _stream(server, n, seen: threading.Event, hold: threading.Event | None = Non
                     return
 
 
-def test_queue_limit_is_429_and_a_gone_client_frees_its_row(server):
+def test_queue_limit_is_429_and_a_gone_client_frees_its_row(server, monkeypatch):
+    """Three 400-token streams fill the queue (two rows, one waiting) and a fourth request gets 429;
+    clients that go away free their rows long before their tokens could finish. Decode steps are
+    held until the queue is full and then slowed to 50 ms, so neither depends on the machine's speed
+    (a fast machine could finish a stream before the queue filled, or before its client left)."""
+    engine = server.models["chat"].engine
+    full_queue, real_step = threading.Event(), engine.batch.step
+
+    def held_step(*args, **kwargs):
+        full_queue.wait(30)
+        time.sleep(0.05)  # 400 tokens: 20 s
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine.batch, "step", held_step)
     leave = threading.Event()
     started = [threading.Event() for _ in range(3)]
     workers = [threading.Thread(target=_stream, args=(server, 400, s, leave)) for s in started]
@@ -122,12 +135,12 @@ def test_queue_limit_is_429_and_a_gone_client_frees_its_row(server):
         w.start()
     try:
         deadline = time.monotonic() + 30
-        while server.http.get("/health").json()["models"]["chat"]["waiting"] + \
-                server.http.get("/health").json()["models"]["chat"]["running"] < 3 and time.monotonic() < deadline:
+        while sum(engine.stats()[k] for k in ("waiting", "running")) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         full = server.http.post("/v1/chat/completions", json=_chat())
         assert "queue limit" in _error(full, 429) and int(full.headers["Retry-After"]) >= 1
     finally:
+        full_queue.set()
         leave.set()
         for w in workers:
             w.join(30)
@@ -135,7 +148,7 @@ def test_queue_limit_is_429_and_a_gone_client_frees_its_row(server):
     while server.http.get("/health").json()["models"]["chat"]["running"] and time.monotonic() - t0 < 10:
         time.sleep(0.02)
     stats = server.http.get("/health").json()["models"]["chat"]
-    assert stats["running"] == 0 and stats["waiting"] == 0  # long before 3 x 400 tokens could finish
+    assert stats["running"] == 0 and stats["waiting"] == 0  # long before 3 x 400 tokens (60 s) could finish
     assert server.http.post("/v1/chat/completions", json=_chat()).status_code == 200
 
 
