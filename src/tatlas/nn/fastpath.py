@@ -63,11 +63,12 @@ _DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN and 0.89-0.98 s at 2^20; the tiny LLM (64 wide) decodes at 1,400 tok/s with every linear
 # on oneDNN and 2,400 below the threshold, as without the fast path.
 MIN_MACS = 1 << 17
-# A single row goes to our own matrix-vector kernel (nn/matvec.py) instead: float32 always (Qwen2.5-0.5B
-# shapes, 2 threads: 896 x 896 28-30 GB/s vs oneDNN's 18-25, 896 x 4864 30-33 vs 27); bfloat16 only
-# for rows of at least this many columns, since oneDNN's packed layout reads the short ones faster
-# (9728 x 896: 20 GB/s ours vs 28; 896 x 4864: 30 vs 25).
-MATVEC_BF16_MIN_K = 2048
+# A single row goes to our own matrix-vector kernel (nn/matvec.py) instead, float32 and bfloat16
+# (Qwen2.5-0.5B shapes, 2 threads, float32: 896 x 896 28-30 GB/s vs oneDNN's 18-25, 896 x 4864 30-33
+# vs 27; bfloat16 against oneDNN's packed layout, Zen 4 EPYC, since the kernel reads AVX-512 rows one
+# at a time: the 151936 x 896 LM head 30 vs 24 GB/s, 896 x 4864 and 9728 x 896 faster still. The
+# kernel's earlier four-rows-at-once AVX-512 code lost to the packed layout on the short rows, which
+# then went to oneDNN).
 # our activation name -> oneDNN's post-op (attribute, algorithm), computed in the matmul's epilogue
 _FUSED_ACTS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
 
@@ -101,12 +102,10 @@ def _serves(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", algorithm: str = "",
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
-    """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel
-    where it reads faster (see :data:`MATVEC_BF16_MIN_K`; every bfloat16 row where oneDNN has no
-    bfloat16), everything else by oneDNN or BLAS, whichever :data:`GEMM` (by default: a race on
-    this host, per shape) says."""
-    if (weight.dtype == torch.float32 or weight.shape[-1] >= MATVEC_BF16_MIN_K or not onednn_bf16()) \
-            and matvec.serves(x, weight, bias):
+    """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel,
+    everything else by oneDNN or BLAS, whichever :data:`GEMM` (by default: a race on this host, per
+    shape) says."""
+    if matvec.serves(x, weight, bias):
         return _act(matvec.matvec(x, weight, bias), act, algorithm)  # one row: our kernel (nn/matvec.py)
 
     def onednn() -> Tensor:
@@ -255,9 +254,10 @@ def _packed(owner: nn.Module, weight: Tensor, sources: tuple[Tensor, ...]) -> Te
     ``owner`` until the weight changes (another tensor, or written in place).
 
     Given a plain bfloat16 matrix, oneDNN re-blocks it on every call; for the few rows of a decode
-    step that re-blocking is most of the work: a batch-1 step of the Qwen2.5-0.5B shape reads its
-    weights at ~16 GB/s from the plain layout and at 25-30 GB/s from the packed one (bit-identical
-    results, and faster up to prefill-sized calls: 64 rows, 210 vs 167 ms over 1 GB of weights).
+    step (batch > 1: one row takes the matvec kernel) that re-blocking is most of the work: the
+    Qwen2.5-0.5B shape's weights read at ~16 GB/s from the plain layout and at 25-30 GB/s from the
+    packed one (bit-identical results, and faster up to prefill-sized calls: 64 rows, 210 vs 167 ms
+    over 1 GB of weights).
     The cost is memory: the packed copy sits beside the parameter (a bfloat16 model held for
     inference on the CPU takes twice its size). float32 is not packed: oneDNN reads its plain
     layout as fast. ``sources``: the parameters ``weight`` is made of (itself, or the row blocks of

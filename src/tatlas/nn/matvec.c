@@ -3,9 +3,9 @@
  * tatlas/nn/matvec.py with the host's own instruction set (-march=native), loaded with ctypes.
  *
  * A decode step reads every weight once, so it runs at the speed the memory streams W; each
- * thread takes a contiguous share of the rows and walks four rows side by side (four streams, the
- * x chunk loaded once for all four), or with AVX2 and bfloat16 one row after another (see
- * row_bf16). No packing, no per-call set-up: the few-microsecond call is what makes this faster
+ * thread takes a contiguous share of the rows and walks them one after another (AVX-512, and AVX2
+ * with bfloat16: see row_f32 and row_bf16), or with AVX2 and float32 four side by side (four
+ * streams, the x chunk loaded once for all four). No packing, no per-call set-up: the few-microsecond call is what makes this faster
  * than a general GEMM on the 1 x 896 x 896 products of a small model.
  */
 #include <math.h>
@@ -59,7 +59,6 @@ static inline float hsum256(__m256 v) {
 #endif
 
 #if TATLAS_ISA == 2
-#define GROUP 4
 
 static inline __m512 load_f32(const float *p, int64_t left) {
   return left >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1u), p);
@@ -72,35 +71,38 @@ static inline __m512 load_bf16(const uint16_t *p, int64_t left) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-static inline __attribute__((always_inline)) void rows_f32(const float *W, const float *x, float *acc, int64_t rows, int64_t K) {
-  __m512 a[GROUP];
-  for (int r = 0; r < GROUP; r++) a[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    __m512 xv = load_f32(x + k, K - k);
-    for (int r = 0; r < rows; r++) {
-      a[r] = _mm512_fmadd_ps(load_f32(W + r * K + k, K - k), xv, a[r]);
-    }
+/* One row against x, AVX-512: a single stream through memory, two accumulators. Four rows side by
+ * side (as the AVX2 float32 path walks them) read the Qwen2.5-0.5B shape's projections in decode
+ * order at 23-28 GB/s (float32) and 19-22 GB/s (bfloat16) on a Zen 4 EPYC, one row at a time at
+ * 27-30 and 25-28 (benchmarks/bench_matvec_variants.py, 7 alternating rounds); a software prefetch
+ * 0.5-1 KB ahead, which the AVX2 bfloat16 path needs, cost it 25-35% there. */
+static inline float row_f32(const float *w, const float *x, int64_t K) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
   }
-  for (int r = 0; r < rows; r++) acc[r] = _mm512_reduce_add_ps(a[r]);
+  for (; k < K; k += 16) a0 = _mm512_fmadd_ps(load_f32(w + k, K - k), load_f32(x + k, K - k), a0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
-static inline __attribute__((always_inline)) void rows_bf16(const uint16_t *W, const uint16_t *x, float *acc, int64_t rows, int64_t K) {
-  __m512 a[GROUP];
-  for (int r = 0; r < GROUP; r++) a[r] = _mm512_setzero_ps();
+static inline float row_bf16_512(const uint16_t *w, const uint16_t *x, int64_t K) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t k = 0;
 #if defined(__AVX512BF16__)
-  for (; k + 32 <= K; k += 32) { /* pairs of products summed into float32 lanes */
-    __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + k));
-    for (int r = 0; r < rows; r++) {
-      a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_loadu_si512((const void *)(W + r * K + k)), xv);
-    }
+  for (; k + 64 <= K; k += 64) { /* pairs of products summed into float32 lanes */
+    a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                          (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+    a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),
+                          (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32)));
   }
+  for (; k + 32 <= K; k += 32)
+    a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                          (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
 #endif
-  for (; k < K; k += 16) {
-    __m512 xv = load_bf16(x + k, K - k);
-    for (int r = 0; r < rows; r++) a[r] = _mm512_fmadd_ps(load_bf16(W + r * K + k, K - k), xv, a[r]);
-  }
-  for (int r = 0; r < rows; r++) acc[r] = _mm512_reduce_add_ps(a[r]);
+  for (; k < K; k += 16) a1 = _mm512_fmadd_ps(load_bf16(w + k, K - k), load_bf16(x + k, K - k), a1);
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
 #elif TATLAS_ISA == 1
@@ -162,6 +164,13 @@ static inline float row_bf16(const uint16_t *w, const float *xs, int64_t K) {
 #if TATLAS_ISA > 0
 /* y[N] = W[N, K] x[K] (+ b[N]); b may be NULL; `threads` OpenMP threads share the rows */
 void tatlas_matvec_f32(const float *W, const float *x, const float *b, float *y, int64_t N, int64_t K, int threads) {
+#if TATLAS_ISA == 2
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < N; n++) {
+    float acc = row_f32(W + n * K, x, K);
+    y[n] = b ? acc + b[n] : acc;
+  }
+#else
   int64_t groups = (N + GROUP - 1) / GROUP;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t g = 0; g < groups; g++) {
@@ -171,6 +180,7 @@ void tatlas_matvec_f32(const float *W, const float *x, const float *b, float *y,
     else rows_f32(W + n * K, x, acc, rows, K);
     for (int64_t r = 0; r < rows; r++) y[n + r] = b ? acc[r] + b[n + r] : acc[r];
   }
+#endif
 }
 
 /* bfloat16 W [N, K] times bfloat16 x (+ b), accumulated in float32; each result rounded to
@@ -180,17 +190,11 @@ static void matvec_bf16(const uint16_t *W, const uint16_t *x, float *xs, const u
                         int64_t N, int64_t K, int threads) {
 #if TATLAS_ISA == 2
   (void)xs;
-  int64_t groups = (N + GROUP - 1) / GROUP;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t g = 0; g < groups; g++) {
-    int64_t n = g * GROUP, rows = N - n < GROUP ? N - n : GROUP;
-    float acc[GROUP];
-    if (rows == GROUP) rows_bf16(W + n * K, x, acc, GROUP, K);
-    else rows_bf16(W + n * K, x, acc, rows, K);
-    for (int64_t r = 0; r < rows; r++) {
-      uint16_t h = f32_to_bf16(b ? acc[r] + bf16_to_f32(b[n + r]) : acc[r]);
-      if (y16) y16[n + r] = h; else yf[n + r] = bf16_to_f32(h);
-    }
+  for (int64_t n = 0; n < N; n++) {
+    float acc = row_bf16_512(W + n * K, x, K);
+    uint16_t h = f32_to_bf16(b ? acc + bf16_to_f32(b[n]) : acc);
+    if (y16) y16[n] = h; else yf[n] = bf16_to_f32(h);
   }
 #else
   split_bf16(x, xs, K);
