@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 import warnings
 import weakref
@@ -235,7 +236,7 @@ def _save_choice(key: tuple, choice: int, best: list[float]) -> None:
     entries = data.get(host)
     entries = data[host] = entries if isinstance(entries, dict) else {}
     entries[_shape(key)] = {"choice": choice, "best_s": [float(f"{b:.3g}") for b in best]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writer
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
