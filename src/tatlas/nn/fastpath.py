@@ -33,7 +33,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import threading
 import time
 import warnings
@@ -174,31 +173,15 @@ def _race(key: tuple, *runs) -> Tensor:
 def race_file() -> Path:
     """The races run on this machine: ``$TATLAS_CACHE/gemm-race.json`` (default ``~/.cache/tatlas``),
     ``{host: {shape: {"choice": i, "best_s": [each GEMM's best time]}}}``, a host being the CPU
-    (a hash of /proc/cpuinfo's model, family and flags), torch's version and the thread count. A
+    (a hash of :func:`~tatlas.nn.matvec.cpu_signature`), torch's version and the thread count. A
     race run on a busy machine is kept like any other; delete the file (or set
     ``TATLAS_GEMM_CACHE=0``) to race again."""
     return cache_dir() / "gemm-race.json"
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu() -> str:
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip() and fields:
-                    break  # the first processor's block names the CPU
-                name, _, value = line.partition(":")
-                if name.strip() in ("vendor_id", "model name", "cpu family", "model", "flags"):
-                    fields.setdefault(name.strip(), value.strip())
-    except OSError:
-        pass
-    text = "|".join(f"{k}={v}" for k, v in sorted(fields.items())) or f"{platform.machine()}|{platform.processor()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _host() -> str:
-    return f"cpu-{_cpu()} torch-{torch.__version__} threads-{torch.get_num_threads()}"
+    cpu = hashlib.sha256(matvec.cpu_signature().encode()).hexdigest()[:16]
+    return f"cpu-{cpu} torch-{torch.__version__} threads-{torch.get_num_threads()}"
 
 
 def _shape(key: tuple) -> str:

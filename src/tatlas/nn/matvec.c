@@ -4,9 +4,10 @@
  *
  * A decode step reads every weight once, so it runs at the speed the memory streams W; each
  * thread takes a contiguous share of the rows and walks them one after another (AVX-512, and AVX2
- * with bfloat16: see row_f32 and row_bf16), or with AVX2 and float32 four side by side (four
- * streams, the x chunk loaded once for all four). No packing, no per-call set-up: the few-microsecond call is what makes this faster
- * than a general GEMM on the 1 x 896 x 896 products of a small model.
+ * with bfloat16: see row_f32, row_bf16_512 and row_bf16), or with AVX2 and float32 four side by
+ * side (four streams, the x chunk loaded once for all four). No packing, no per-call set-up: the
+ * few-microsecond call is what makes this faster than a general GEMM on the 1 x 896 x 896 products
+ * of a small model.
  */
 #include <math.h>
 #include <stdint.h>

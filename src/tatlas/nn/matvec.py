@@ -47,12 +47,23 @@ LIBS = ("-lm",)  # after the source: linkers that drop unneeded libraries look a
 ONE_THREAD_BYTES = 1 << 18
 
 
-def _cpu_flags() -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """This CPU as /proc/cpuinfo's first processor names it (vendor, family, model, model name and
+    feature flags), or the platform's names where there is no /proc/cpuinfo: what a kernel built
+    with ``-march=native`` (:func:`build`) or a timing kept on disk (``fastpath.race_file``) is for."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+            for line in f:
+                if not line.strip() and fields:
+                    break  # the end of the first processor's block
+                name, _, value = line.partition(":")
+                if name.strip() in ("vendor_id", "cpu family", "model", "model name", "flags", "Features"):
+                    fields.setdefault(name.strip(), value.strip())
     except OSError:
-        return platform.processor()
+        pass
+    return "|".join(f"{k}={v}" for k, v in sorted(fields.items())) or f"{platform.machine()}|{platform.processor()}"
 
 
 def _compiler() -> str | None:
@@ -68,7 +79,7 @@ def build(flags: tuple[str, ...] = FLAGS, directory: Path | None = None) -> Path
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, *LIBS, _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, *LIBS, cpu_signature()]).encode()).hexdigest()[:16]
     directory = Path(directory) if directory is not None else cache_dir() / "kernels"
     target = directory / f"matvec-{key}.so"
     if target.exists():
