@@ -6,13 +6,15 @@ call it does not serve runs the blocks as torch ops."""
 from __future__ import annotations
 
 import platform
+from functools import partial
 
 import pytest
 import torch
 
 import tatlas
 from tatlas.generate import GenerationConfig, generate
-from tatlas.nn import classic_block, decode_layer, fastpath, matvec
+from tatlas.nn import LayerNorm, RMSNorm, TransformerBlock, classic_block, decode_layer, fastpath, matvec
+from tatlas.nn.cache import CrossKVCache, StaticKVCache
 
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or matvec._compiler() is None
                                 or matvec.kernel() is None, reason="the C layer is built on x86-64 hosts with a compiler")
@@ -162,11 +164,124 @@ def test_what_it_does_not_serve_runs_as_torch_ops(monkeypatch):
 
 
 def test_blocks_it_does_not_compute_are_not_planned():
-    classic = fastpath.optimize_(classic_block(dim=64, heads=4, mlp_hidden=128, norm=torch.nn.LayerNorm).eval())
-    assert type(classic) is fastpath.FastTransformerBlock and decode_layer.plan(classic) is None
+    torch_norm = fastpath.optimize_(classic_block(dim=64, heads=4, mlp_hidden=128, norm=torch.nn.LayerNorm).eval())
+    assert type(torch_norm) is fastpath.FastTransformerBlock and decode_layer.plan(torch_norm) is None
     gelu = _model(act="gelu_tanh").layers[0]  # a GeGLU MLP
     assert decode_layer.plan(gelu) is None
+    silu = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm, act="silu")  # no such classic MLP
+    scaled = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm, layer_scale=0.1)  # CaiT's scales
+    mixed = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm)
+    mixed.mlp_norm = RMSNorm(64)  # norms of two kinds
+    qk_norm = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm, qk_norm=LayerNorm)  # InternViT's
+    for block in (silu, scaled, mixed, qk_norm):
+        assert decode_layer.plan(fastpath.optimize_(block.eval())) is None
     assert decode_layer.plan(_model().layers[0]) is not None
+    assert decode_layer.plan(fastpath.optimize_(classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm,
+                                                              cross=True).eval())) is not None
+
+
+# The classic block (GPT-2-style: biased projections, a two-layer MLP, no rotary), as the systems
+# that decode with one build it: Whisper's decoder (LayerNorm, exact GELU, cross-attention over the
+# audio), GPT-2 (tanh GELU), ImageGPT (RMSNorm, quick GELU), the Decision Transformer (ReLU), and one
+# without any bias.
+CLASSIC = {
+    "whisper": dict(norm=LayerNorm, act="gelu", cross=True),
+    "gpt2": dict(norm=LayerNorm, act="gelu_tanh"),
+    "imagegpt": dict(norm=RMSNorm, act="quick_gelu"),
+    "decision-transformer": dict(norm=LayerNorm, act="relu"),
+    "no-bias": dict(norm=partial(LayerNorm, bias=False), act="gelu", qkv_bias=False, cross=True),
+}
+
+
+def _classic(variant: str, dtype: torch.dtype):
+    torch.manual_seed(0)
+    opts = dict(CLASSIC[variant])
+    block = classic_block(dim=64, heads=4, mlp_hidden=256, fused_qkv=variant != "gpt2", **opts).eval()
+    if variant == "no-bias":
+        for lin in (block.attn.out, block.mlp.fc1, block.mlp.fc2, block.cross_attn.q, block.cross_attn.out):
+            lin.bias = None
+    for p in block.parameters():
+        p.data.normal_(0, 0.15)
+    return fastpath.optimize_(block.to(dtype))
+
+
+@pytest.mark.parametrize("variant", list(CLASSIC))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_c_layer_equals_a_classic_block(variant, dtype):
+    """Step by step over a cache whose first two slots are padding: the C layer's output and the
+    keys/values it caches equal the torch block's."""
+    block = _classic(variant, dtype)
+    g = torch.Generator().manual_seed(1)
+    caches = [StaticKVCache(batch=1, kv_heads=4, max_len=12, head_dim=16, dtype=dtype) for _ in range(2)]
+    crosses = [None, None]
+    if block.cross_attn is not None:
+        context = torch.randn(1, 37, 64, generator=g).to(dtype)
+        crosses = [CrossKVCache(), CrossKVCache()]
+        for c in crosses:
+            c.store(*block.cross_attn.project_kv(context))
+    valid = torch.tensor([False, False] + [True] * 10)
+    tol = dict(atol=2e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
+    with torch.inference_mode():
+        for pos in range(2, 10):
+            x = torch.randn(1, 1, 64, generator=g).to(dtype)
+            mask, input_pos = valid[: pos + 1].reshape(1, 1, 1, -1), torch.tensor([pos])
+            want = TransformerBlock.forward(block, x, mask=mask, cache=caches[0], input_pos=input_pos,
+                                            cross_cache=crosses[0])
+            got = decode_layer.run(block, x, mask=mask, rope=None, cache=caches[1], input_pos=input_pos,
+                                   cross_cache=crosses[1])
+            assert got is not None
+            torch.testing.assert_close(got.float(), want.float(), **tol)
+            torch.testing.assert_close(caches[1].k.float(), caches[0].k.float(), **tol)
+            torch.testing.assert_close(caches[1].v.float(), caches[0].v.float(), **tol)
+    # a cross-attention block without its filled cache, or with another block's heads, is not served
+    if block.cross_attn is not None:
+        x = torch.randn(1, 1, 64).to(dtype)
+        step = dict(mask=None, rope=None, cache=caches[1], input_pos=torch.tensor([10]))
+        assert decode_layer.run(block, x, cross_cache=CrossKVCache(), **step) is None
+        assert decode_layer.run(block, x, cross_cache=None, **step) is None
+        wrong = CrossKVCache()
+        wrong.store(torch.zeros(1, 2, 37, 32, dtype=dtype), torch.zeros(1, 2, 37, 32, dtype=dtype))
+        assert decode_layer.run(block, x, cross_cache=wrong, **step) is None
+
+
+def _whisper(dtype=torch.float32):
+    torch.manual_seed(0)
+    model = tatlas.create("whisper", "tiny").eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.15)
+    return tatlas.optimize(model.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_a_whisper_decode_step_is_one_call(dtype, monkeypatch):
+    """Whisper's batch-1 decode step runs every decoder layer (self-attention, cross-attention over
+    the audio, MLP) in one C call, with the torch path's logits and greedy tokens."""
+    model = _whisper(dtype)
+    c = model.config
+    mel = torch.randn(1, c.mels, c.n_frames, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+    def steps(enabled: bool, n: int = 10) -> torch.Tensor:
+        decode_layer.ENABLED = enabled
+        try:
+            with torch.inference_mode():
+                cache = model.new_cache(1, 16)
+                model.fill_cross_cache(cache, model.embed_audio(mel))
+                tok, out = torch.tensor([[c.vocab_size - 1]]), []
+                for i in range(n):
+                    logits = model.decode_step(tok, cache, torch.tensor([i])).float()
+                    out.append(logits)
+                    tok = logits.argmax(-1, keepdim=True)
+        finally:
+            decode_layer.ENABLED = True
+        return torch.cat(out)
+
+    want = steps(False)
+    counts = _spy(monkeypatch)
+    got = steps(True)
+    assert counts == {"layers": 10, "layer": 0}
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    tol = dict(atol=2e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
+    torch.testing.assert_close(got, want, **tol)
 
 
 def test_a_moved_or_replaced_parameter_is_planned_again(monkeypatch):

@@ -1,5 +1,5 @@
-"""A whole decode layer in one C call: the batch-1 step of a Llama-style block (``tatlas_decode_layer``
-in ``matvec.c``).
+"""A whole decode layer in one C call: the batch-1 step of a Llama-style or a classic (GPT-2,
+Whisper) block (``tatlas_decode_layer`` in ``matvec.c``).
 
 A decode step of one sequence reads every weight once, and the matrix-vector kernel
 (:mod:`~tatlas.nn.matvec`) reads them near the machine's memory bandwidth; what keeps a step from
@@ -7,17 +7,28 @@ that bound is the rest: a pre-RMSNorm block of rotary grouped-query attention an
 is ~60 small torch ops per token (two norms, the rotary of queries and keys, the cache write, the
 attention over the cache, residuals, the gate), each a few microseconds of dispatch for a few
 hundred floats of arithmetic. On the Qwen2.5-0.5B shape (24 layers) that was 16-17 ms of an 80 ms
-float32 step. Here one call per layer does all of it, the products by the same kernel.
+float32 step; on Whisper tiny.en's decoder (4 layers with cross-attention over 1,500 audio
+positions) 2.9 of a 7.4 ms step. Here one call per layer does all of it, the products by the same
+kernel.
 
 Served (:func:`run`; anything else returns ``None`` and the caller runs the block as torch ops):
-a :class:`~tatlas.nn.TransformerBlock` with :class:`~tatlas.nn.RMSNorm` norms, self-attention with
-rotary positions (either layout), grouped or not, q/k/v/output biases or none,
-no QK-norm, gate or bias token, and a bias-free gated SiLU MLP, evaluated for one token of one
-sequence with a static KV cache, float32 or bfloat16, on the CPU, no gradient wanted. In bfloat16
-every intermediate is rounded where the torch path rounds it. In a float32 model any projection may
-instead be a GGUF block layer (:mod:`~tatlas.nn.quant_blocks`: ``Int4Linear``, ``Int4PairLinear``,
-``GroupInt8Linear`` over 32-column groups): the C layer reads its q4 / q8 blocks as stored. ``TATLAS_DECODE_LAYER=0`` (or
-:data:`ENABLED` = False) turns it off; so does ``TATLAS_MATVEC=0`` (no kernel).
+a :class:`~tatlas.nn.TransformerBlock` evaluated for one token of one sequence with a static KV
+cache, float32 or bfloat16, on the CPU, no gradient wanted, whose self-attention is grouped or
+not, with q/k/v/output biases or none, rotary positions (either layout) or none, and no QK-norm,
+gate or bias token, and which is either
+
+- Llama-style: :class:`~tatlas.nn.RMSNorm` norms and a bias-free gated SiLU MLP; or
+- classic (GPT-2, ImageGPT, the Decision Transformer, Whisper's decoder): norms all
+  :class:`~tatlas.nn.LayerNorm` (with or without bias) or all RMSNorm, a two-layer
+  :class:`~tatlas.nn.MLP` with exact or tanh GELU, quick GELU or ReLU, and optionally a
+  cross-attention (the self-attention's heads) over keys/values cached from its source
+  (:class:`~tatlas.nn.cache.CrossKVCache`, filled).
+
+In bfloat16 every intermediate is rounded where the torch path rounds it. In a float32 Llama-style
+model any projection may instead be a GGUF block layer (:mod:`~tatlas.nn.quant_blocks`:
+``Int4Linear``, ``Int4PairLinear``, ``GroupInt8Linear`` over 32-column groups): the C layer reads
+its q4 / q8 blocks as stored. ``TATLAS_DECODE_LAYER=0`` (or :data:`ENABLED` = False) turns it off;
+so does ``TATLAS_MATVEC=0`` (no kernel).
 """
 
 from __future__ import annotations
@@ -34,15 +45,16 @@ from torch import Tensor, nn
 from . import matvec
 from .attention import Attention
 from .block import TransformerBlock
-from .cache import DecoderCache, StaticKVCache
-from .mlp import GatedMLP
-from .norms import RMSNorm
+from .cache import CrossKVCache, DecoderCache, StaticKVCache
+from .mlp import MLP, GatedMLP
+from .norms import LayerNorm, RMSNorm
 from .positions import Rope
 
 __all__ = ["ENABLED", "FastTransformerBlock", "adjacent", "plan", "run", "run_layers"]
 
 ENABLED = os.environ.get("TATLAS_DECODE_LAYER", "1").strip().lower() not in ("0", "off", "false", "no")
 _POINTERS = ("attn_norm", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "mlp_norm", "wg", "wu", "wd")
+_CLASSIC = ("attn_norm_b", "mlp_norm_b", "bu", "bd", "cross_norm", "cross_norm_b", "wcq", "bcq", "wco", "bco")
 
 
 class _Layer(ctypes.Structure):
@@ -54,10 +66,14 @@ class _Layer(ctypes.Structure):
         *[(n, ctypes.c_float) for n in ("attn_eps", "attn_offset", "mlp_eps", "mlp_offset", "scale")],
         *[(n, ctypes.c_void_p) for n in _POINTERS],
         ("format", ctypes.c_int32 * 7), ("scales", ctypes.c_void_p * 7), ("offsets", ctypes.c_void_p * 7),
+        *[(n, ctypes.c_int32) for n in ("classic", "act", "layer_norm", "cross")],
+        *[(n, ctypes.c_float) for n in ("cross_eps", "cross_offset", "cross_scale")],
+        *[(n, ctypes.c_void_p) for n in _CLASSIC],
     ]
 
 
 _PRODUCTS = ("q", "k", "v", "o", "g", "u", "d")  # the order of the C struct's format/scales/offsets
+_ACTS = ("gelu", "gelu_tanh", "quick_gelu", "relu")  # a classic MLP's activations, by the C struct's act
 _Q4, _Q8 = 1, 2
 
 
@@ -116,14 +132,27 @@ def _product(lin: nn.Module) -> tuple[int, Tensor, Tensor | None, Tensor | None,
     return (_Q4, *blocks, lin.bias) if len(blocks) == 3 else (_Q8, *blocks, None, lin.bias)
 
 
-def _tensors(block: nn.Module) -> tuple[dict[str, Tensor | None], dict[str, tuple]] | None:
-    """The block's parameters by ``tatlas_layer``'s names and its projections by :data:`_PRODUCTS`
-    (:func:`_product`), or ``None`` if the block is not one the C layer computes (the module docstring)."""
-    a, m = block.attn, block.mlp
-    if (block.cross_attn is not None or block.attn_scale is not None or block.mlp_scale is not None
-            or type(block.attn_norm) is not RMSNorm or type(block.mlp_norm) is not RMSNorm
-            or not _plain(a, Attention) or not _plain(m, GatedMLP) or m.act_name != "silu"
-            or a.q_norm is not None or a.gate is not None or a.bias_k is not None):
+def _simple(a: nn.Module) -> bool:
+    """An attention the C layer computes: plain, without QK-norm, output gate or bias token."""
+    return _plain(a, Attention) and a.q_norm is None and a.gate is None and a.bias_k is None
+
+
+def _tensors(block: nn.Module) -> tuple[dict[str, Tensor | None], dict[str, tuple], bool] | None:
+    """The block's parameters by ``tatlas_layer``'s names, its projections by :data:`_PRODUCTS`
+    (:func:`_product`) and whether it is a classic block (a two-layer MLP), or ``None`` if the
+    block is not one the C layer computes (the module docstring)."""
+    a, m, x = block.attn, block.mlp, block.cross_attn
+    norms = [block.attn_norm, block.mlp_norm, *([] if x is None else [block.cross_norm])]
+    if (block.attn_scale is not None or block.mlp_scale is not None or not _simple(a)
+            or len({type(n) for n in norms}) != 1 or type(norms[0]) not in (RMSNorm, LayerNorm)):
+        return None
+    if x is None and _plain(m, GatedMLP) and m.act_name == "silu":
+        classic = False
+    elif _plain(m, MLP) and m.act_name in _ACTS and (x is None or (
+            _simple(x) and not x.fused and (x.heads, x.kv_heads, x.head_dim) == (a.heads, a.heads, a.head_dim)
+            and _plain(x.q, nn.Linear) and _plain(x.out, nn.Linear))):
+        classic = True
+    else:
         return None
     if a.fused:
         if not _plain(a.qkv, nn.Linear):
@@ -133,15 +162,24 @@ def _tensors(block: nn.Module) -> tuple[dict[str, Tensor | None], dict[str, tupl
         qkv = [(0, w[i:j], None, None, None if b is None else b[i:j]) for i, j in ((0, qo), (qo, qo + kvo), (qo + kvo, None))]
     else:
         qkv = [_product(lin) for lin in (a.q, a.k, a.v)]
-    products = dict(zip(_PRODUCTS, [*qkv, *(_product(lin) for lin in (a.out, m.gate, m.up, m.down))]))
-    if any(p is None for p in products.values()) or any(products[n][4] is not None for n in "gud"):
+    mlp = (None, m.fc1, m.fc2) if classic else (m.gate, m.up, m.down)
+    products = dict(zip(_PRODUCTS, [*qkv, _product(a.out), *(None if lin is None else _product(lin) for lin in mlp)]))
+    if classic:  # every product plain (GGUF's blocks come in Llama-style models)
+        if any(p is not None and p[0] != 0 for p in products.values()):
+            return None
+    elif any(p is None for p in products.values()) or any(products[n][4] is not None for n in "gud"):
         return None
-    tensors = {"attn_norm": block.attn_norm.weight, "mlp_norm": block.mlp_norm.weight}
+    tensors = {}
     for n in _PRODUCTS:
-        tensors[{"o": "wo"}.get(n, "w" + n)] = products[n][1]
-        if n in "qkvo":
+        tensors[{"o": "wo"}.get(n, "w" + n)] = None if products[n] is None else products[n][1]
+        if n in "qkvo" or (classic and n in "ud"):
             tensors["b" + n] = products[n][4]
-    return tensors, products
+    for n in ("attn_norm", "mlp_norm", *([] if x is None else ["cross_norm"])):
+        tensors[n] = getattr(block, n).weight
+        tensors[n + "_b"] = getattr(getattr(block, n), "bias", None)  # (LayerNorm's, if it has one)
+    if x is not None:
+        tensors.update(wcq=x.q.weight, bcq=x.q.bias, wco=x.out.weight, bco=x.out.bias)
+    return tensors, products, classic
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
@@ -166,7 +204,8 @@ def _plan(block: nn.Module) -> Plan:
     found = _tensors(block)
     if found is None:
         return Plan(None, modules, params)
-    tensors, products = found
+    tensors, products, classic = found
+    products = {n: p for n, p in products.items() if p is not None}  # (a classic MLP has no gate)
     quantised = [n for n, p in products.items() if p[0] != 0]
     blocks = {id(p[1]) for p in products.values() if p[0] != 0}
     plain = [t for t in tensors.values() if t is not None and id(t) not in blocks]
@@ -176,25 +215,37 @@ def _plan(block: nn.Module) -> Plan:
             for t in plain) or not all(
             matvec.blocks_valid(tuple(t for t in products[n][1:4] if t is not None)) for n in quantised):
         return Plan(None, modules, params)
-    a, m, t = block.attn, block.mlp, tensors
+    a, m, t, x = block.attn, block.mlp, tensors, block.cross_attn
     biases = [t["bq"], t["bk"], t["bv"]]
     unquantised = lambda names: all(products[n][0] == 0 for n in names)  # noqa: E731
     qkv_joined = unquantised("qkv") and adjacent([t["wq"], t["wk"], t["wv"]]) and (
         all(b is None for b in biases) or (all(b is not None for b in biases) and adjacent(biases)))
     layer = _Layer(
         dim=block.attn_norm.weight.shape[0], heads=a.heads, kv_heads=a.kv_heads, head_dim=a.head_dim,
-        hidden=m.gate.out_features, bf16=int(dtype == torch.bfloat16),
-        qkv_joined=int(qkv_joined), gate_up_joined=int(unquantised("gu") and adjacent([t["wg"], t["wu"]])),
-        attn_eps=block.attn_norm.eps, attn_offset=block.attn_norm.offset, mlp_eps=block.mlp_norm.eps,
-        mlp_offset=block.mlp_norm.offset, scale=a.head_dim**-0.5 if a.scale is None else a.scale,
+        hidden=(m.fc1 if classic else m.gate).out_features, bf16=int(dtype == torch.bfloat16),
+        qkv_joined=int(qkv_joined),
+        gate_up_joined=int(not classic and unquantised("gu") and adjacent([t["wg"], t["wu"]])),
+        attn_eps=block.attn_norm.eps, attn_offset=getattr(block.attn_norm, "offset", 0.0), mlp_eps=block.mlp_norm.eps,
+        mlp_offset=getattr(block.mlp_norm, "offset", 0.0), scale=_scale(a),
+        classic=int(classic), act=_ACTS.index(m.act_name) if classic else 0,
+        layer_norm=int(type(block.attn_norm) is LayerNorm), cross=int(x is not None),
+        cross_eps=0.0 if x is None else block.cross_norm.eps,
+        cross_offset=getattr(block.cross_norm, "offset", 0.0) if x is not None else 0.0,
+        cross_scale=0.0 if x is None else _scale(x),
         **{n: (None if t is None else t.data_ptr()) for n, t in tensors.items()},
     )
     for i, n in enumerate(_PRODUCTS):
+        if n not in products:
+            continue
         fmt, _, scales, offsets, _ = products[n]
         layer.format[i] = fmt
         layer.scales[i] = None if scales is None else scales.data_ptr()
         layer.offsets[i] = None if offsets is None else offsets.data_ptr()
     return Plan(layer, modules, params)
+
+
+def _scale(a: Attention) -> float:
+    return a.head_dim**-0.5 if a.scale is None else a.scale
 
 
 def _position(x: Tensor, input_pos: Tensor | None) -> int | None:
@@ -207,33 +258,56 @@ def _position(x: Tensor, input_pos: Tensor | None) -> int | None:
     return int(input_pos.reshape(()))
 
 
-def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rope | None, pos: int) -> bool:
+def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rope | None, pos: int,
+          cross: CrossKVCache | None = None) -> bool:
     """Whether ``layer`` computes this step of its block: the cache (one row, static, the layer's
-    heads), the rotary angles (one position, float32) and the mask (bool over slots ``0..pos``)."""
-    if layer is None or layer.bf16 != (x.dtype == torch.bfloat16) or type(cache) is not StaticKVCache or rope is None:
+    heads), the rotary angles (one position, float32; or none), the mask (bool over slots
+    ``0..pos``) and, for a layer with cross-attention, the source's keys/values (filled, one row,
+    the layer's heads)."""
+    if layer is None or layer.bf16 != (x.dtype == torch.bfloat16) or type(cache) is not StaticKVCache:
         return False
-    k, v, cos, sin = cache.k, cache.v, rope.cos, rope.sin
-    return (k.dtype == x.dtype and k.shape[0] == 1 and k.shape[1] == layer.kv_heads and k.shape[-1] == layer.head_dim
+    k, v = cache.k, cache.v
+    if not (k.dtype == x.dtype and k.shape[0] == 1 and k.shape[1] == layer.kv_heads and k.shape[-1] == layer.head_dim
             and v.shape == k.shape and k.is_contiguous() and v.is_contiguous() and 0 <= pos < k.shape[2]
-            and cos.dtype == torch.float32 and cos.shape == sin.shape and cos.numel() == cos.shape[-1]
-            and cos.shape[-1] <= layer.head_dim and cos.is_contiguous() and sin.is_contiguous()
-            and (mask is None or (mask.dtype == torch.bool and mask.numel() == pos + 1 and mask.is_contiguous())))
+            and (mask is None or (mask.dtype == torch.bool and mask.numel() == pos + 1 and mask.is_contiguous()))):
+        return False
+    if rope is not None:
+        cos, sin = rope.cos, rope.sin
+        if not (cos.dtype == torch.float32 and cos.shape == sin.shape and cos.numel() == cos.shape[-1]
+                and cos.shape[-1] <= layer.head_dim and cos.is_contiguous() and sin.is_contiguous()):
+            return False
+    if not layer.cross:
+        return cross is None
+    return (type(cross) is CrossKVCache and cross.filled and cross.k.dtype == x.dtype
+            and cross.k.shape[:2] == (1, layer.heads) and cross.k.shape[-1] == layer.head_dim
+            and cross.v.shape == cross.k.shape and cross.k.is_contiguous() and cross.v.is_contiguous())
 
 
-def run(block: nn.Module, x: Tensor, *, mask: Tensor | None, rope: Rope | None, cache, input_pos: Tensor | None
-        ) -> Tensor | None:
-    """``block(x, mask=mask, rope=rope, cache=cache, input_pos=input_pos)`` for one token of one
-    sequence (``x [1, 1, C]``) by one C call, or ``None`` where that call does not serve (the
-    module docstring): the caller then runs the block itself."""
+def _rotary(rope: Rope | None) -> tuple[int | None, int | None, int, int]:
+    """``(cos, sin, R, interleaved)`` of the C call for ``rope`` (``None``: no rotary)."""
+    if rope is None:
+        return None, None, 0, 0
+    return rope.cos.data_ptr(), rope.sin.data_ptr(), rope.cos.shape[-1], int(rope.interleaved)
+
+
+def _cross(cross: CrossKVCache | None) -> tuple[int | None, int | None, int]:
+    return (None, None, 0) if cross is None else (cross.k.data_ptr(), cross.v.data_ptr(), cross.k.shape[2])
+
+
+def run(block: nn.Module, x: Tensor, *, mask: Tensor | None, rope: Rope | None, cache, input_pos: Tensor | None,
+        cross_cache: CrossKVCache | None = None) -> Tensor | None:
+    """``block(x, mask=mask, rope=rope, cache=cache, input_pos=input_pos, cross_cache=cross_cache)``
+    for one token of one sequence (``x [1, 1, C]``) by one C call, or ``None`` where that call does
+    not serve (the module docstring): the caller then runs the block itself."""
     lib = matvec.kernel()
     pos = _position(x, input_pos) if lib is not None and not block.training else None
     layer = plan(block) if pos is not None else None
-    if not _fits(layer, x, cache, mask, rope, pos):
+    if not _fits(layer, x, cache, mask, rope, pos, cross_cache):
         return None
     out = torch.empty_like(x)
     if lib.tatlas_decode_layer(ctypes.byref(layer), x.data_ptr(), out.data_ptr(), cache.k.data_ptr(),
-                               cache.v.data_ptr(), cache.k.shape[2], pos, rope.cos.data_ptr(), rope.sin.data_ptr(),
-                               rope.cos.shape[-1], int(rope.interleaved), None if mask is None else mask.data_ptr(),
+                               cache.v.data_ptr(), cache.k.shape[2], pos, *_rotary(rope),
+                               None if mask is None else mask.data_ptr(), *_cross(cross_cache),
                                torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")
     return out
@@ -244,11 +318,12 @@ _STACKS: weakref.WeakKeyDictionary[DecoderCache, tuple[tuple[nn.Module, ...], li
     weakref.WeakKeyDictionary()
 
 
-def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor | None], ropes: Sequence[Rope],
-               cache: DecoderCache, input_pos: Tensor | None) -> Tensor | None:
+def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor | None],
+               ropes: Sequence[Rope | None], cache: DecoderCache, input_pos: Tensor | None) -> Tensor | None:
     """Every block of a decoder for one token of one sequence in one C call: ``x [1, 1, C]`` through
-    ``blocks[i](x, mask=masks[i], rope=ropes[i], cache=cache.layers[i], input_pos=input_pos)`` in
-    turn, or ``None`` when one of them is not served (the caller runs the blocks itself). The blocks
+    ``blocks[i](x, mask=masks[i], rope=ropes[i], cache=cache.layers[i], input_pos=input_pos,
+    cross_cache=cache.cross[i])`` in turn (no cross-attention cache where ``cache.cross`` is empty),
+    or ``None`` when one of them is not served (the caller runs the blocks itself). The blocks
     are planned once per cache (one generation), so a step costs one Python call, not one per layer:
     between the layers' weight reads, interpreter work runs with its own data evicted from the caches."""
     lib = matvec.kernel()
@@ -262,19 +337,22 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
         memo = (tuple(blocks), layers, (ctypes.c_void_p * len(layers))(
             *[None if la is None else ctypes.addressof(la) for la in layers]))
         _STACKS[cache] = memo
-    n, first = len(blocks), ropes[0]
-    for layer, kv, mask, rope in zip(memo[1], cache.layers, masks, ropes):
-        if not _fits(layer, x, kv, mask, rope, pos) or kv.k.shape != cache.layers[0].k.shape \
-                or rope.cos.shape[-1] != first.cos.shape[-1] or rope.interleaved != first.interleaved:
-            return None  # (one call takes one cache length and one rotary width and layout for every layer)
+    n, rotaries = len(blocks), [_rotary(r) for r in ropes]
+    crosses = cache.cross or [None] * n
+    for layer, kv, mask, rope, rotary, cross in zip(memo[1], cache.layers, masks, ropes, rotaries, crosses):
+        if not _fits(layer, x, kv, mask, rope, pos, cross) or kv.k.shape != cache.layers[0].k.shape \
+                or rotary[2:] != rotaries[0][2:] or (cross is not None and cross.k.shape != crosses[0].k.shape):
+            return None  # (one call takes one cache length, rotary width and layout, source length for every layer)
     pointers = ctypes.c_void_p * n
+    cross_kv = (None, None) if not cache.cross else (pointers(*[c.k.data_ptr() for c in crosses]),
+                                                     pointers(*[c.v.data_ptr() for c in crosses]))
     out = torch.empty_like(x)
     if lib.tatlas_decode_layers(memo[2], n, x.data_ptr(), out.data_ptr(),
                                 pointers(*[kv.k.data_ptr() for kv in cache.layers]),
                                 pointers(*[kv.v.data_ptr() for kv in cache.layers]), cache.layers[0].k.shape[2], pos,
-                                pointers(*[r.cos.data_ptr() for r in ropes]), pointers(*[r.sin.data_ptr() for r in ropes]),
-                                first.cos.shape[-1], int(first.interleaved),
-                                pointers(*[None if m is None else m.data_ptr() for m in masks]),
+                                pointers(*[r[0] for r in rotaries]), pointers(*[r[1] for r in rotaries]),
+                                *rotaries[0][2:], pointers(*[None if m is None else m.data_ptr() for m in masks]),
+                                *cross_kv, 0 if not cache.cross else crosses[0].k.shape[2],
                                 torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")
     return out
@@ -288,13 +366,16 @@ class FastTransformerBlock(TransformerBlock):
     twin_of = TransformerBlock
 
     def forward(self, x: Tensor, context: Tensor | None = None, **kwargs) -> Tensor:
-        if context is None and x.numel() == x.shape[-1] and not kwargs.keys() - _DECODE_KWARGS:
+        if (context is None and x.numel() == x.shape[-1] and not kwargs.keys() - _DECODE_KWARGS
+                and kwargs.get("cross_weights") is None and kwargs.get("context_mask") is None):
             y = run(self, x, mask=kwargs.get("mask"), rope=kwargs.get("rope"), cache=kwargs.get("cache"),
-                    input_pos=kwargs.get("input_pos"))
+                    input_pos=kwargs.get("input_pos"), cross_cache=kwargs.get("cross_cache"))
             if y is not None:
                 return y
         return super().forward(x, context, **kwargs)
 
 
-# the keywords of a decode step the C layer honours (``routings``: only a mixture of experts records any)
-_DECODE_KWARGS = frozenset({"mask", "causal", "rope", "cache", "input_pos", "routings"})
+# the keywords of a decode step the C layer honours (``routings``: only a mixture of experts records
+# any; ``cross_weights`` and ``context_mask``: only when None)
+_DECODE_KWARGS = frozenset({"mask", "causal", "rope", "cache", "input_pos", "routings", "cross_cache", "cross_weights",
+                            "context_mask"})

@@ -16,7 +16,7 @@ matmul's epilogue (one pass over the ``[*, hidden]`` output fewer, bit-identical
 :class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP`, every
 :class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear`, every
 :class:`~tatlas.nn.TransformerBlock` for :class:`FastTransformerBlock` (a batch-1 decode step of a
-Llama-style block in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
+Llama-style or classic block in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
 classes a system adds, e.g. CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks
 stay; the decision is made once, when the model is optimised (as timm reads ``fused_attn`` at build
 time), not by a switch consulted on every call. A swapped module still computes ``F.linear`` when

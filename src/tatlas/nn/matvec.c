@@ -163,6 +163,22 @@ static inline float row_bf16(const uint16_t *w, const float *xs, int64_t K) {
 #endif
 
 #if TATLAS_ISA > 0
+/* the dot product of two float32 vectors of n values (an attention score) */
+static inline float dot_f32(const float *a, const float *b, int64_t n) {
+#if TATLAS_ISA == 2
+  return row_f32(a, b, n);
+#else
+  __m256 acc = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+  float s = hsum256(acc);
+  for (; k < n; k++) s += a[k] * b[k];
+  return s;
+#endif
+}
+#endif
+
+#if TATLAS_ISA > 0
 /* y[N] = W[N, K] x[K] (+ b[N]); b may be NULL; `threads` OpenMP threads share the rows */
 void tatlas_matvec_f32(const float *W, const float *x, const float *b, float *y, int64_t N, int64_t K, int threads) {
 #if TATLAS_ISA == 2
@@ -306,9 +322,10 @@ int tatlas_matvec_q8(const int8_t *W, const float *scale, const float *x, const 
 
 /* ---- One whole decode layer -------------------------------------------------------------------
  * A pre-RMSNorm block of rotary grouped-query attention and a gated SiLU MLP (Llama, Qwen2,
- * Mistral) for one token of one sequence, in one call: the ~60 small torch ops of such a layer's
- * step (norms, rotary, the cache write, attention over the cache, residuals, the gate) cost more
- * than their arithmetic, so a batch-1 step spent ~20% of its time outside the weight reads.
+ * Mistral), or a classic one (GPT-2, Whisper's decoder with its cross-attention), for one token of
+ * one sequence, in one call: the ~60 small torch ops of such a layer's step (norms, rotary, the
+ * cache write, attention over the cache, residuals, the gate) cost more than their arithmetic, so
+ * a batch-1 step spent ~20% of its time outside the weight reads (Whisper tiny.en's: ~40%).
  * Every value is computed in float32; in bfloat16 mode each intermediate result is rounded to
  * bfloat16 where the torch path rounds it (after every op), so both paths agree as closely as
  * two bfloat16 computations can. Weights, norm weights, biases, the cache and x are in the
@@ -323,6 +340,16 @@ typedef struct {
    * models only; the w* pointer is then the blocks', with their scales and q4's offsets here) */
   int32_t format[7];
   const float *scales[7], *offsets[7];
+  /* classic: the block of GPT-2, ImageGPT, the Decision Transformer and Whisper's decoder instead:
+   * a two-layer MLP wd(act(wu h + bu)) + bd (biases NULL: none; wg unused; every product in the
+   * model's dtype), act 0 exact GELU, 1 its tanh form, 2 quick GELU, 3 ReLU. layer_norm: the norms
+   * are LayerNorms, (x - mean) / sqrt(var + eps) * w + b (attn_norm_b, mlp_norm_b; NULL: none).
+   * No rotary where R is 0. cross: a cross-attention sublayer between attention and MLP,
+   * x + wco(attend(wcq norm(x) + bcq, keys/values cached from the source)) + bco, its norm
+   * cross_norm(_b) with cross_eps, its heads as the self-attention's, its own scale. */
+  int32_t classic, act, layer_norm, cross;
+  float cross_eps, cross_offset, cross_scale;
+  const void *attn_norm_b, *mlp_norm_b, *bu, *bd, *cross_norm, *cross_norm_b, *wcq, *bcq, *wco, *bco;
 } tatlas_layer;
 
 enum { P_Q, P_K, P_V, P_O, P_GATE, P_UP, P_DOWN };
@@ -356,12 +383,41 @@ static void project(const tatlas_layer *L, int which, const void *W, const void 
   matvec_bf16((const uint16_t *)W, x16, xs, (const uint16_t *)b, NULL, y, N, K, t);
 }
 
-/* y = x / rms(x) * (offset + w), as RMSNorm computes it: float32, rounded once at the end */
-static void rms_norm(const float *x, const void *w, float offset, float eps, float *y, int64_t C, int bf16) {
-  float ss = 0.f;
-  for (int64_t i = 0; i < C; i++) ss += x[i] * x[i];
-  float r = 1.f / sqrtf(ss / (float)C + eps);
-  for (int64_t i = 0; i < C; i++) y[i] = rnd(x[i] * r * (offset + ld(w, i, bf16)), bf16);
+/* y = x / rms(x) * (offset + w), as RMSNorm computes it, or with `layer` LayerNorm's
+ * (x - mean) / sqrt(var + eps) * w + b (b NULL: none): float32, rounded once at the end */
+static void norm(const float *x, const void *w, const void *b, float offset, float eps, int layer, float *y, int64_t C,
+                 int bf16) {
+  if (!layer) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < C; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)C + eps);
+    for (int64_t i = 0; i < C; i++) y[i] = rnd(x[i] * r * (offset + ld(w, i, bf16)), bf16);
+    return;
+  }
+  float mean = 0.f, var = 0.f;
+  for (int64_t i = 0; i < C; i++) mean += x[i];
+  mean /= (float)C;
+  for (int64_t i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
+  float r = 1.f / sqrtf(var / (float)C + eps);
+  for (int64_t i = 0; i < C; i++) y[i] = rnd((x[i] - mean) * r * ld(w, i, bf16) + (b ? ld(b, i, bf16) : 0.f), bf16);
+}
+
+/* the classic MLP's activation in place (tatlas_layer's act), each value rounded as the dtype */
+static void activate(float *x, int64_t n, int act, int bf16) {
+  switch (act) {
+  case 0: /* exact GELU, x Phi(x) */
+    for (int64_t i = 0; i < n; i++) x[i] = rnd(0.5f * x[i] * (1.f + erff(x[i] * 0.7071067811865476f)), bf16);
+    break;
+  case 1: /* GELU's tanh approximation */
+    for (int64_t i = 0; i < n; i++)
+      x[i] = rnd(0.5f * x[i] * (1.f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i]))), bf16);
+    break;
+  case 2: /* quick GELU, x sigmoid(1.702 x), rounded after each op as torch's three ops round */
+    for (int64_t i = 0; i < n; i++) x[i] = rnd(x[i] * rnd(1.f / (1.f + expf(-rnd(1.702f * x[i], bf16))), bf16), bf16);
+    break;
+  default: /* ReLU */
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
+  }
 }
 
 /* rotate the first R channels of each of n heads of width D in place (x * cos + rotate(x) * sin) */
@@ -386,54 +442,27 @@ static void rotary(float *x, int64_t n, int64_t D, int64_t R, const float *cos, 
   }
 }
 
-/* x_out = layer(x_in) for one token at cache slot `pos`; the layer's keys/values are written to
- * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache; S = max_len) and the
- * first R channels of each head's query and key are rotated by cos/sin in either layout
- * (the step's facts are arguments: the layer struct is shared by every thread), and the query attends
- * slots 0..pos where valid[s] (NULL: all; slot pos always). x_out may be x_in. Returns 0, or -1
- * (nothing written) when the scratch memory cannot be allocated. */
-int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t S,
-                        int64_t pos, const float *cos, const float *sin, int64_t R, int interleaved,
-                        const uint8_t *valid, int threads) {
-  const int bf = L->bf16;
-  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden;
-  const int64_t widest = (F > C ? F : C) > H * D ? (F > C ? F : C) : H * D;
-  const int64_t n = 2 * C + 2 * H * D + 2 * G * D + H * (pos + 1) + 2 * F + widest; /* floats */
-  float *buf = malloc((size_t)n * sizeof(float) + (size_t)widest * sizeof(uint16_t));
-  if (buf == NULL) return -1;
-  float *x = buf, *h = x + C, *q = h + C, *k = q + H * D, *v = k + G * D, *o = v + G * D, *sc = o + H * D;
-  float *g = sc + H * (pos + 1), *u = g + F, *xs = u + F;
-  uint16_t *x16 = (uint16_t *)(xs + widest);
-  for (int64_t i = 0; i < C; i++) x[i] = ld(x_in, i, bf);
-
-  /* attention: norm, q/k/v, rotary, the cache write, softmax(q k^T * scale) v, output projection */
-  rms_norm(x, L->attn_norm, L->attn_offset, L->attn_eps, h, C, bf);
-  if (L->qkv_joined) { /* one product over all three (q, k, v lie one after the other in buf too) */
-    project(L, P_Q, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
-  } else {
-    project(L, P_Q, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
-    project(L, P_K, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
-    project(L, P_V, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
-  }
-  rotary(q, H, D, R, cos, sin, interleaved, bf);
-  rotary(k, G, D, R, cos, sin, interleaved, bf);
-  for (int64_t j = 0; j < G * D; j++) {
-    int64_t at = ((j / D) * S + pos) * D + j % D;
-    if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
-    else ((float *)kc)[at] = k[j], ((float *)vc)[at] = v[j];
-  }
-  const int64_t per_group = H / G, slots = pos + 1;
+/* o[H, D] = softmax(q k^T * scale) v for each of H query heads over `slots` cached keys/values of
+ * its group (G groups of H/G heads; group g's keys at kc + g * stride * D, one row of D a slot),
+ * slot j attended where valid[j] (valid NULL: every slot) and slot `always` whatever valid says
+ * (-1: none); sc: H * slots floats of scratch. In bfloat16 the scores, the weights and o are
+ * rounded where the torch path rounds them. */
+static void attend(const float *q, const void *kc, const void *vc, int64_t H, int64_t G, int64_t D, int64_t stride,
+                   int64_t slots, const uint8_t *valid, int64_t always, float scale, float *sc, float *o, int bf,
+                   int threads) {
+  const int64_t per_group = H / G;
   const int big = 2 * G * slots * D * (bf ? 2 : 4) >= SMALL_BYTES;
 #pragma omp parallel for schedule(static) if (big) num_threads(threads)
   for (int64_t hh = 0; hh < H; hh++) {
-    const int64_t base = (hh / per_group) * S * D;
+    const int64_t base = (hh / per_group) * stride * D;
     const float *qh = q + hh * D;
     float *s = sc + hh * slots, top = -INFINITY;
     for (int64_t j = 0; j < slots; j++) {
-      if (valid != NULL && !valid[j] && j != pos) { s[j] = -INFINITY; continue; }
+      if (valid != NULL && !valid[j] && j != always) { s[j] = -INFINITY; continue; }
       float dot = 0.f;
-      for (int64_t d = 0; d < D; d++) dot += qh[d] * ld(kc, base + j * D + d, bf);
-      s[j] = rnd(rnd(dot, bf) * L->scale, bf);
+      if (bf) for (int64_t d = 0; d < D; d++) dot += qh[d] * bf16_to_f32(((const uint16_t *)kc)[base + j * D + d]);
+      else dot = dot_f32(qh, (const float *)kc + base + j * D, D);
+      s[j] = rnd(rnd(dot, bf) * scale, bf);
       if (s[j] > top) top = s[j];
     }
     float sum = 0.f;
@@ -442,24 +471,88 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
     float *oh = o + hh * D;
     for (int64_t d = 0; d < D; d++) oh[d] = 0.f;
     for (int64_t j = 0; j < slots; j++) {
-      if (s[j] == 0.f) continue;
-      for (int64_t d = 0; d < D; d++) oh[d] += s[j] * ld(vc, base + j * D + d, bf);
+      const float p = s[j];
+      if (p == 0.f) continue;
+      if (bf) {
+        const uint16_t *vr = (const uint16_t *)vc + base + j * D;
+        for (int64_t d = 0; d < D; d++) oh[d] += p * bf16_to_f32(vr[d]);
+      } else {
+        const float *vr = (const float *)vc + base + j * D;
+        for (int64_t d = 0; d < D; d++) oh[d] += p * vr[d];
+      }
     }
     for (int64_t d = 0; d < D; d++) oh[d] = rnd(oh[d], bf);
   }
+}
+
+/* x_out = layer(x_in) for one token at cache slot `pos`; the layer's keys/values are written to
+ * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache; S = max_len) and the
+ * first R channels of each head's query and key are rotated by cos/sin in either layout (R 0: no
+ * rotary, cos/sin unread) (the step's facts are arguments: the layer struct is shared by every
+ * thread), and the query attends slots 0..pos where valid[s] (NULL: all; slot pos always). A
+ * cross-attention layer attends the S_cross keys/values ck/cv ([heads, S_cross, head_dim]) of its
+ * source. x_out may be x_in. Returns 0, or -1 (nothing written) when the scratch memory cannot be
+ * allocated. */
+int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t S,
+                        int64_t pos, const float *cos, const float *sin, int64_t R, int interleaved,
+                        const uint8_t *valid, const void *ck, const void *cv, int64_t S_cross, int threads) {
+  const int bf = L->bf16, classic = L->classic, layer_norm = L->layer_norm;
+  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden;
+  const int64_t widest = (F > C ? F : C) > H * D ? (F > C ? F : C) : H * D;
+  const int64_t slots = pos + 1, scores = L->cross && S_cross > slots ? S_cross : slots;
+  const int64_t n = 2 * C + 2 * H * D + 2 * G * D + H * scores + 2 * F + widest; /* floats */
+  float *buf = malloc((size_t)n * sizeof(float) + (size_t)widest * sizeof(uint16_t));
+  if (buf == NULL) return -1;
+  float *x = buf, *h = x + C, *q = h + C, *k = q + H * D, *v = k + G * D, *o = v + G * D, *sc = o + H * D;
+  float *g = sc + H * scores, *u = g + F, *xs = u + F;
+  uint16_t *x16 = (uint16_t *)(xs + widest);
+  for (int64_t i = 0; i < C; i++) x[i] = ld(x_in, i, bf);
+
+  /* attention: norm, q/k/v, rotary, the cache write, softmax(q k^T * scale) v, output projection */
+  norm(x, L->attn_norm, L->attn_norm_b, L->attn_offset, L->attn_eps, layer_norm, h, C, bf);
+  if (L->qkv_joined) { /* one product over all three (q, k, v lie one after the other in buf too) */
+    project(L, P_Q, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
+  } else {
+    project(L, P_Q, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
+    project(L, P_K, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
+    project(L, P_V, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
+  }
+  if (R > 0) {
+    rotary(q, H, D, R, cos, sin, interleaved, bf);
+    rotary(k, G, D, R, cos, sin, interleaved, bf);
+  }
+  for (int64_t j = 0; j < G * D; j++) {
+    int64_t at = ((j / D) * S + pos) * D + j % D;
+    if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
+    else ((float *)kc)[at] = k[j], ((float *)vc)[at] = v[j];
+  }
+  attend(q, kc, vc, H, G, D, S, slots, valid, pos, L->scale, sc, o, bf, threads);
   project(L, P_O, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
   for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
 
-  /* MLP: norm, down(silu(gate(h)) * up(h)) */
-  rms_norm(x, L->mlp_norm, L->mlp_offset, L->mlp_eps, h, C, bf);
-  if (L->gate_up_joined) {
-    project(L, P_GATE, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
-  } else {
-    project(L, P_GATE, L->wg, NULL, h, g, F, C, x16, xs, threads);
-    project(L, P_UP, L->wu, NULL, h, u, F, C, x16, xs, threads);
+  if (L->cross) { /* norm, query, attention over the source's cached keys/values, output projection */
+    norm(x, L->cross_norm, L->cross_norm_b, L->cross_offset, L->cross_eps, layer_norm, h, C, bf);
+    project(L, P_Q, L->wcq, L->bcq, h, q, H * D, C, x16, xs, threads);
+    attend(q, ck, cv, H, H, D, S_cross, S_cross, NULL, -1, L->cross_scale, sc, o, bf, threads);
+    project(L, P_O, L->wco, L->bco, o, h, C, H * D, x16, xs, threads);
+    for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
   }
-  for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
-  project(L, P_DOWN, L->wd, NULL, g, h, C, F, x16, xs, threads);
+
+  norm(x, L->mlp_norm, L->mlp_norm_b, L->mlp_offset, L->mlp_eps, layer_norm, h, C, bf);
+  if (classic) { /* MLP: down(act(up(h) + bu)) + bd */
+    project(L, P_UP, L->wu, L->bu, h, u, F, C, x16, xs, threads);
+    activate(u, F, L->act, bf);
+    project(L, P_DOWN, L->wd, L->bd, u, h, C, F, x16, xs, threads);
+  } else { /* MLP: down(silu(gate(h)) * up(h)) */
+    if (L->gate_up_joined) {
+      project(L, P_GATE, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
+    } else {
+      project(L, P_GATE, L->wg, NULL, h, g, F, C, x16, xs, threads);
+      project(L, P_UP, L->wu, NULL, h, u, F, C, x16, xs, threads);
+    }
+    for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
+    project(L, P_DOWN, L->wd, NULL, g, h, C, F, x16, xs, threads);
+  }
   for (int64_t i = 0; i < C; i++) {
     float y = rnd(x[i] + h[i], bf);
     if (bf) ((uint16_t *)x_out)[i] = f32_to_bf16(y);
@@ -470,13 +563,15 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
 }
 
 /* n layers one after the other (a whole decoder's step in one call): layer i reads x from the
- * previous one, with its own cache rows kc[i]/vc[i], rotary cos[i]/sin[i] and mask valid[i]. */
+ * previous one, with its own cache rows kc[i]/vc[i], rotary cos[i]/sin[i], mask valid[i] and
+ * (ck NULL: no layer has any) cross-attention keys/values ck[i]/cv[i]. */
 int tatlas_decode_layers(const tatlas_layer *const *L, int64_t n, const void *x_in, void *x_out, void *const *kc,
                          void *const *vc, int64_t S, int64_t pos, const float *const *cos, const float *const *sin,
-                         int64_t R, int interleaved, const uint8_t *const *valid, int threads) {
+                         int64_t R, int interleaved, const uint8_t *const *valid, const void *const *ck,
+                         const void *const *cv, int64_t S_cross, int threads) {
   for (int64_t i = 0; i < n; i++)
     if (tatlas_decode_layer(L[i], i == 0 ? x_in : x_out, x_out, kc[i], vc[i], S, pos, cos[i], sin[i], R, interleaved,
-                            valid[i], threads))
+                            valid[i], ck ? ck[i] : NULL, cv ? cv[i] : NULL, S_cross, threads))
       return -1;
   return 0;
 }

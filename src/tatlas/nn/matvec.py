@@ -107,9 +107,9 @@ def load(path: Path) -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tatlas_matvec_q4.argtypes, lib.tatlas_matvec_q4.restype = [p] * 6 + [i64, i64, i32], ctypes.c_int
     lib.tatlas_matvec_q8.argtypes, lib.tatlas_matvec_q8.restype = [p] * 5 + [i64, i64, i32], ctypes.c_int
-    lib.tatlas_decode_layer.argtypes = [p] * 5 + [i64, i64, p, p, i64, i32, p, i32]
+    lib.tatlas_decode_layer.argtypes = [p] * 5 + [i64, i64, p, p, i64, i32, p, p, p, i64, i32]
     lib.tatlas_decode_layer.restype = ctypes.c_int
-    lib.tatlas_decode_layers.argtypes = [p, i64] + [p] * 4 + [i64, i64, p, p, i64, i32, p, i32]
+    lib.tatlas_decode_layers.argtypes = [p, i64] + [p] * 4 + [i64, i64, p, p, i64, i32, p, p, p, i64, i32]
     lib.tatlas_decode_layers.restype = ctypes.c_int
     return lib
 

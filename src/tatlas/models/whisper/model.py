@@ -30,6 +30,7 @@ from ...nn import (
     TransformerBlock,
     check_tokens,
     classic_block,
+    decode_layer,
     init_normal_,
     sinusoidal_positions,
 )
@@ -98,12 +99,21 @@ class TextDecoder(nn.Module):
                 raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
             positions, mask, causal = cache.positions(input_pos), cache.mask(input_pos), False
         x = self.embed(tokens) + self.positions(positions)  # [B, T, C]
-        for i, layer in enumerate(self.layers):
-            x = layer(
-                x, audio, mask=mask, causal=causal, cache=None if cache is None else cache.layers[i],
-                input_pos=input_pos, cross_cache=None if cache is None else cache.cross[i],
-                cross_weights=cross_weights,
-            )
+        fused = None
+        if cache is not None and cross_weights is None and tokens.shape == (1, 1) and cache.cross[0].filled:
+            # a one-row decode step: every layer in one C call where the fast path serves it (nn/decode_layer.py)
+            n = len(self.layers)
+            fused = decode_layer.run_layers(self.layers, x, masks=[mask] * n, ropes=[None] * n, cache=cache,
+                                            input_pos=input_pos)
+        if fused is not None:
+            x = fused
+        else:
+            for i, layer in enumerate(self.layers):
+                x = layer(
+                    x, audio, mask=mask, causal=causal, cache=None if cache is None else cache.layers[i],
+                    input_pos=input_pos, cross_cache=None if cache is None else cache.cross[i],
+                    cross_weights=cross_weights,
+                )
         x = self.norm(x[:, -1:] if last_only else x)
         return self.head(x, self.embed.weight)  # output tied to the token embedding
 
