@@ -186,13 +186,48 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def load(
     path: str | Path, *, format: str | None = None, system: str | None = None,
     device: torch.device | str | None = None, dtype: torch.dtype | None = None, fast: bool = False,
+    cache: bool = False,
 ) -> nn.Module:
     """Load a model from our checkpoint, a Hugging Face folder (recognised by ``config.json``'s
     ``model_type``), or a foreign format named by ``format`` (e.g. ``"openai-whisper"``).
     ``system`` states what you expect; a checkpoint of another system is an error. ``fast``:
-    :func:`optimize` it for inference."""
-    model = _load(Path(path), format, system, device, dtype)
+    :func:`optimize` it for inference. ``cache``: keep a foreign checkpoint's conversion in the
+    user's cache and load that, memory-mapped, while the source is unchanged
+    (:mod:`tatlas.io.converted`)."""
+    path = Path(path)
+    if cache and path.exists() and not (path.is_file() and path.suffix == ".safetensors"):
+        model = _load_converted(path, format, system)
+        model = model.to(device or "cpu")
+        model = model.to(dtype=dtype) if dtype is not None else model
+    else:
+        model = _load(path, format, system, device, dtype)
     return optimize(model) if fast else model
+
+
+def _load_converted(path: Path, format: str | None, system: str | None) -> nn.Module:
+    """``path`` converted once into our format in the cache, then read from there (the first load
+    converts, writes the entry and reads it back, so every load holds the same mapped weights)."""
+    from .io import converted
+
+    target = converted.entry(path, format, system)
+    if target.is_file():
+        try:
+            return _load(target, None, system, None, None)
+        except CheckpointError:
+            pass  # a damaged entry: convert again
+    model = _load(path, format, system, None, None)
+    try:
+        save(model, target)
+    except (OSError, CheckpointError, ValueError):
+        return model  # an unwritable cache (or a model our format cannot hold): the conversion as it is
+    try:
+        cached = _load(target, None, system, None, None)
+    except CheckpointError:
+        target.unlink(missing_ok=True)
+        return model
+    for old in converted.stale_entries(path, target):
+        old.unlink(missing_ok=True)
+    return cached
 
 
 def _load(path: Path, format: str | None, system: str | None, device: Any, dtype: torch.dtype | None) -> nn.Module:

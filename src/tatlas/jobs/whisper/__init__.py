@@ -41,8 +41,8 @@ def default_model(name: str = "tiny.en", *, device: torch.device | str | None = 
     if os.path.exists(name):
         fmt = "openai-whisper" if str(name).endswith(".pt") else None
         model = tatlas.load(name, format=fmt, system="whisper", fast=True)
-    elif name in NAMED and NAMED[name].system == "whisper":
-        model = tatlas.load(resolve_model(name, systems=("whisper",)), system="whisper", fast=True)
+    elif name in NAMED and NAMED[name].system == "whisper":  # converted once, then memory-mapped (io/converted.py)
+        model = tatlas.load(resolve_model(name, systems=("whisper",)), system="whisper", fast=True, cache=True)
     else:
         raise ValueError(f"model {name!r}: no such file or folder; the named Whisper models are "
                          f"{', '.join(whisper_names())}")

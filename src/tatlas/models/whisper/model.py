@@ -129,7 +129,13 @@ class Whisper(CachedDecoderMixin, nn.Module):
     # ------------------------------------------------------------------ encoder
 
     def embed_audio(self, mel: Tensor) -> Tensor:
-        """``mel [B, mels, 2 * audio_ctx]`` -> audio features ``[B, audio_ctx, C]``."""
+        """``mel [B, mels, 2 * audio_ctx]`` -> audio features ``[B, audio_ctx, C]``. For inference
+        on the CPU the windows are encoded one at a time: a window is already 1,500 rows for every
+        product, and one window's activations stay in the caches where several windows' do not
+        (tiny.en, 6 windows, 2 threads: 1.36 s one at a time vs 1.42-1.63 s together), and the
+        peak memory holds one window's activations, not B."""
+        if mel.shape[0] > 1 and mel.device.type == "cpu" and not (torch.is_grad_enabled() and self.training):
+            return torch.cat([self.encoder(mel[i : i + 1]) for i in range(mel.shape[0])])
         return self.encoder(mel)
 
     # ------------------------------------------------------------------ decoder
