@@ -8,7 +8,9 @@ memory-bandwidth bound measured in the same run.
 tatlas runs as the CLI runs it (``tatlas.optimize``: oneDNN matmuls where they pay). The bound: a
 batch-1 decode step reads every weight once (``_timing.decode_bytes``), so it cannot run faster than
 ``read bandwidth / bytes``; the read bandwidth is the best float32 matrix-vector product over a 2 GB
-matrix (``_timing.read_bandwidth``), with the same threads and state. Printed per implementation:
+matrix (``_timing.read_bandwidth``), with the same threads and state, measured at the start and
+again just before and just after each row, the fastest of them taken (this VM's read speed drifts
+by 20-40% within minutes: one bound from the start alone once put a row at 153% of it). Printed per implementation:
 tokens/s of the whole ``generate`` call (prompt included), decode steps/s alone (the time of a
 1-token call, i.e. the prefill and first step, taken away) as a fraction of the bound, and the
 ratios of tokens/s tatlas / transformers (default dynamic cache, and static cache). Shapes whose weights are larger than
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
             ours.to(dtype)
             ref.to(dtype)
             nbytes = decode_bytes(ours)
-            bound = bw / nbytes  # decode steps/s
+            before = read_bandwidth()  # the machine's read speed drifts (20-40% here): measured beside each row
             for b in map(int, args.batches.split(",")):
                 prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt))
                 steps = {}  # per implementation: (seconds for `new` tokens, seconds for 1 token)
@@ -82,13 +84,17 @@ def run(args: argparse.Namespace) -> None:
                     with torch.inference_mode():
                         for k, fn in runs.items():
                             steps.setdefault(k, []).append(best_time(fn, args.repeats))
+                after = read_bandwidth()
+                bound = max(bw, before, after) / nbytes  # decode steps/s: the fastest read seen, start to end
+                before = after
                 tps = {k: b * args.new / t[0] for k, t in steps.items()}
                 # decode steps alone: the prefill (and first step) is the 1-token run, taken away
                 rate = {k: (args.new - 1) / max(t[0] - t[1], 1e-9) for k, t in steps.items()}
                 line = ", ".join(f"{k} {v:.1f} tok/s (steps {rate[k]:.1f}/s = {rate[k] / bound:.0%})"
                                  for k, v in tps.items())
                 print(f"{shape} {str(dtype).removeprefix('torch.')} batch {b} (weights {nbytes / 1e9:.2f} GB, "
-                      f"bound {bound:.1f} steps/s): {line}; ratio tatlas/transformers "
+                      f"bound {bound:.1f} steps/s at {bound * nbytes / 1e9:.1f} GB/s, the fastest of the reads "
+                      f"measured at the start, just before and just after): {line}; ratio tatlas/transformers "
                       f"{tps['tatlas'] / tps['transformers']:.2f}x, tatlas/transformers-static "
                       f"{tps['tatlas'] / tps['transformers static']:.2f}x", flush=True)
 

@@ -86,6 +86,41 @@ def test_only_a_clear_win_leaves_the_default(two_threads):
     assert tuner.chosen == 1
 
 
+def test_loops_of_one_key_go_on_with_one_schedule(two_threads, monkeypatch):
+    """Short loops of one kind (a transcription's windows): the second goes on with the first's
+    choice instead of timing the slow count again; another key, another thread or a long pause
+    starts afresh."""
+    import threading
+
+    from tatlas.nn import threads
+
+    monkeypatch.setattr(threads, "_SHARED", threads.OrderedDict())
+    machine = FakeMachine({1: 0.010, 2: 0.030})
+
+    def loop(key, steps=14):
+        tuner = thread_tuner("cpu", key=key, clock=machine.clock, period=32)
+        try:
+            return tuner, _run(tuner, machine, steps)
+        finally:
+            tuner.close()
+
+    first, used = loop("whisper")
+    assert used[:5] == [2] * 5 and first.chosen == 1  # explored: 5 steps on 2 threads, then on 1
+    assert torch.get_num_threads() == 2  # restored between loops
+    second, used = loop("whisper")
+    assert second is first and used == [1] * 14  # went on with one thread: no step on the slow count
+    other, used = loop("llm")
+    assert other is not first and used[:5] == [2] * 5
+    machine.now += threads.RESUME_SECONDS + 1  # a pause: the machine may have changed
+    third, used = loop("whisper")
+    assert third is not first and used[:5] == [2] * 5
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(thread_tuner("cpu", key="whisper", clock=machine.clock)))
+    worker.start()
+    worker.join()
+    assert seen[0] is not third  # one schedule per thread
+
+
 def test_off_when_fixed(monkeypatch, two_threads):
     monkeypatch.setenv("TATLAS_THREADS", "2")
     assert not tuning_wanted("cpu")

@@ -58,7 +58,9 @@ def search(step: Step, cache, logits: Tensor, tokens: Tensor, *, begin: int, ste
     (:class:`~tatlas.nn.threads.ThreadTuner`; off for a compiled step, whose threads are fixed)."""
     sum_logprobs = torch.zeros(tokens.shape[0], device=tokens.device)
     cur = begin
-    tuner = thread_tuner(tokens.device, enabled=tune_threads)
+    # the loops of one model's step over the same number of rows share a tuner (nn/threads.py)
+    key = (getattr(step, "__func__", step), id(getattr(step, "__self__", None)), tokens.shape[0])
+    tuner = thread_tuner(tokens.device, enabled=tune_threads, key=key)
     try:
         cur = _search(step, cache, logits, tokens, begin, steps, strategy, filters, streamer, sum_logprobs, tuner)
     finally:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -73,18 +75,21 @@ class ThreadTuner:
     """Call :meth:`tick` once at the start of every step of a loop. Each thread count in
     ``candidates`` (default: 1 and torch's current count), torch's own count first, is tried for
     ``warmup + trial`` steps (the warm-up steps are not timed: the pool is rebuilt), and a count
-    whose timed steps so far take more than ``abandon`` times the best median of a count already
+    whose timed steps so far take more than ``abandon`` times the best mean of a count already
     tried is given up at once (on a quiet machine one thread decodes the 0.5B model ~1.7x slower:
-    four more such steps would cost 10% of a 32-token generation); the one with the smaller median
-    step time —
+    four more such steps would cost 10% of a 32-token generation); the one with the smaller mean
+    step time — the mean, not the median: beside a busy process most steps on 2 threads may be
+    near one thread's time and every few a multiple of it (the descheduled thread), and the mean is
+    what the loop's wall time pays (bfloat16 0.5B decode, one busy process: a median of 48 ms on 2
+    threads against 42 on 1 kept 2 threads, whose mean was ~60) —
     torch's own count unless another is faster by more than ``margin`` (steps of uneven size, e.g.
     batches of varying length, make a few timed steps noisy; the busy-machine gap is 2-3x) — then
     runs for ``period`` steps, a period that doubles (up to ``max_period``) while the choice
-    holds. A step slower than ``1 + drift`` times the winner's median for ``patience`` steps in a
+    holds. A step slower than ``1 + drift`` times the winner's mean for ``patience`` steps in a
     row (the machine got busier, or quieter for the other count) starts a new round at once.
     :meth:`close` (or leaving ``with``) restores the thread count found at the start.
 
-    ``choices`` records each round's ``(step, {threads: median seconds}, chosen)``."""
+    ``choices`` records each round's ``(step, {threads: mean seconds}, chosen)``."""
 
     def __init__(self, *, candidates: tuple[int, ...] | None = None, warmup: int = 1, trial: int = 4,
                  period: int = 32, max_period: int = 512, drift: float = 0.5, patience: int = 4, margin: float = 0.15,
@@ -97,6 +102,7 @@ class ThreadTuner:
         self.warmup, self.trial, self.first_period, self.max_period = warmup, trial, period, max_period
         self.drift, self.patience, self.margin, self.abandon, self.clock = drift, patience, margin, abandon, clock
         self.steps = 0
+        self.closed_at: float | None = None
         self.choices: list[tuple[int, dict[int, float], int]] = []
         self._last: float | None = None
         self._period = period
@@ -124,20 +130,20 @@ class ThreadTuner:
             done_with_n = sum(1 for c in self._queue if c == n)
             if done_with_n < self.trial:  # past the warm-up steps of this count
                 self._timed[n].append(seconds)
-                tried = [statistics.median(v) for c, v in self._timed.items() if c != n and v]
-                if tried and statistics.median(self._timed[n]) > self.abandon * min(tried):
+                tried = [statistics.fmean(v) for c, v in self._timed.items() if c != n and v]
+                if tried and statistics.fmean(self._timed[n]) > self.abandon * min(tried):
                     self._queue = [c for c in self._queue if c != n]  # clearly slower: no more steps on it
             if self._queue:
                 self._set(self._queue[0])
                 return
-            medians = {c: statistics.median(v) for c, v in self._timed.items() if v}
-            chosen = min(medians, key=medians.get)
-            if self.base in medians and medians[chosen] > (1 - self.margin) * medians[self.base]:
+            means = {c: statistics.fmean(v) for c, v in self._timed.items() if v}
+            chosen = min(means, key=means.get)
+            if self.base in means and means[chosen] > (1 - self.margin) * means[self.base]:
                 chosen = self.base  # another count must win clearly: steps of uneven size make trials noisy
             previous = self.choices[-1][2] if self.choices else None
             self._period = min(self._period * 2, self.max_period) if chosen == previous else self.first_period
-            self.choices.append((self.steps, medians, chosen))
-            self._best, self._left, self._slow = medians[chosen], self._period, 0
+            self.choices.append((self.steps, means, chosen))
+            self._best, self._left, self._slow = means[chosen], self._period, 0
             self._set(chosen)
             return
         self._left -= 1  # exploiting
@@ -163,6 +169,13 @@ class ThreadTuner:
 
     def close(self) -> None:
         torch.set_num_threads(self.base)
+        self.closed_at = self.clock()
+
+    def resume(self) -> None:
+        """Go on with this tuner's schedule in a new loop (:func:`thread_tuner` with a ``key``): its
+        current thread count again, the time between the loops not counted."""
+        self._last = None
+        self._set(self.current)
 
     @property
     def chosen(self) -> int | None:
@@ -185,10 +198,36 @@ class NoTuner:
         pass
 
 
-def thread_tuner(device: torch.device | str | None = None, *, enabled: bool = True, **kwargs) -> ThreadTuner | NoTuner:
+# Loops of one kind that follow each other (the windows of a transcription, one generation after
+# another from one model) share one tuner: each new loop goes on with the schedule the last one left,
+# where a tuner of its own would time the slower thread count again for its first ~10 steps, most of
+# a Whisper window's ~14 (beside a busy process, 2 threads' steps are 2-3x slower). A loop that comes
+# more than RESUME_SECONDS after the last one ended starts afresh (the machine may have changed).
+RESUME_SECONDS = 10.0
+_SHARED: OrderedDict[Hashable, ThreadTuner] = OrderedDict()
+_SHARED_LIMIT = 64
+
+
+def thread_tuner(device: torch.device | str | None = None, *, enabled: bool = True, key: Hashable | None = None,
+                 **kwargs) -> ThreadTuner | NoTuner:
     """A :class:`ThreadTuner` for a loop on ``device`` when ``enabled`` and :func:`tuning_wanted`, else
-    one that does nothing (close it, or use :func:`tuned_threads`)."""
-    return ThreadTuner(**kwargs) if enabled and tuning_wanted(device) else NoTuner()
+    one that does nothing (close it, or use :func:`tuned_threads`). With a ``key`` (what kind of loop
+    this is, e.g. the model's decode step and its row count), the tuner of the last loop of that key
+    in this thread goes on, if it ended within :data:`RESUME_SECONDS`."""
+    if not (enabled and tuning_wanted(device)):
+        return NoTuner()
+    if key is None:
+        return ThreadTuner(**kwargs)
+    key = (key, threading.get_ident(), torch.get_num_threads())
+    tuner = _SHARED.get(key)
+    if tuner is not None and tuner.closed_at is not None and tuner.clock() - tuner.closed_at <= RESUME_SECONDS:
+        tuner.resume()
+    else:
+        tuner = _SHARED[key] = ThreadTuner(**kwargs)
+    _SHARED.move_to_end(key)
+    while len(_SHARED) > _SHARED_LIMIT:
+        _SHARED.popitem(last=False)
+    return tuner
 
 
 @contextmanager
