@@ -46,6 +46,8 @@ def test_finds_the_faster_count_and_follows_the_machine(two_threads):
     used = _run(tuner, machine, 60)
     assert tuner.choices[0][2] == 1 and tuner.choices[0][1] == pytest.approx({1: 0.010, 2: 0.030})
     assert used[10:26].count(1) == 16  # after the first round (5 + 5 steps) it runs on one thread
+    # the next round tries the choice first, then gives the slow count one warm-up and one timed step
+    assert used[26:33] == [1] * 5 + [2] * 2 and used[33] == 1
     assert used.count(1) > 0.8 * len(used)
     machine.cost = {1: 0.010, 2: 0.004}  # the other process ended: two threads are faster now
     used = _run(tuner, machine, 80)

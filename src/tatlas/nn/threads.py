@@ -111,7 +111,10 @@ class ThreadTuner:
     # --- the schedule ------------------------------------------------------------------------
 
     def _new_round(self) -> None:
-        self._queue = [c for c in self.candidates for _ in range(self.warmup + self.trial)]
+        # the last round's choice is tried first: the other count, if still slower, is then given up
+        # after its first timed step (abandon), where trying it first would run all its steps
+        order = sorted(self.candidates, key=lambda c: c != self.chosen) if self.choices else self.candidates
+        self._queue = [c for c in order for _ in range(self.warmup + self.trial)]
         self._timed: dict[int, list[float]] = {c: [] for c in self.candidates}
         self._left = 0  # exploitation steps left
         self._slow = 0
