@@ -52,9 +52,7 @@ def _converters() -> list[tuple[str, int, int]]:
 
 def source_key(path: Path, format: str | None, system: str | None) -> str:
     """A hash of everything a conversion of ``path`` depends on (the module docstring)."""
-    from .. import __version__
-
-    h = hashlib.sha256(repr((__version__, format, system, _stats(path), _converters())).encode())
+    h = hashlib.sha256(repr((format, system, _stats(path), _converters())).encode())
     return h.hexdigest()[:16]
 
 
