@@ -173,7 +173,11 @@ def test_blocks_it_does_not_compute_are_not_planned():
     mixed = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm)
     mixed.mlp_norm = RMSNorm(64)  # norms of two kinds
     qk_norm = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm, qk_norm=LayerNorm)  # InternViT's
-    for block in (silu, scaled, mixed, qk_norm):
+    int8 = classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm)
+    from tatlas.nn.quant import quantize_int8_
+
+    quantize_int8_(int8.mlp)  # an int8 MLP: not a product the C layer reads
+    for block in (silu, scaled, mixed, qk_norm, int8):
         assert decode_layer.plan(fastpath.optimize_(block.eval())) is None
     assert decode_layer.plan(_model().layers[0]) is not None
     assert decode_layer.plan(fastpath.optimize_(classic_block(dim=64, heads=4, mlp_hidden=128, norm=LayerNorm,

@@ -164,8 +164,8 @@ def _tensors(block: nn.Module) -> tuple[dict[str, Tensor | None], dict[str, tupl
         qkv = [_product(lin) for lin in (a.q, a.k, a.v)]
     mlp = (None, m.fc1, m.fc2) if classic else (m.gate, m.up, m.down)
     products = dict(zip(_PRODUCTS, [*qkv, _product(a.out), *(None if lin is None else _product(lin) for lin in mlp)]))
-    if classic:  # every product plain (GGUF's blocks come in Llama-style models)
-        if any(p is not None and p[0] != 0 for p in products.values()):
+    if classic:  # every product a plain linear layer (GGUF's blocks come in Llama-style models); no gate
+        if any(products[n] is None or products[n][0] != 0 for n in "qkvoud"):
             return None
     elif any(p is None for p in products.values()) or any(products[n][4] is not None for n in "gud"):
         return None
