@@ -40,7 +40,7 @@ def _same(a, b) -> None:
 
 
 def test_the_first_load_converts_and_the_next_reads_the_entry(ct2_folder, monkeypatch):
-    folder, model = ct2_folder
+    folder, _ = ct2_folder
     calls = _conversions(monkeypatch)
     first = tatlas.load(folder, system="whisper", cache=True)
     entries = list(converted.converted_dir().glob("*.safetensors"))
@@ -72,7 +72,7 @@ def test_a_changed_source_is_converted_again_and_replaces_its_entry(ct2_folder, 
 
 
 def test_a_damaged_entry_is_converted_again(ct2_folder, monkeypatch):
-    folder, model = ct2_folder
+    folder, _ = ct2_folder
     calls = _conversions(monkeypatch)
     tatlas.load(folder, system="whisper", cache=True)
     (entry,) = converted.converted_dir().glob("*.safetensors")
@@ -105,3 +105,36 @@ def test_the_encoder_takes_windows_one_at_a_time_with_the_same_features():
     with torch.inference_mode():
         together = model.encoder(mel)
         torch.testing.assert_close(model.embed_audio(mel), together, atol=1e-5, rtol=1e-5)
+
+
+def test_loads_racing_on_an_empty_cache_each_get_the_model(ct2_folder):
+    """Two loads convert at once: each writes its own temporary file and renames a whole one into
+    place; the entry left is readable, and a writer's abandoned temporary file goes later."""
+    import threading
+
+    folder, _ = ct2_folder
+    direct = tatlas.load(folder, system="whisper")
+    got, errors = [], []
+
+    def load():
+        try:
+            got.append(tatlas.load(folder, system="whisper", cache=True))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors and len(got) == 2
+    for model in got:
+        _same(model, direct)
+    (entry,) = converted.converted_dir().glob("*.safetensors")
+    _same(tatlas.load(folder, system="whisper", cache=True), direct)
+    leftover = entry.with_name(entry.name + ".123.456.tmp")
+    leftover.write_bytes(b"a killed writer's half file")
+    os.utime(leftover, (0, 0))
+    assert leftover in converted.stale_entries(folder, entry)
+    os.utime(leftover)  # a writer still at work: left alone
+    assert leftover not in converted.stale_entries(folder, entry)

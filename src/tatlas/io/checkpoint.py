@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,8 +138,14 @@ def save_checkpoint(
         **(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    # one temporary file per writer: two processes saving the same path (a converted-weights cache
+    # entry, io/converted.py) each rename a whole file into place, never a mix of both
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     with open(tmp, "rb") as f:  # the bytes reach the disk before the rename makes them visible
         os.fsync(f.fileno())
     tmp.replace(path)

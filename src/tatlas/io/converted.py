@@ -20,7 +20,7 @@ the speed (the converted model is used as it is).
 from __future__ import annotations
 
 import hashlib
-import os
+import time
 from pathlib import Path
 
 from .parts import cache_dir
@@ -47,7 +47,8 @@ def _stats(path: Path) -> list[tuple[str, int, int]]:
 def _converters() -> list[tuple[str, int, int]]:
     sources = [*sorted((_PACKAGE / "io").glob("*.py")), *sorted((_PACKAGE / "models").glob("*/convert.py")),
                *sorted((_PACKAGE / "models").glob("*/config.py"))]
-    return [(str(p.relative_to(_PACKAGE)), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in sources]
+    stats = [(p, p.stat()) for p in sources]
+    return [(str(p.relative_to(_PACKAGE)), st.st_size, st.st_mtime_ns) for p, st in stats]
 
 
 def source_key(path: Path, format: str | None, system: str | None) -> str:
@@ -65,7 +66,19 @@ def entry(path: Path, format: str | None, system: str | None) -> Path:
     return converted_dir() / f"{path.resolve().name}-{_path_tag(path)}-{source_key(path, format, system)}.safetensors"
 
 
-def stale_entries(path: Path, current: Path) -> list[Path]:
-    """The entries of the same source path as ``current`` other than it (older conversions)."""
+def stale_entries(path: Path, current: Path, *, abandoned_after: float = 600.0) -> list[Path]:
+    """The entries of the same source path as ``current`` other than it (older conversions), and
+    temporary files of that source's writers older than ``abandoned_after`` seconds (a process
+    killed while writing)."""
     prefix = f"{path.resolve().name}-{_path_tag(path)}-"
-    return [p for p in converted_dir().glob(f"{prefix}*.safetensors") if p != current and len(p.name) == len(current.name)]
+    folder = converted_dir()
+    old = [p for p in folder.glob(f"{prefix}*.safetensors") if p != current and len(p.name) == len(current.name)]
+    now = time.time()
+    abandoned = []
+    for p in folder.glob(f"{prefix}*.tmp"):
+        try:
+            if now - p.stat().st_mtime > abandoned_after:
+                abandoned.append(p)
+        except FileNotFoundError:  # another writer renamed it meanwhile
+            pass
+    return old + abandoned
