@@ -218,7 +218,7 @@ def _load_converted(path: Path, format: str | None, system: str | None) -> nn.Mo
     model = _load(path, format, system, None, None)
     try:
         save(model, target)
-    except (OSError, CheckpointError, ValueError):
+    except (OSError, ValueError):  # (a CheckpointError is a ValueError)
         return model  # an unwritable cache (or a model our format cannot hold): the conversion as it is
     try:
         cached = _load(target, None, system, None, None)

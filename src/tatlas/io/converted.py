@@ -5,8 +5,9 @@ folder or an openai-whisper file is written once in our own format (one safetens
 Reading our file costs no conversion (a CTranslate2 float16 model is cast to float32, q/k/v fused,
 the tied head dropped) and its tensors stay memory-mapped: the weights are the file's pages in the
 page cache, shared by every process that loads them, never a private copy, and no transient copy
-of the source lies beside the converted one while loading. Whisper tiny.en: a load 0.10 -> 0.03 s
-and the peak memory of loading 530 -> ~400 MB (``benchmarks/RESULTS.md``).
+of the source lies beside the converted one while loading. Whisper tiny.en: a load 0.10 -> 0.03 s,
+and the resident memory after it (from 225 MB after ``import tatlas.cli.main``) 394 MB with a peak
+of 524 -> 245 MB, the weights' pages coming in as they are read (``benchmarks/RESULTS.md``).
 
 An entry is named by the source's name, a hash of its absolute path, and a hash of what the
 conversion depends on (:func:`source_key`): the size and modification time of the source file or of
@@ -34,26 +35,29 @@ def converted_dir() -> Path:
     return cache_dir() / "converted"
 
 
-def _stats(path: Path) -> list[tuple[str, int, int]]:
-    """``(name, size, mtime_ns)`` of ``path`` (a file) or of every file directly in it (a folder)."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+def _stats(files: list[Path], base: Path | None = None) -> list[tuple[str, int, int]]:
+    """``(name, size, mtime_ns)`` of each file (the name relative to ``base``, if given)."""
     out = []
     for f in files:
         st = f.stat()
-        out.append((f.name, st.st_size, st.st_mtime_ns))
+        out.append((str(f.relative_to(base)) if base else f.name, st.st_size, st.st_mtime_ns))
     return out
 
 
-def _converters() -> list[tuple[str, int, int]]:
-    sources = [*sorted((_PACKAGE / "io").glob("*.py")), *sorted((_PACKAGE / "models").glob("*/convert.py")),
-               *sorted((_PACKAGE / "models").glob("*/config.py"))]
-    stats = [(p, p.stat()) for p in sources]
-    return [(str(p.relative_to(_PACKAGE)), st.st_size, st.st_mtime_ns) for p, st in stats]
+def _source(path: Path) -> list[Path]:
+    """``path`` (a file) or every file directly in it (a folder)."""
+    return [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+
+
+def _converters() -> list[Path]:
+    models = _PACKAGE / "models"
+    return [*sorted((_PACKAGE / "io").glob("*.py")), *sorted(models.glob("*/convert.py")),
+            *sorted(models.glob("*/config.py"))]
 
 
 def source_key(path: Path, format: str | None, system: str | None) -> str:
     """A hash of everything a conversion of ``path`` depends on (the module docstring)."""
-    h = hashlib.sha256(repr((format, system, _stats(path), _converters())).encode())
+    h = hashlib.sha256(repr((format, system, _stats(_source(path)), _stats(_converters(), _PACKAGE))).encode())
     return h.hexdigest()[:16]
 
 

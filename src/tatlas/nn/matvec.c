@@ -530,7 +530,8 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
   project(L, P_O, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
   for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
 
-  if (L->cross) { /* norm, query, attention over the source's cached keys/values, output projection */
+  if (L->cross) { /* norm, query, attention over the source's cached keys/values, output projection
+                  * (classic layers' products are all in the model's dtype: q's and o's format holds for these) */
     norm(x, L->cross_norm, L->cross_norm_b, L->cross_offset, L->cross_eps, layer_norm, h, C, bf);
     project(L, P_Q, L->wcq, L->bcq, h, q, H * D, C, x16, xs, threads);
     attend(q, ck, cv, H, H, D, S_cross, S_cross, NULL, -1, L->cross_scale, sc, o, bf, threads);
