@@ -363,7 +363,7 @@ def test_gemm_race_times_both_and_keeps_the_faster_per_shape(gen, monkeypatch):
 
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", slow_onednn)
     lin = optimize_(torch.nn.Linear(256, 512).eval())
-    x = torch.randn(16, 256, generator=gen)
+    x = torch.randn(40, 256, generator=gen)  # (more rows than our few-rows kernel takes)
     with torch.no_grad():
         want = F.linear(x, lin.weight, lin.bias)
         for _ in range(2 * (fastpath.RACE_TRIALS + 1)):
@@ -411,7 +411,7 @@ def test_gemm_race_outcome_is_kept_for_the_next_process(gen, monkeypatch, tmp_pa
 
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", slow_onednn)
     lin = optimize_(torch.nn.Linear(256, 512).eval())
-    x = torch.randn(16, 256, generator=gen)
+    x = torch.randn(40, 256, generator=gen)  # (more rows than our few-rows kernel takes)
     want = F.linear(x, lin.weight, lin.bias)
     new_process()
     with torch.no_grad():
@@ -422,7 +422,7 @@ def test_gemm_race_outcome_is_kept_for_the_next_process(gen, monkeypatch, tmp_pa
         (host, entries), = saved.items()
         assert host == fastpath._host() and f"threads-{torch.get_num_threads()}" in host
         (shape, entry), = entries.items()
-        assert shape == "torch.float32|5|512|256|none" and entry["choice"] == 1 and len(entry["best_s"]) == 2
+        assert shape == "torch.float32|6|512|256|none" and entry["choice"] == 1 and len(entry["best_s"]) == 2
 
         new_process()  # the next process: BLAS from the first call, oneDNN never runs
         for _ in range(3):
@@ -454,6 +454,49 @@ def test_gemm_race_outcome_is_kept_for_the_next_process(gen, monkeypatch, tmp_pa
             torch.testing.assert_close(lin(x), want)
         assert list(fastpath._CHOSEN.values()) == [1]
 
+
+
+@pytest.mark.skipif(not __import__("tatlas").nn.matvec.serves_rows(torch.ones(2, 8), torch.ones(4, 8), None),
+                    reason="the few-rows kernel needs an x86-64 host with AVX-512 and a compiler")
+def test_a_few_rows_race_our_kernel_too(gen, monkeypatch):
+    """A product of 2 to matvec.MAX_ROWS rows (a decode step of several sequences) races three
+    ways: oneDNN, BLAS and our kernel, which reads each weight row once for all rows; every call
+    returns the right product (float32 and bfloat16), and the winner serves the shape after."""
+    import time
+
+    import torch.nn.functional as F
+
+    from tatlas.nn import fastpath, matvec
+    from tatlas.nn.fastpath import optimize_
+
+    monkeypatch.setattr(fastpath, "GEMM", "auto")
+    monkeypatch.setattr(fastpath, "RACE_CACHE", False)
+    monkeypatch.setattr(fastpath, "_CHOSEN", {})
+    monkeypatch.setattr(fastpath, "_RACES", {})
+    calls = {"onednn": 0, "blas": 0, "ours": 0}
+
+    def slowed(name, fn):
+        def run(*args, **kwargs):
+            calls[name] += 1
+            if name != "ours":
+                time.sleep(0.003)  # the GEMMs made clearly slower: ours must win
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", slowed("onednn", torch.ops.mkldnn._linear_pointwise))
+    monkeypatch.setattr(fastpath.F, "linear", slowed("blas", F.linear))
+    monkeypatch.setattr(matvec, "matmat", slowed("ours", matvec.matmat))
+    for dtype, tol in ((torch.float32, dict(atol=1e-5, rtol=1e-5)), (torch.bfloat16, dict(atol=2e-2, rtol=2e-2))):
+        lin = optimize_(torch.nn.Linear(256, 512).eval().to(dtype))
+        for rows in (3, 11):
+            x = torch.randn(rows, 256, generator=gen).to(dtype)
+            with torch.no_grad():
+                want = x.float() @ lin.weight.float().T + lin.bias.float()  # (F.linear is counted)
+                for _ in range(3 * (fastpath.RACE_TRIALS + 1) + 4):
+                    torch.testing.assert_close(lin(x).float(), want, **tol)
+    assert set(fastpath._CHOSEN.values()) == {2} and len(fastpath._CHOSEN) == 4  # ours, per dtype and row octave
+    assert all(key[-1] == "rows" for key in fastpath._CHOSEN)
+    assert calls["onednn"] == calls["blas"] == 4 * (fastpath.RACE_TRIALS + 1)  # (the race's calls only)
 
 def test_gated_mlp_and_attention_join_their_projections_into_one_matmul(gen, monkeypatch):
     """After ``optimize_``, gate+up and q+k+v each run as one oneDNN call over one joined weight: the

@@ -1,5 +1,5 @@
-"""A whole decode layer in one C call: the batch-1 step of a Llama-style or a classic (GPT-2,
-Whisper) block (``tatlas_decode_layer`` in ``matvec.c``).
+"""A whole decode layer in one C call: the one-token step of a Llama-style or a classic (GPT-2,
+Whisper) block, for one sequence or several (``tatlas_decode_layer`` in ``matvec.c``).
 
 A decode step of one sequence reads every weight once, and the matrix-vector kernel
 (:mod:`~tatlas.nn.matvec`) reads them near the machine's memory bandwidth; what keeps a step from
@@ -9,11 +9,16 @@ attention over the cache, residuals, the gate), each a few microseconds of dispa
 hundred floats of arithmetic. On the Qwen2.5-0.5B shape (24 layers) that was 16-17 ms of an 80 ms
 float32 step; on Whisper tiny.en's decoder (4 layers with cross-attention over 1,500 audio
 positions) 2.9 of a 7.4 ms step. Here one call per layer does all of it, the products by the same
-kernel.
+kernel. A step of several sequences (a batch of prompts, Whisper's windows, beams) is one call
+too: each weight row is read once for all rows (``tatlas_matmat``'s loop); the rows keep their own
+cache rows, positions (left padding), masks and cross-attention sources. Whisper tiny.en at 8
+windows: a step of 21.5 ms as torch ops, 13.5 in one call (of which ~4 ms read the 8 windows'
+147 MB of cross-attention keys/values).
 
 Served (:func:`run`; anything else returns ``None`` and the caller runs the block as torch ops):
-a :class:`~tatlas.nn.TransformerBlock` evaluated for one token of one sequence with a static KV
-cache, float32 or bfloat16, on the CPU, no gradient wanted, whose self-attention is grouped or
+a :class:`~tatlas.nn.TransformerBlock` evaluated for one token of each row (``x [B, 1, C]``)
+with a static KV cache of those rows (one slot for every row; a mask and rotary angles for all
+rows or one per row), float32 or bfloat16, on the CPU, no gradient wanted, whose self-attention is grouped or
 not, with q/k/v/output biases or none, rotary positions (either layout) or none, and no QK-norm,
 gate or bias token, and which is either
 
@@ -249,45 +254,61 @@ def _scale(a: Attention) -> float:
 
 
 def _position(x: Tensor, input_pos: Tensor | None) -> int | None:
-    """The cache slot of a one-token, one-row step of ``x`` (``[1, 1, C]``), or ``None`` if the
-    C layers do not serve it (the module docstring)."""
-    if (not ENABLED or input_pos is None or x.numel() != x.shape[-1] or x.device.type != "cpu"
+    """The cache slot of a one-token step of each of ``x``'s rows (``[B, 1, C]``), or ``None`` if
+    the C layers do not serve it (the module docstring)."""
+    if (not ENABLED or input_pos is None or x.dim() != 3 or x.shape[1] != 1 or x.device.type != "cpu"
             or x.dtype not in (torch.float32, torch.bfloat16) or not x.is_contiguous() or input_pos.numel() != 1
             or (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()):
         return None
     return int(input_pos.reshape(()))
 
 
+def _per_row(t: Tensor, rows: int, width: int) -> bool:
+    """``t`` holds one ``width``-wide vector for all ``rows`` rows, or one for each (leading dim ``rows``)."""
+    return t.is_contiguous() and t.shape[-1] == width and (
+        t.numel() == width or (t.numel() == rows * width and t.shape[0] == rows))
+
+
 def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rope | None, pos: int,
           cross: CrossKVCache | None = None) -> bool:
-    """Whether ``layer`` computes this step of its block: the cache (one row, static, the layer's
-    heads), the rotary angles (one position, float32; or none), the mask (bool over slots
-    ``0..pos``) and, for a layer with cross-attention, the source's keys/values (filled, one row,
-    the layer's heads)."""
+    """Whether ``layer`` computes this step of its block: the cache (static, ``x``'s rows, the
+    layer's heads), the rotary angles (one position per row, float32; or none), the mask (bool over
+    slots ``0..pos``, one for all rows or one per row) and, for a layer with cross-attention, the
+    source's keys/values (filled, ``x``'s rows, the layer's heads)."""
     if layer is None or layer.bf16 != (x.dtype == torch.bfloat16) or type(cache) is not StaticKVCache:
         return False
-    k, v = cache.k, cache.v
-    if not (k.dtype == x.dtype and k.shape[0] == 1 and k.shape[1] == layer.kv_heads and k.shape[-1] == layer.head_dim
-            and v.shape == k.shape and k.is_contiguous() and v.is_contiguous() and 0 <= pos < k.shape[2]
-            and (mask is None or (mask.dtype == torch.bool and mask.numel() == pos + 1 and mask.is_contiguous()))):
+    rows, k, v = x.shape[0], cache.k, cache.v
+    if not (k.dtype == x.dtype and k.shape[0] == rows and k.shape[1] == layer.kv_heads
+            and k.shape[-1] == layer.head_dim and v.shape == k.shape and k.is_contiguous() and v.is_contiguous()
+            and 0 <= pos < k.shape[2] and (mask is None or (mask.dtype == torch.bool and _per_row(mask, rows, pos + 1)))):
         return False
     if rope is not None:
         cos, sin = rope.cos, rope.sin
-        if not (cos.dtype == torch.float32 and cos.shape == sin.shape and cos.numel() == cos.shape[-1]
-                and cos.shape[-1] <= layer.head_dim and cos.is_contiguous() and sin.is_contiguous()):
+        if not (cos.dtype == torch.float32 and cos.shape == sin.shape and cos.shape[-1] <= layer.head_dim
+                and _per_row(cos, rows, cos.shape[-1]) and sin.is_contiguous()):
             return False
     if not layer.cross:
         return cross is None
     return (type(cross) is CrossKVCache and cross.filled and cross.k.dtype == x.dtype
-            and cross.k.shape[:2] == (1, layer.heads) and cross.k.shape[-1] == layer.head_dim
+            and cross.k.shape[:2] == (rows, layer.heads) and cross.k.shape[-1] == layer.head_dim
             and cross.v.shape == cross.k.shape and cross.k.is_contiguous() and cross.v.is_contiguous())
 
 
-def _rotary(rope: Rope | None) -> tuple[int | None, int | None, int, int]:
-    """``(cos, sin, R, interleaved)`` of the C call for ``rope`` (``None``: no rotary)."""
+def _rotary(rope: Rope | None) -> tuple[int | None, int | None, int, int, int]:
+    """``(cos, sin, ldcos, R, interleaved)`` of the C call for ``rope`` (``None``: no rotary;
+    ``ldcos`` 0: one position for every row)."""
     if rope is None:
-        return None, None, 0, 0
-    return rope.cos.data_ptr(), rope.sin.data_ptr(), rope.cos.shape[-1], int(rope.interleaved)
+        return None, None, 0, 0, 0
+    width = rope.cos.shape[-1]
+    return rope.cos.data_ptr(), rope.sin.data_ptr(), 0 if rope.cos.numel() == width else width, width, \
+        int(rope.interleaved)
+
+
+def _valid(mask: Tensor | None) -> tuple[int | None, int]:
+    """``(valid, ldvalid)`` of the C call for ``mask`` (``ldvalid`` 0: one mask for every row)."""
+    if mask is None:
+        return None, 0
+    return mask.data_ptr(), 0 if mask.numel() == mask.shape[-1] else mask.shape[-1]
 
 
 def _cross(cross: CrossKVCache | None) -> tuple[int | None, int | None, int]:
@@ -297,18 +318,17 @@ def _cross(cross: CrossKVCache | None) -> tuple[int | None, int | None, int]:
 def run(block: nn.Module, x: Tensor, *, mask: Tensor | None, rope: Rope | None, cache, input_pos: Tensor | None,
         cross_cache: CrossKVCache | None = None) -> Tensor | None:
     """``block(x, mask=mask, rope=rope, cache=cache, input_pos=input_pos, cross_cache=cross_cache)``
-    for one token of one sequence (``x [1, 1, C]``) by one C call, or ``None`` where that call does
-    not serve (the module docstring): the caller then runs the block itself."""
+    for one token of each row (``x [B, 1, C]``) by one C call, or ``None`` where that call does not
+    serve (the module docstring): the caller then runs the block itself."""
     lib = matvec.kernel()
     pos = _position(x, input_pos) if lib is not None and not block.training else None
     layer = plan(block) if pos is not None else None
     if not _fits(layer, x, cache, mask, rope, pos, cross_cache):
         return None
     out = torch.empty_like(x)
-    if lib.tatlas_decode_layer(ctypes.byref(layer), x.data_ptr(), out.data_ptr(), cache.k.data_ptr(),
-                               cache.v.data_ptr(), cache.k.shape[2], pos, *_rotary(rope),
-                               None if mask is None else mask.data_ptr(), *_cross(cross_cache),
-                               torch.get_num_threads()):
+    if lib.tatlas_decode_layer(ctypes.byref(layer), x.shape[0], x.data_ptr(), out.data_ptr(), cache.k.data_ptr(),
+                               cache.v.data_ptr(), cache.k.shape[2], pos, *_rotary(rope), *_valid(mask),
+                               *_cross(cross_cache), torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")
     return out
 
@@ -320,7 +340,7 @@ _STACKS: weakref.WeakKeyDictionary[DecoderCache, tuple[tuple[nn.Module, ...], li
 
 def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor | None],
                ropes: Sequence[Rope | None], cache: DecoderCache, input_pos: Tensor | None) -> Tensor | None:
-    """Every block of a decoder for one token of one sequence in one C call: ``x [1, 1, C]`` through
+    """Every block of a decoder for one token of each row in one C call: ``x [B, 1, C]`` through
     ``blocks[i](x, mask=masks[i], rope=ropes[i], cache=cache.layers[i], input_pos=input_pos,
     cross_cache=cache.cross[i])`` in turn (no cross-attention cache where ``cache.cross`` is empty),
     or ``None`` when one of them is not served (the caller runs the blocks itself). The blocks
@@ -337,21 +357,24 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
         memo = (tuple(blocks), layers, (ctypes.c_void_p * len(layers))(
             *[None if la is None else ctypes.addressof(la) for la in layers]))
         _STACKS[cache] = memo
-    n, rotaries = len(blocks), [_rotary(r) for r in ropes]
+    n, rotaries, valids = len(blocks), [_rotary(r) for r in ropes], [_valid(m) for m in masks]
     crosses = cache.cross or [None] * n
+    strides = {v[1] for v in valids if v[0] is not None}
     for layer, kv, mask, rope, rotary, cross in zip(memo[1], cache.layers, masks, ropes, rotaries, crosses):
         if not _fits(layer, x, kv, mask, rope, pos, cross) or kv.k.shape != cache.layers[0].k.shape \
                 or rotary[2:] != rotaries[0][2:] or (cross is not None and cross.k.shape != crosses[0].k.shape):
-            return None  # (one call takes one cache length, rotary width and layout, source length for every layer)
+            return None  # (one call takes one cache length, rotary layout, mask layout, source length for every layer)
+    if len(strides) > 1:
+        return None
     pointers = ctypes.c_void_p * n
     cross_kv = (None, None) if not cache.cross else (pointers(*[c.k.data_ptr() for c in crosses]),
                                                      pointers(*[c.v.data_ptr() for c in crosses]))
     out = torch.empty_like(x)
-    if lib.tatlas_decode_layers(memo[2], n, x.data_ptr(), out.data_ptr(),
+    if lib.tatlas_decode_layers(memo[2], n, x.shape[0], x.data_ptr(), out.data_ptr(),
                                 pointers(*[kv.k.data_ptr() for kv in cache.layers]),
                                 pointers(*[kv.v.data_ptr() for kv in cache.layers]), cache.layers[0].k.shape[2], pos,
                                 pointers(*[r[0] for r in rotaries]), pointers(*[r[1] for r in rotaries]),
-                                *rotaries[0][2:], pointers(*[None if m is None else m.data_ptr() for m in masks]),
+                                *rotaries[0][2:], pointers(*[v[0] for v in valids]), strides.pop() if strides else 0,
                                 *cross_kv, 0 if not cache.cross else crosses[0].k.shape[2],
                                 torch.get_num_threads()):
         raise MemoryError("decode layer: no memory for its scratch buffers")
@@ -359,14 +382,14 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
 
 
 class FastTransformerBlock(TransformerBlock):
-    """:class:`~tatlas.nn.TransformerBlock` whose one-token step of one sequence (a batch-1 decode
-    with a static cache) runs as one C call (:func:`run`) where the block is a Llama-style one;
-    every other call runs the block as before. :func:`~tatlas.nn.fastpath.optimize_` swaps it in."""
+    """:class:`~tatlas.nn.TransformerBlock` whose one-token step (a decode step of one sequence or
+    several, with a static cache) runs as one C call (:func:`run`) where the block is one the C
+    layer computes; every other call runs the block as before. :func:`~tatlas.nn.fastpath.optimize_` swaps it in."""
 
     twin_of = TransformerBlock
 
     def forward(self, x: Tensor, context: Tensor | None = None, **kwargs) -> Tensor:
-        if (context is None and x.numel() == x.shape[-1] and not kwargs.keys() - _DECODE_KWARGS
+        if (context is None and x.dim() == 3 and x.shape[1] == 1 and not kwargs.keys() - _DECODE_KWARGS
                 and kwargs.get("cross_weights") is None and kwargs.get("context_mask") is None):
             y = run(self, x, mask=kwargs.get("mask"), rope=kwargs.get("rope"), cache=kwargs.get("cache"),
                     input_pos=kwargs.get("input_pos"), cross_cache=kwargs.get("cross_cache"))

@@ -15,8 +15,8 @@ matmul's epilogue (one pass over the ``[*, hidden]`` output fewer, bit-identical
 ``optimize_(model)`` swaps, in place, the class of every plain ``nn.Linear`` for
 :class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP`, every
 :class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear`, every
-:class:`~tatlas.nn.TransformerBlock` for :class:`FastTransformerBlock` (a batch-1 decode step of a
-Llama-style or classic block in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
+:class:`~tatlas.nn.TransformerBlock` for :class:`FastTransformerBlock` (a one-token decode step of a
+Llama-style or classic block, one sequence or several, in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
 classes a system adds, e.g. CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks
 stay; the decision is made once, when the model is optimised (as timm reads ``fused_attn`` at build
 time), not by a switch consulted on every call. A swapped module still computes ``F.linear`` when
@@ -104,7 +104,7 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", a
             owner: nn.Module | None = None, sources: tuple[Tensor, ...] = ()) -> Tensor:
     """``F.linear`` (+ ``act``) for a call :func:`_serves` accepted: one row by the matvec kernel,
     everything else by oneDNN or BLAS, whichever :data:`GEMM` (by default: a race on this host, per
-    shape) says."""
+    shape, which for 2 to ``matvec.MAX_ROWS`` rows our few-rows kernel joins) says."""
     if matvec.serves(x, weight, bias):
         return _act(matvec.matvec(x, weight, bias), act, algorithm)  # one row: our kernel (nn/matvec.py)
 
@@ -119,6 +119,9 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, act: str = "none", a
     if GEMM == "blas":
         return blas()
     rows = x.numel() // x.shape[-1]
+    if matvec.serves_rows(x, weight, bias):  # a few rows (a step of several sequences): our kernel races too
+        ours = lambda: _act(matvec.matmat(x, weight, bias), act, algorithm)  # noqa: E731
+        return _race((x.dtype, rows.bit_length(), *weight.shape, act, "rows"), onednn, blas, ours)
     return _race((x.dtype, rows.bit_length(), *weight.shape, act), onednn, blas)
 
 

@@ -1,4 +1,5 @@
-/* One row times a weight matrix, y = W x (+ b), for the batch-1 decode step: W is row-major
+/* One row times a weight matrix, y = W x (+ b), for the batch-1 decode step (and a few rows at once,
+ * tatlas_matmat, for a step of several sequences): W is row-major
  * [N, K] (float32, or bfloat16 with a bfloat16 x and y and float32 accumulation). Built by
  * tatlas/nn/matvec.py with the host's own instruction set (-march=native), loaded with ctypes.
  *
@@ -47,6 +48,12 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, NaN stay
   if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
   u += 0x7fffu + ((u >> 16) & 1u);
   return (uint16_t)(u >> 16);
+}
+
+/* v as the dtype holds it (bfloat16: rounded); element i of a vector of the dtype, as float32 */
+static inline float rnd(float v, int bf16) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v; }
+static inline float ld(const void *p, int64_t i, int bf16) {
+  return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
 #if TATLAS_ISA > 0
@@ -104,6 +111,107 @@ static inline float row_bf16_512(const uint16_t *w, const uint16_t *x, int64_t K
 #endif
   for (; k < K; k += 16) a1 = _mm512_fmadd_ps(load_bf16(w + k, K - k), load_bf16(x + k, K - k), a1);
   return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+/* Several rows of x against one weight row, or two (a decode step of several sequences): each
+ * weight row is read from memory once for all of them (and with two, each x chunk loaded once for
+ * both); an accumulator per (weight row, x row). `nr` (1..MAX_ROWS) is a constant where dot_rows
+ * inlines these, so the accumulators stay in registers. W: one or two rows of K values one after
+ * the other; X: nr rows, ldx apart; out[i * ldo + r] = W[i] . X[r]. */
+#define MAX_ROWS 8
+
+static inline __attribute__((always_inline)) void rows_f32_512(const float *w, const float *X, int64_t ldx, int nr,
+                                                               int64_t K, float *out, int64_t ldo) {
+  (void)ldo;
+  __m512 a[MAX_ROWS];
+  for (int r = 0; r < nr; r++) a[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    __m512 wv = load_f32(w + k, K - k);
+    for (int r = 0; r < nr; r++) a[r] = _mm512_fmadd_ps(wv, load_f32(X + r * ldx + k, K - k), a[r]);
+  }
+  for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+static inline __attribute__((always_inline)) void rows2_f32_512(const float *w, const float *X, int64_t ldx, int nr,
+                                                                int64_t K, float *out, int64_t ldo) {
+  __m512 a[MAX_ROWS], c[MAX_ROWS];
+  for (int r = 0; r < nr; r++) a[r] = c[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    __m512 w0 = load_f32(w + k, K - k), w1 = load_f32(w + K + k, K - k);
+    for (int r = 0; r < nr; r++) {
+      __m512 xv = load_f32(X + r * ldx + k, K - k);
+      a[r] = _mm512_fmadd_ps(w0, xv, a[r]);
+      c[r] = _mm512_fmadd_ps(w1, xv, c[r]);
+    }
+  }
+  for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]), out[ldo + r] = _mm512_reduce_add_ps(c[r]);
+}
+
+static inline __attribute__((always_inline)) void rows_bf16_multi(const uint16_t *w, const uint16_t *X, int64_t ldx,
+                                                                  int nr, int64_t K, float *out, int64_t ldo) {
+  (void)ldo;
+  __m512 a[MAX_ROWS];
+  for (int r = 0; r < nr; r++) a[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+#if defined(__AVX512BF16__)
+  for (; k + 32 <= K; k += 32) { /* pairs of products summed into float32 lanes */
+    __m512bh wv = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
+    for (int r = 0; r < nr; r++)
+      a[r] = _mm512_dpbf16_ps(a[r], wv, (__m512bh)_mm512_loadu_si512((const void *)(X + r * ldx + k)));
+  }
+#endif
+  for (; k < K; k += 16) {
+    __m512 wv = load_bf16(w + k, K - k);
+    for (int r = 0; r < nr; r++) a[r] = _mm512_fmadd_ps(wv, load_bf16(X + r * ldx + k, K - k), a[r]);
+  }
+  for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+static inline __attribute__((always_inline)) void rows2_bf16_multi(const uint16_t *w, const uint16_t *X, int64_t ldx,
+                                                                   int nr, int64_t K, float *out, int64_t ldo) {
+  __m512 a[MAX_ROWS], c[MAX_ROWS];
+  for (int r = 0; r < nr; r++) a[r] = c[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+#if defined(__AVX512BF16__)
+  for (; k + 32 <= K; k += 32) {
+    __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
+    __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(w + K + k));
+    for (int r = 0; r < nr; r++) {
+      __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(X + r * ldx + k));
+      a[r] = _mm512_dpbf16_ps(a[r], w0, xv);
+      c[r] = _mm512_dpbf16_ps(c[r], w1, xv);
+    }
+  }
+#endif
+  for (; k < K; k += 16) {
+    __m512 w0 = load_bf16(w + k, K - k), w1 = load_bf16(w + K + k, K - k);
+    for (int r = 0; r < nr; r++) {
+      __m512 xv = load_bf16(X + r * ldx + k, K - k);
+      a[r] = _mm512_fmadd_ps(w0, xv, a[r]);
+      c[r] = _mm512_fmadd_ps(w1, xv, c[r]);
+    }
+  }
+  for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]), out[ldo + r] = _mm512_reduce_add_ps(c[r]);
+}
+
+/* out[i * ldo + r] = W[i] . X[r] for wr (1, 2) weight rows and B rows of X, by groups of at most
+ * MAX_ROWS (the weight rows stay in the cache between groups); bf16: bfloat16, else float32 */
+#define ROWS_CASE(fn, T, c) \
+  case c: fn((const T *)w, (const T *)X + r0 * ldx, ldx, c, K, out + r0, ldo); break;
+#define ROWS_SWITCH(fn, T)                                                                          \
+  switch (nr) {                                                                                     \
+    ROWS_CASE(fn, T, 1) ROWS_CASE(fn, T, 2) ROWS_CASE(fn, T, 3) ROWS_CASE(fn, T, 4)                 \
+    ROWS_CASE(fn, T, 5) ROWS_CASE(fn, T, 6) ROWS_CASE(fn, T, 7) default: ROWS_CASE(fn, T, MAX_ROWS) \
+  }
+static void dot_rows(const void *w, int wr, const void *X, int64_t ldx, int64_t B, int64_t K, int bf16, float *out,
+                     int64_t ldo) {
+  for (int64_t r0 = 0; r0 < B; r0 += MAX_ROWS) {
+    const int nr = B - r0 < MAX_ROWS ? (int)(B - r0) : MAX_ROWS;
+    if (bf16 && wr == 2) { ROWS_SWITCH(rows2_bf16_multi, uint16_t) }
+    else if (bf16) { ROWS_SWITCH(rows_bf16_multi, uint16_t) }
+    else if (wr == 2) { ROWS_SWITCH(rows2_f32_512, float) }
+    else { ROWS_SWITCH(rows_f32_512, float) }
+  }
 }
 
 #elif TATLAS_ISA == 1
@@ -224,6 +332,55 @@ static void matvec_bf16(const uint16_t *W, const uint16_t *x, float *xs, const u
 #endif
 }
 
+#if TATLAS_ISA == 2
+/* Y[r, n] = W[n] . X[r] (+ b[n]) for B rows (a step of several sequences): X float32, or with bf16
+ * bfloat16 (W and b the same dtype), rows ldx apart; each result rounded as the dtype and stored
+ * to Yf (float32, rows ldy apart) or, Yf NULL, to Y16 (bfloat16). Each weight row is read from
+ * memory once for all B rows (dot_rows). */
+static void matmat(const void *W, const void *X, int64_t ldx, const void *b, float *Yf, uint16_t *Y16, int64_t ldy,
+                   int64_t B, int64_t N, int64_t K, int bf, int threads) {
+  const size_t size = bf ? 2 : 4;
+  /* more than MAX_ROWS rows: two weight rows at a time (the last alone if N is odd), each x chunk
+   * loaded once for both; fewer: one at a time. On a Zen 4 EPYC, Whisper's 51865 x 384 head from
+   * memory: 2-8 rows 3.0-3.5 ms one at a time, 5.3-5.8 two (two streams side by side read slower,
+   * as for one row); 16 rows 8.6 either way; 32 rows 17.3 vs 13.9, and the layers' products, which
+   * the cache holds, 1.3-1.9x faster two at a time from 8 rows on. */
+  const int64_t step = B > MAX_ROWS ? 2 : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t at = 0; at < (N + step - 1) / step; at++) {
+    const int64_t n = at * step;
+    const int wr = N - n >= step ? (int)step : 1;
+    float out[2 * 4 * MAX_ROWS];
+    for (int64_t r0 = 0; r0 < B; r0 += 4 * MAX_ROWS) {
+      const int64_t nr = B - r0 < 4 * MAX_ROWS ? B - r0 : 4 * MAX_ROWS;
+      dot_rows((const char *)W + n * K * size, wr, (const char *)X + r0 * ldx * size, ldx, nr, K, bf, out,
+               4 * MAX_ROWS);
+      for (int i = 0; i < wr; i++) {
+        const float bias = b == NULL ? 0.f : ld(b, n + i, bf);
+        for (int64_t r = 0; r < nr; r++) {
+          float y = rnd(out[i * 4 * MAX_ROWS + r] + bias, bf);
+          if (Yf) Yf[(r0 + r) * ldy + n + i] = y;
+          else Y16[(r0 + r) * ldy + n + i] = f32_to_bf16(y);
+        }
+      }
+    }
+  }
+}
+#endif
+
+/* Y[B, N] = X[B, K] W[N, K]^T (+ b) for a few rows, float32 or (bf16) bfloat16 in and out; returns
+ * 0, or -1 (nothing written) without AVX-512 (the caller keeps its GEMM) */
+int tatlas_matmat(const void *W, const void *X, const void *b, void *Y, int64_t B, int64_t N, int64_t K, int bf16,
+                  int threads) {
+#if TATLAS_ISA == 2
+  matmat(W, X, K, b, bf16 ? NULL : (float *)Y, bf16 ? (uint16_t *)Y : NULL, N, B, N, K, bf16, threads);
+  return 0;
+#else
+  (void)W, (void)X, (void)b, (void)Y, (void)B, (void)N, (void)K, (void)bf16, (void)threads;
+  return -1;
+#endif
+}
+
 /* the same for bfloat16 in and out; returns 0, or -1 (y not written) when the float32 copy of x cannot be allocated */
 int tatlas_matvec_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y, int64_t N, int64_t K,
                        int threads) {
@@ -323,9 +480,10 @@ int tatlas_matvec_q8(const int8_t *W, const float *scale, const float *x, const 
 /* ---- One whole decode layer -------------------------------------------------------------------
  * A pre-RMSNorm block of rotary grouped-query attention and a gated SiLU MLP (Llama, Qwen2,
  * Mistral), or a classic one (GPT-2, Whisper's decoder with its cross-attention), for one token of
- * one sequence, in one call: the ~60 small torch ops of such a layer's step (norms, rotary, the
- * cache write, attention over the cache, residuals, the gate) cost more than their arithmetic, so
- * a batch-1 step spent ~20% of its time outside the weight reads (Whisper tiny.en's: ~40%).
+ * one sequence or of several (each weight row read once for all: matmat), in one call: the ~60
+ * small torch ops of such a layer's step (norms, rotary, the cache write, attention over the
+ * cache, residuals, the gate) cost more than their arithmetic, so a batch-1 step spent ~20% of its
+ * time outside the weight reads (Whisper tiny.en's: ~40%).
  * Every value is computed in float32; in bfloat16 mode each intermediate result is rounded to
  * bfloat16 where the torch path rounds it (after every op), so both paths agree as closely as
  * two bfloat16 computations can. Weights, norm weights, biases, the cache and x are in the
@@ -356,31 +514,42 @@ enum { P_Q, P_K, P_V, P_O, P_GATE, P_UP, P_DOWN };
 
 #define SMALL_BYTES (1 << 18) /* below this many bytes a product runs on one thread (as in matvec.py) */
 
-static inline float rnd(float v, int bf16) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v; }
-static inline float ld(const void *p, int64_t i, int bf16) {
-  return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
 
-/* y[N] = W x + b (product `which`) for float32 x holding values of the model's dtype; y rounded as the output dtype */
-static void project(const tatlas_layer *L, int which, const void *W, const void *b, const float *x, float *y,
-                    int64_t N, int64_t K, uint16_t *x16, float *xs, int threads) {
-  const int format = L->format[which];
-  int64_t bytes = format == 1 ? N * K / 2 : format == 2 ? N * K : N * K * (L->bf16 ? 2 : 4);
-  int t = bytes < SMALL_BYTES ? 1 : threads;
-  if (format == 1) { /* K was checked whole groups when planned; xs (float32 models: unused) holds x's group sums */
-    matvec_q4(W, L->scales[which], L->offsets[which], x, b, y, N, K, xs, t);
+/* Y[r] = W X[r] + b (product `which`) for B rows of float32 X holding values of the model's dtype
+ * (rows ldx apart; Y's ldy apart), each value rounded as the output dtype. One row, or a GGUF block
+ * format, or no AVX-512: one matrix-vector product per row; else every weight row read once for
+ * all B (dot_rows). x16: B * K bfloat16 of scratch, xs: K floats. */
+static void project(const tatlas_layer *L, int which, const void *W, const void *b, const float *X, int64_t ldx,
+                    float *Y, int64_t ldy, int64_t B, int64_t N, int64_t K, uint16_t *x16, float *xs, int threads) {
+  const int format = L->format[which], bf = L->bf16;
+  int64_t bytes = format == 1 ? N * K / 2 : format == 2 ? N * K : N * K * (bf ? 2 : 4);
+  int t = bytes * B < SMALL_BYTES ? 1 : threads;
+#if TATLAS_ISA == 2
+  if (B > 1 && format == 0) {
+    const void *Xr = X;
+    if (bf) { /* exact: X holds bfloat16 values */
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t k = 0; k < K; k++) x16[r * K + k] = f32_to_bf16(X[r * ldx + k]);
+      Xr = x16, ldx = K;
+    }
+    matmat(W, Xr, ldx, b, Y, NULL, ldy, B, N, K, bf, t);
     return;
   }
-  if (format == 2) {
-    tatlas_matvec_q8(W, L->scales[which], x, b, y, N, K, t);
-    return;
+#endif
+  for (int64_t r = 0; r < B; r++) {
+    const float *x = X + r * ldx;
+    float *y = Y + r * ldy;
+    if (format == 1) { /* K was checked whole groups when planned; xs holds x's group sums */
+      matvec_q4(W, L->scales[which], L->offsets[which], x, b, y, N, K, xs, t);
+    } else if (format == 2) {
+      tatlas_matvec_q8(W, L->scales[which], x, b, y, N, K, t);
+    } else if (!bf) {
+      tatlas_matvec_f32((const float *)W, x, (const float *)b, y, N, K, t);
+    } else {
+      for (int64_t k = 0; k < K; k++) x16[k] = f32_to_bf16(x[k]); /* exact: x holds bfloat16 values */
+      matvec_bf16((const uint16_t *)W, x16, xs, (const uint16_t *)b, NULL, y, N, K, t);
+    }
   }
-  if (!L->bf16) {
-    tatlas_matvec_f32((const float *)W, x, (const float *)b, y, N, K, t);
-    return;
-  }
-  for (int64_t k = 0; k < K; k++) x16[k] = f32_to_bf16(x[k]); /* exact: x holds bfloat16 values */
-  matvec_bf16((const uint16_t *)W, x16, xs, (const uint16_t *)b, NULL, y, N, K, t);
 }
 
 /* y = x / rms(x) * (offset + w), as RMSNorm computes it, or with `layer` LayerNorm's
@@ -442,23 +611,25 @@ static void rotary(float *x, int64_t n, int64_t D, int64_t R, const float *cos, 
   }
 }
 
-/* o[H, D] = softmax(q k^T * scale) v for each of H query heads over `slots` cached keys/values of
- * its group (G groups of H/G heads; group g's keys at kc + g * stride * D, one row of D a slot),
- * slot j attended where valid[j] (valid NULL: every slot) and slot `always` whatever valid says
- * (-1: none); sc: H * slots floats of scratch. In bfloat16 the scores, the weights and o are
- * rounded where the torch path rounds them. */
-static void attend(const float *q, const void *kc, const void *vc, int64_t H, int64_t G, int64_t D, int64_t stride,
-                   int64_t slots, const uint8_t *valid, int64_t always, float scale, float *sc, float *o, int bf,
-                   int threads) {
+/* o[b, H, D] = softmax(q k^T * scale) v for each of H query heads of each of B rows (q's rows ldq
+ * apart, o's ldo) over `slots` cached keys/values of its group (G groups of H/G heads; row b's
+ * group g keys at kc + (b * G + g) * stride * D, one row of D a slot), slot j attended where
+ * valid[b * ldvalid + j] (valid NULL: every slot; ldvalid 0: one mask for every row) and slot
+ * `always` whatever valid says (-1: none); sc: B * H * slots floats of scratch. In bfloat16 the
+ * scores, the weights and o are rounded where the torch path rounds them. */
+static void attend(const float *q, int64_t ldq, const void *kc, const void *vc, int64_t B, int64_t H, int64_t G,
+                   int64_t D, int64_t stride, int64_t slots, const uint8_t *valid, int64_t ldvalid, int64_t always,
+                   float scale, float *sc, float *o, int64_t ldo, int bf, int threads) {
   const int64_t per_group = H / G;
-  const int big = 2 * G * slots * D * (bf ? 2 : 4) >= SMALL_BYTES;
+  const int big = 2 * B * G * slots * D * (bf ? 2 : 4) >= SMALL_BYTES;
 #pragma omp parallel for schedule(static) if (big) num_threads(threads)
-  for (int64_t hh = 0; hh < H; hh++) {
-    const int64_t base = (hh / per_group) * stride * D;
-    const float *qh = q + hh * D;
-    float *s = sc + hh * slots, top = -INFINITY;
+  for (int64_t bh = 0; bh < B * H; bh++) {
+    const int64_t b = bh / H, hh = bh % H, base = (b * G + hh / per_group) * stride * D;
+    const uint8_t *ok = valid == NULL ? NULL : valid + b * ldvalid;
+    const float *qh = q + b * ldq + hh * D;
+    float *s = sc + bh * slots, top = -INFINITY;
     for (int64_t j = 0; j < slots; j++) {
-      if (valid != NULL && !valid[j] && j != always) { s[j] = -INFINITY; continue; }
+      if (ok != NULL && !ok[j] && j != always) { s[j] = -INFINITY; continue; }
       float dot = 0.f;
       if (bf) for (int64_t d = 0; d < D; d++) dot += qh[d] * bf16_to_f32(((const uint16_t *)kc)[base + j * D + d]);
       else dot = dot_f32(qh, (const float *)kc + base + j * D, D);
@@ -468,7 +639,7 @@ static void attend(const float *q, const void *kc, const void *vc, int64_t H, in
     float sum = 0.f;
     for (int64_t j = 0; j < slots; j++) sum += (s[j] = expf(s[j] - top));
     for (int64_t j = 0; j < slots; j++) s[j] = rnd(s[j] / sum, bf);
-    float *oh = o + hh * D;
+    float *oh = o + b * ldo + hh * D;
     for (int64_t d = 0; d < D; d++) oh[d] = 0.f;
     for (int64_t j = 0; j < slots; j++) {
       const float p = s[j];
@@ -485,76 +656,94 @@ static void attend(const float *q, const void *kc, const void *vc, int64_t H, in
   }
 }
 
-/* x_out = layer(x_in) for one token at cache slot `pos`; the layer's keys/values are written to
- * slot pos of kc/vc ([kv_heads, max_len, head_dim], row 0 of the cache; S = max_len) and the
- * first R channels of each head's query and key are rotated by cos/sin in either layout (R 0: no
- * rotary, cos/sin unread) (the step's facts are arguments: the layer struct is shared by every
- * thread), and the query attends slots 0..pos where valid[s] (NULL: all; slot pos always). A
- * cross-attention layer attends the S_cross keys/values ck/cv ([heads, S_cross, head_dim]) of its
- * source. x_out may be x_in. Returns 0, or -1 (nothing written) when the scratch memory cannot be
- * allocated. */
-int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, void *kc, void *vc, int64_t S,
-                        int64_t pos, const float *cos, const float *sin, int64_t R, int interleaved,
-                        const uint8_t *valid, const void *ck, const void *cv, int64_t S_cross, int threads) {
+/* x_out = layer(x_in) for one token of each of B rows (x [B, dim]) at cache slot `pos`; the
+ * layer's keys/values are written to slot pos of kc/vc ([B, kv_heads, max_len, head_dim]; S =
+ * max_len) and the first R channels of each head's query and key are rotated by cos/sin in either
+ * layout (R 0: no rotary, cos/sin unread; row b's angles at cos + b * ldcos, ldcos 0: the same for
+ * every row) (the step's facts are arguments: the layer struct is shared by every thread), and
+ * row b's query attends slots 0..pos where valid[b * ldvalid + s] (NULL: all; slot pos always). A
+ * cross-attention layer attends the S_cross keys/values ck/cv ([B, heads, S_cross, head_dim]) of
+ * its source. x_out may be x_in. Returns 0, or -1 (nothing written) when the scratch memory cannot
+ * be allocated. */
+int tatlas_decode_layer(const tatlas_layer *L, int64_t B, const void *x_in, void *x_out, void *kc, void *vc,
+                        int64_t S, int64_t pos, const float *cos, const float *sin, int64_t ldcos, int64_t R,
+                        int interleaved, const uint8_t *valid, int64_t ldvalid, const void *ck, const void *cv,
+                        int64_t S_cross, int threads) {
   const int bf = L->bf16, classic = L->classic, layer_norm = L->layer_norm;
-  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden;
+  const int64_t C = L->dim, H = L->heads, G = L->kv_heads, D = L->head_dim, F = L->hidden, QKV = (H + 2 * G) * D;
   const int64_t widest = (F > C ? F : C) > H * D ? (F > C ? F : C) : H * D;
   const int64_t slots = pos + 1, scores = L->cross && S_cross > slots ? S_cross : slots;
-  const int64_t n = 2 * C + 2 * H * D + 2 * G * D + H * scores + 2 * F + widest; /* floats */
-  float *buf = malloc((size_t)n * sizeof(float) + (size_t)widest * sizeof(uint16_t));
+  const int64_t n = B * (2 * C + QKV + H * D + H * scores + 2 * F) + widest; /* floats */
+  float *buf = malloc((size_t)n * sizeof(float) + (size_t)(B * widest) * sizeof(uint16_t));
   if (buf == NULL) return -1;
-  float *x = buf, *h = x + C, *q = h + C, *k = q + H * D, *v = k + G * D, *o = v + G * D, *sc = o + H * D;
-  float *g = sc + H * scores, *u = g + F, *xs = u + F;
+  /* per row: x, h [C]; qkv [QKV] (q, k, v one after the other); o [H * D]; gu [2F] (gate, up) */
+  float *x = buf, *h = x + B * C, *qkv = h + B * C, *o = qkv + B * QKV, *sc = o + B * H * D;
+  float *gu = sc + B * H * scores, *xs = gu + B * 2 * F;
   uint16_t *x16 = (uint16_t *)(xs + widest);
-  for (int64_t i = 0; i < C; i++) x[i] = ld(x_in, i, bf);
+  for (int64_t i = 0; i < B * C; i++) x[i] = ld(x_in, i, bf);
+#define PROJECT(which, W, b, X, ldx, Y, ldy, N, K) \
+  project(L, which, W, b, X, ldx, Y, ldy, B, N, K, x16, xs, threads)
+#define NORM(w, bias, offset, eps) \
+  for (int64_t r = 0; r < B; r++) norm(x + r * C, w, bias, offset, eps, layer_norm, h + r * C, C, bf)
+#define RESIDUAL \
+  for (int64_t i = 0; i < B * C; i++) x[i] = rnd(x[i] + h[i], bf)
 
   /* attention: norm, q/k/v, rotary, the cache write, softmax(q k^T * scale) v, output projection */
-  norm(x, L->attn_norm, L->attn_norm_b, L->attn_offset, L->attn_eps, layer_norm, h, C, bf);
-  if (L->qkv_joined) { /* one product over all three (q, k, v lie one after the other in buf too) */
-    project(L, P_Q, L->wq, L->bq, h, q, (H + 2 * G) * D, C, x16, xs, threads);
+  NORM(L->attn_norm, L->attn_norm_b, L->attn_offset, L->attn_eps);
+  if (L->qkv_joined) { /* one product over all three */
+    PROJECT(P_Q, L->wq, L->bq, h, C, qkv, QKV, QKV, C);
   } else {
-    project(L, P_Q, L->wq, L->bq, h, q, H * D, C, x16, xs, threads);
-    project(L, P_K, L->wk, L->bk, h, k, G * D, C, x16, xs, threads);
-    project(L, P_V, L->wv, L->bv, h, v, G * D, C, x16, xs, threads);
+    PROJECT(P_Q, L->wq, L->bq, h, C, qkv, QKV, H * D, C);
+    PROJECT(P_K, L->wk, L->bk, h, C, qkv + H * D, QKV, G * D, C);
+    PROJECT(P_V, L->wv, L->bv, h, C, qkv + (H + G) * D, QKV, G * D, C);
   }
-  if (R > 0) {
-    rotary(q, H, D, R, cos, sin, interleaved, bf);
-    rotary(k, G, D, R, cos, sin, interleaved, bf);
+  for (int64_t r = 0; r < B; r++) {
+    float *q = qkv + r * QKV, *k = q + H * D, *v = k + G * D;
+    if (R > 0) {
+      rotary(q, H, D, R, cos + r * ldcos, sin + r * ldcos, interleaved, bf);
+      rotary(k, G, D, R, cos + r * ldcos, sin + r * ldcos, interleaved, bf);
+    }
+    for (int64_t j = 0; j < G * D; j++) {
+      int64_t at = ((r * G + j / D) * S + pos) * D + j % D;
+      if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
+      else ((float *)kc)[at] = k[j], ((float *)vc)[at] = v[j];
+    }
   }
-  for (int64_t j = 0; j < G * D; j++) {
-    int64_t at = ((j / D) * S + pos) * D + j % D;
-    if (bf) ((uint16_t *)kc)[at] = f32_to_bf16(k[j]), ((uint16_t *)vc)[at] = f32_to_bf16(v[j]);
-    else ((float *)kc)[at] = k[j], ((float *)vc)[at] = v[j];
-  }
-  attend(q, kc, vc, H, G, D, S, slots, valid, pos, L->scale, sc, o, bf, threads);
-  project(L, P_O, L->wo, L->bo, o, h, C, H * D, x16, xs, threads);
-  for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
+  attend(qkv, QKV, kc, vc, B, H, G, D, S, slots, valid, ldvalid, pos, L->scale, sc, o, H * D, bf, threads);
+  PROJECT(P_O, L->wo, L->bo, o, H * D, h, C, C, H * D);
+  RESIDUAL;
 
   if (L->cross) { /* norm, query, attention over the source's cached keys/values, output projection
                   * (classic layers' products are all in the model's dtype: q's and o's format holds for these) */
-    norm(x, L->cross_norm, L->cross_norm_b, L->cross_offset, L->cross_eps, layer_norm, h, C, bf);
-    project(L, P_Q, L->wcq, L->bcq, h, q, H * D, C, x16, xs, threads);
-    attend(q, ck, cv, H, H, D, S_cross, S_cross, NULL, -1, L->cross_scale, sc, o, bf, threads);
-    project(L, P_O, L->wco, L->bco, o, h, C, H * D, x16, xs, threads);
-    for (int64_t i = 0; i < C; i++) x[i] = rnd(x[i] + h[i], bf);
+    NORM(L->cross_norm, L->cross_norm_b, L->cross_offset, L->cross_eps);
+    PROJECT(P_Q, L->wcq, L->bcq, h, C, qkv, QKV, H * D, C);
+    attend(qkv, QKV, ck, cv, B, H, H, D, S_cross, S_cross, NULL, 0, -1, L->cross_scale, sc, o, H * D, bf, threads);
+    PROJECT(P_O, L->wco, L->bco, o, H * D, h, C, C, H * D);
+    RESIDUAL;
   }
 
-  norm(x, L->mlp_norm, L->mlp_norm_b, L->mlp_offset, L->mlp_eps, layer_norm, h, C, bf);
+  NORM(L->mlp_norm, L->mlp_norm_b, L->mlp_offset, L->mlp_eps);
   if (classic) { /* MLP: down(act(up(h) + bu)) + bd */
-    project(L, P_UP, L->wu, L->bu, h, u, F, C, x16, xs, threads);
-    activate(u, F, L->act, bf);
-    project(L, P_DOWN, L->wd, L->bd, u, h, C, F, x16, xs, threads);
+    PROJECT(P_UP, L->wu, L->bu, h, C, gu, 2 * F, F, C);
+    for (int64_t r = 0; r < B; r++) activate(gu + r * 2 * F, F, L->act, bf);
+    PROJECT(P_DOWN, L->wd, L->bd, gu, 2 * F, h, C, C, F);
   } else { /* MLP: down(silu(gate(h)) * up(h)) */
     if (L->gate_up_joined) {
-      project(L, P_GATE, L->wg, NULL, h, g, 2 * F, C, x16, xs, threads);
+      PROJECT(P_GATE, L->wg, NULL, h, C, gu, 2 * F, 2 * F, C);
     } else {
-      project(L, P_GATE, L->wg, NULL, h, g, F, C, x16, xs, threads);
-      project(L, P_UP, L->wu, NULL, h, u, F, C, x16, xs, threads);
+      PROJECT(P_GATE, L->wg, NULL, h, C, gu, 2 * F, F, C);
+      PROJECT(P_UP, L->wu, NULL, h, C, gu + F, 2 * F, F, C);
     }
-    for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
-    project(L, P_DOWN, L->wd, NULL, g, h, C, F, x16, xs, threads);
+    for (int64_t r = 0; r < B; r++) {
+      float *g = gu + r * 2 * F, *u = g + F;
+      for (int64_t i = 0; i < F; i++) g[i] = rnd(rnd(g[i] / (1.f + expf(-g[i])), bf) * u[i], bf);
+    }
+    PROJECT(P_DOWN, L->wd, NULL, gu, 2 * F, h, C, C, F);
   }
-  for (int64_t i = 0; i < C; i++) {
+#undef PROJECT
+#undef NORM
+#undef RESIDUAL
+  for (int64_t i = 0; i < B * C; i++) {
     float y = rnd(x[i] + h[i], bf);
     if (bf) ((uint16_t *)x_out)[i] = f32_to_bf16(y);
     else ((float *)x_out)[i] = y;
@@ -564,15 +753,16 @@ int tatlas_decode_layer(const tatlas_layer *L, const void *x_in, void *x_out, vo
 }
 
 /* n layers one after the other (a whole decoder's step in one call): layer i reads x from the
- * previous one, with its own cache rows kc[i]/vc[i], rotary cos[i]/sin[i], mask valid[i] and
- * (ck NULL: no layer has any) cross-attention keys/values ck[i]/cv[i]. */
-int tatlas_decode_layers(const tatlas_layer *const *L, int64_t n, const void *x_in, void *x_out, void *const *kc,
-                         void *const *vc, int64_t S, int64_t pos, const float *const *cos, const float *const *sin,
-                         int64_t R, int interleaved, const uint8_t *const *valid, const void *const *ck,
-                         const void *const *cv, int64_t S_cross, int threads) {
+ * previous one, with its own cache kc[i]/vc[i], rotary cos[i]/sin[i], mask valid[i] and (ck NULL:
+ * no layer has any) cross-attention keys/values ck[i]/cv[i]. */
+int tatlas_decode_layers(const tatlas_layer *const *L, int64_t n, int64_t B, const void *x_in, void *x_out,
+                         void *const *kc, void *const *vc, int64_t S, int64_t pos, const float *const *cos,
+                         const float *const *sin, int64_t ldcos, int64_t R, int interleaved,
+                         const uint8_t *const *valid, int64_t ldvalid, const void *const *ck, const void *const *cv,
+                         int64_t S_cross, int threads) {
   for (int64_t i = 0; i < n; i++)
-    if (tatlas_decode_layer(L[i], i == 0 ? x_in : x_out, x_out, kc[i], vc[i], S, pos, cos[i], sin[i], R, interleaved,
-                            valid[i], ck ? ck[i] : NULL, cv ? cv[i] : NULL, S_cross, threads))
+    if (tatlas_decode_layer(L[i], B, i == 0 ? x_in : x_out, x_out, kc[i], vc[i], S, pos, cos[i], sin[i], ldcos, R,
+                            interleaved, valid[i], ldvalid, ck ? ck[i] : NULL, cv ? cv[i] : NULL, S_cross, threads))
       return -1;
   return 0;
 }

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from ..io.parts import cache_dir
 
-__all__ = ["build", "kernel", "matvec", "blocks_valid", "matvec_blocks", "serves", "serves_blocks"]
+__all__ = ["MAX_ROWS", "build", "kernel", "matmat", "matvec", "blocks_valid", "matvec_blocks", "serves",
+           "serves_blocks", "serves_rows"]
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("matvec.c")
@@ -105,11 +106,13 @@ def load(path: Path) -> ctypes.CDLL | None:
     for fn, result in ((lib.tatlas_matvec_f32, None), (lib.tatlas_matvec_bf16, ctypes.c_int)):
         fn.argtypes, fn.restype = args, result
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tatlas_matmat.argtypes, lib.tatlas_matmat.restype = [p] * 4 + [i64, i64, i64, i32, i32], ctypes.c_int
     lib.tatlas_matvec_q4.argtypes, lib.tatlas_matvec_q4.restype = [p] * 6 + [i64, i64, i32], ctypes.c_int
     lib.tatlas_matvec_q8.argtypes, lib.tatlas_matvec_q8.restype = [p] * 5 + [i64, i64, i32], ctypes.c_int
-    lib.tatlas_decode_layer.argtypes = [p] * 5 + [i64, i64, p, p, i64, i32, p, p, p, i64, i32]
+    step = [i64, i64, p, p, i64, i64, i32, p, i64, p, p, i64, i32]  # S, pos, cos, sin, ldcos, R, ..., threads
+    lib.tatlas_decode_layer.argtypes = [p, i64] + [p] * 4 + step
     lib.tatlas_decode_layer.restype = ctypes.c_int
-    lib.tatlas_decode_layers.argtypes = [p, i64] + [p] * 4 + [i64, i64, p, p, i64, i32, p, p, p, i64, i32]
+    lib.tatlas_decode_layers.argtypes = [p, i64, i64] + [p] * 4 + step
     lib.tatlas_decode_layers.restype = ctypes.c_int
     return lib
 
@@ -122,6 +125,12 @@ def _agrees(lib: ctypes.CDLL) -> bool:
         wd, xd, bd = w.to(dtype), x.to(dtype), b.to(dtype)
         got = _call(lib, xd, wd, bd, 1)
         if not torch.allclose(got.float(), F.linear(xd.float(), wd.float(), bd.float()), atol=atol, rtol=0.02):
+            return False
+        rows = torch.cat([xd, xd * 2, -xd])  # several rows at once (tatlas_matmat)
+        got = torch.empty(3, 7, dtype=dtype)
+        lib.tatlas_matmat(wd.data_ptr(), rows.data_ptr(), bd.data_ptr(), got.data_ptr(), 3, 7, 37,
+                          int(dtype == torch.bfloat16), 1)
+        if not torch.allclose(got.float(), F.linear(rows.float(), wd.float(), bd.float()), atol=2 * atol, rtol=0.02):
             return False
     # GGUF's blocks (two 32-value groups a row): q4 (w = q * scale + offset) and q8 (w = q * scale)
     x, scale, offset = torch.randn(64, generator=g), torch.rand(7, 2, generator=g), torch.randn(7, 2, generator=g)
@@ -183,6 +192,40 @@ def matvec(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     kernel; call only where :func:`serves` said yes."""
     small = weight.numel() * weight.element_size() < ONE_THREAD_BYTES
     return _call(kernel(), x, weight, bias, 1 if small else torch.get_num_threads())
+
+
+# A product of a few rows (a decode step of several sequences) can take tatlas_matmat, which reads
+# each weight row once for all of them: from memory, Whisper's 51865 x 384 float32 head at 2-8 rows
+# in 2.3-3.7 ms against oneDNN's 4.9-5.7 (Zen 4 EPYC, 2 threads); at 16 rows oneDNN is ahead (7.1
+# vs 8.7). Callers race it against their GEMM (nn/fastpath.py) up to this many rows.
+MAX_ROWS = 16
+
+
+def serves_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether :func:`matmat` computes ``F.linear(x, weight, bias)``: 2 to :data:`MAX_ROWS` rows
+    of plain contiguous CPU float32 or bfloat16 tensors of one dtype, no gradient wanted, the
+    kernel at hand with AVX-512."""
+    k = weight.shape[-1]
+    return (
+        weight.dim() == 2 and x.shape[-1] == k and 2 <= x.numel() // k <= MAX_ROWS and x.dtype == weight.dtype
+        and x.dtype in (torch.float32, torch.bfloat16) and weight.device.type == "cpu" and x.device.type == "cpu"
+        and weight.is_contiguous() and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()))
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+        and not torch.compiler.is_compiling() and kernel() is not None and kernel().tatlas_matvec_isa() >= 2
+    )
+
+
+def matmat(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` for a few rows by the kernel (each weight row read once for
+    all of them); call only where :func:`serves_rows` said yes."""
+    x = x.contiguous()
+    n, k = weight.shape
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
+    if kernel().tatlas_matmat(weight.data_ptr(), x.data_ptr(), None if bias is None else bias.data_ptr(),
+                              y.data_ptr(), x.numel() // k, n, k, int(x.dtype == torch.bfloat16),
+                              torch.get_num_threads()):
+        raise RuntimeError("matvec kernel: tatlas_matmat needs AVX-512")
+    return y
 
 
 def serves_blocks(x: Tensor, blocks: tuple[Tensor, ...]) -> bool:

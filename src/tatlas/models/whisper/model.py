@@ -100,8 +100,8 @@ class TextDecoder(nn.Module):
             positions, mask, causal = cache.positions(input_pos), cache.mask(input_pos), False
         x = self.embed(tokens) + self.positions(positions)  # [B, T, C]
         fused = None
-        if cache is not None and cross_weights is None and tokens.shape == (1, 1) and cache.cross[0].filled:
-            # a one-row decode step: every layer in one C call where the fast path serves it (nn/decode_layer.py)
+        if cache is not None and cross_weights is None and tokens.shape[1] == 1 and cache.cross[0].filled:
+            # a one-token decode step: every layer in one C call where the fast path serves it (nn/decode_layer.py)
             n = len(self.layers)
             fused = decode_layer.run_layers(self.layers, x, masks=[mask] * n, ropes=[None] * n, cache=cache,
                                             input_pos=input_pos)
