@@ -280,7 +280,8 @@ def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rop
     rows, k, v = x.shape[0], cache.k, cache.v
     if not (k.dtype == x.dtype and k.shape[0] == rows and k.shape[1] == layer.kv_heads
             and k.shape[-1] == layer.head_dim and v.shape == k.shape and k.is_contiguous() and v.is_contiguous()
-            and 0 <= pos < k.shape[2] and (mask is None or (mask.dtype == torch.bool and _per_row(mask, rows, pos + 1)))):
+            and 0 <= pos < k.shape[2]
+            and (mask is None or (mask.dtype == torch.bool and _per_row(mask, rows, pos + 1)))):
         return False
     if rope is not None:
         cos, sin = rope.cos, rope.sin

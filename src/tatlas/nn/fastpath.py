@@ -16,14 +16,15 @@ matmul's epilogue (one pass over the ``[*, hidden]`` output fewer, bit-identical
 :class:`FastLinear`, every :class:`~tatlas.nn.MLP` for :class:`FastMLP`, every
 :class:`~tatlas.nn.TiedLinear` for :class:`FastTiedLinear`, every
 :class:`~tatlas.nn.TransformerBlock` for :class:`FastTransformerBlock` (a one-token decode step of a
-Llama-style or classic block, one sequence or several, in one C call, :mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever
-classes a system adds, e.g. CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks
-stay; the decision is made once, when the model is optimised (as timm reads ``fused_attn`` at build
-time), not by a switch consulted on every call. A swapped module still computes ``F.linear`` when
-oneDNN cannot serve the call: a gradient is wanted (oneDNN's op has no backward), the weight is
-not a plain CPU float32/bfloat16 tensor (moved to CUDA, sharded as a DTensor), or the code is being
-compiled, or the product is too small for oneDNN's call overhead to pay (:data:`MIN_MACS`).
-``tatlas.load(..., fast=True)`` and the CLIs apply it for every system.
+Llama-style or classic block, one sequence or several, in one C call,
+:mod:`~tatlas.nn.decode_layer`) (and, through ``variants``, whatever classes a system adds, e.g.
+CLIP's pooled read-out). Parameters, buffers, state-dict keys and hooks stay; the decision is made
+once, when the model is optimised (as timm reads ``fused_attn`` at build time), not by a switch
+consulted on every call. A swapped module still computes ``F.linear`` when oneDNN cannot serve the
+call: a gradient is wanted (oneDNN's op has no backward), the weight is not a plain CPU
+float32/bfloat16 tensor (moved to CUDA, sharded as a DTensor), or the code is being compiled, or the
+product is too small for oneDNN's call overhead to pay (:data:`MIN_MACS`). ``tatlas.load(...,
+fast=True)`` and the CLIs apply it for every system.
 """
 
 from __future__ import annotations
