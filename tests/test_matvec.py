@@ -96,6 +96,35 @@ def test_serves_one_plain_row_only(monkeypatch):
         M.kernel.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_a_few_rows_at_once_equal_linear(dtype):
+    """``matmat`` (``tatlas_matmat``: each weight row read once for all rows) equals ``F.linear`` for
+    every row count up to and past its register groups (8 rows; two weight rows at a time beyond 8,
+    and from 4 rows on for rows of 4 KB or more), ragged row lengths, with and without a bias; and
+    it serves 2 to MAX_ROWS plain rows only."""
+    M.kernel.cache_clear()
+    if M.kernel() is None or M.kernel().tatlas_matvec_isa() < 2:
+        pytest.skip("the few-rows kernel needs AVX-512")
+    g = torch.Generator().manual_seed(0)
+    atol = 1e-5 if dtype == torch.float32 else 2e-2
+    for n, k in [(7, 37), (9, 2049), (33, 1100), (5, 4100)]:
+        w, b = torch.randn(n, k, generator=g).to(dtype), torch.randn(n, generator=g).to(dtype)
+        for rows in (2, 3, 4, 5, 8, 9, 11, 16, 40):
+            x = torch.randn(rows, k, generator=g).to(dtype)
+            for bias in (None, b):
+                want = F.linear(x.double(), w.double(), None if bias is None else bias.double())
+                got = M.matmat(x, w, bias)
+                assert got.shape == (rows, n) and got.dtype == dtype
+                torch.testing.assert_close(got.double(), want, atol=atol * k ** 0.5, rtol=0.01)
+    w = torch.randn(64, 32)
+    with torch.inference_mode():
+        assert M.serves_rows(torch.randn(2, 32), w, None) and M.serves_rows(torch.randn(4, 1, 32), w, torch.randn(64))
+        assert not M.serves_rows(torch.randn(1, 32), w, None)  # one row: the matrix-vector kernel's
+        assert not M.serves_rows(torch.randn(M.MAX_ROWS + 1, 32), w, None)  # many: a GEMM's
+        assert not M.serves_rows(torch.randn(3, 32), torch.randn(32, 64).t(), None)  # a transposed view
+        assert not M.serves_rows(torch.randn(3, 32).bfloat16(), w, None)  # mixed dtypes
+
+
 def test_decode_with_and_without_the_kernel_agrees(monkeypatch):
     """A small Qwen-shaped decoder (q/k/v biases), optimised: greedy tokens and a one-token forward's
     logits equal with the kernel on (one-row projections) and off (oneDNN / BLAS)."""

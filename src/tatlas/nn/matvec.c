@@ -340,12 +340,13 @@ static void matvec_bf16(const uint16_t *W, const uint16_t *x, float *xs, const u
 static void matmat(const void *W, const void *X, int64_t ldx, const void *b, float *Yf, uint16_t *Y16, int64_t ldy,
                    int64_t B, int64_t N, int64_t K, int bf, int threads) {
   const size_t size = bf ? 2 : 4;
-  /* more than MAX_ROWS rows: two weight rows at a time (the last alone if N is odd), each x chunk
-   * loaded once for both; fewer: one at a time. On a Zen 4 EPYC, Whisper's 51865 x 384 head from
-   * memory: 2-8 rows 3.0-3.5 ms one at a time, 5.3-5.8 two (two streams side by side read slower,
-   * as for one row); 16 rows 8.6 either way; 32 rows 17.3 vs 13.9, and the layers' products, which
-   * the cache holds, 1.3-1.9x faster two at a time from 8 rows on. */
-  const int64_t step = B > MAX_ROWS ? 2 : 1;
+  /* Two weight rows at a time (the last alone if N is odd), each x chunk loaded once for both, for
+   * more than MAX_ROWS rows, or from 4 rows on when a weight row is 4 KB or longer; else one at a
+   * time: two streams side by side read short rows slower (as for one row). From memory, 2 threads,
+   * Zen 4 EPYC, GB/s of weights one at a time / two (benchmarks/RESULTS.md): 896 x 4864 at 4 and 8
+   * rows 16.3 / 20.3 and 11.7 / 16.6, 384 x 1536 at 8 rows 10.4 / 13.6; but 4864 x 896 at 4 rows
+   * 24.3 / 16.3 and Whisper's 51865 x 384 head at 4 and 8 rows 22.7 / 14.1 and 19.6 / 12.3. */
+  const int64_t step = B > MAX_ROWS || (B >= 4 && K * (int64_t)size >= 4096) ? 2 : 1;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t at = 0; at < (N + step - 1) / step; at++) {
     const int64_t n = at * step;
