@@ -120,15 +120,31 @@ static inline float row_bf16_512(const uint16_t *w, const uint16_t *x, int64_t K
  * the other; X: nr rows, ldx apart; out[i * ldo + r] = W[i] . X[r]. */
 #define MAX_ROWS 8
 
+/* the k loop from k on, 16 values a step, each loaded (bfloat16: and widened) by LOAD: one weight
+ * row against nr rows of x (accumulators a), or two (a and c), each x chunk loaded once */
+#define ROWS1_FMA(LOAD)                                                       \
+  for (; k < K; k += 16) {                                                    \
+    __m512 wv = LOAD(w + k, K - k);                                           \
+    for (int r = 0; r < nr; r++)                                              \
+      a[r] = _mm512_fmadd_ps(wv, LOAD(X + r * ldx + k, K - k), a[r]);         \
+  }
+#define ROWS2_FMA(LOAD)                                          \
+  for (; k < K; k += 16) {                                       \
+    __m512 w0 = LOAD(w + k, K - k), w1 = LOAD(w + K + k, K - k); \
+    for (int r = 0; r < nr; r++) {                               \
+      __m512 xv = LOAD(X + r * ldx + k, K - k);                  \
+      a[r] = _mm512_fmadd_ps(w0, xv, a[r]);                      \
+      c[r] = _mm512_fmadd_ps(w1, xv, c[r]);                      \
+    }                                                            \
+  }
+
 static inline __attribute__((always_inline)) void rows_f32_512(const float *w, const float *X, int64_t ldx, int nr,
                                                                int64_t K, float *out, int64_t ldo) {
   (void)ldo;
   __m512 a[MAX_ROWS];
   for (int r = 0; r < nr; r++) a[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    __m512 wv = load_f32(w + k, K - k);
-    for (int r = 0; r < nr; r++) a[r] = _mm512_fmadd_ps(wv, load_f32(X + r * ldx + k, K - k), a[r]);
-  }
+  int64_t k = 0;
+  ROWS1_FMA(load_f32)
   for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]);
 }
 
@@ -136,17 +152,13 @@ static inline __attribute__((always_inline)) void rows2_f32_512(const float *w, 
                                                                 int64_t K, float *out, int64_t ldo) {
   __m512 a[MAX_ROWS], c[MAX_ROWS];
   for (int r = 0; r < nr; r++) a[r] = c[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    __m512 w0 = load_f32(w + k, K - k), w1 = load_f32(w + K + k, K - k);
-    for (int r = 0; r < nr; r++) {
-      __m512 xv = load_f32(X + r * ldx + k, K - k);
-      a[r] = _mm512_fmadd_ps(w0, xv, a[r]);
-      c[r] = _mm512_fmadd_ps(w1, xv, c[r]);
-    }
-  }
+  int64_t k = 0;
+  ROWS2_FMA(load_f32)
   for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]), out[ldo + r] = _mm512_reduce_add_ps(c[r]);
 }
 
+/* bfloat16: pairs of products summed into float32 lanes (AVX512-BF16) 32 values a step, the rest
+ * (and without it, everything) widened to float32 */
 static inline __attribute__((always_inline)) void rows_bf16_multi(const uint16_t *w, const uint16_t *X, int64_t ldx,
                                                                   int nr, int64_t K, float *out, int64_t ldo) {
   (void)ldo;
@@ -154,16 +166,13 @@ static inline __attribute__((always_inline)) void rows_bf16_multi(const uint16_t
   for (int r = 0; r < nr; r++) a[r] = _mm512_setzero_ps();
   int64_t k = 0;
 #if defined(__AVX512BF16__)
-  for (; k + 32 <= K; k += 32) { /* pairs of products summed into float32 lanes */
+  for (; k + 32 <= K; k += 32) {
     __m512bh wv = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
     for (int r = 0; r < nr; r++)
       a[r] = _mm512_dpbf16_ps(a[r], wv, (__m512bh)_mm512_loadu_si512((const void *)(X + r * ldx + k)));
   }
 #endif
-  for (; k < K; k += 16) {
-    __m512 wv = load_bf16(w + k, K - k);
-    for (int r = 0; r < nr; r++) a[r] = _mm512_fmadd_ps(wv, load_bf16(X + r * ldx + k, K - k), a[r]);
-  }
+  ROWS1_FMA(load_bf16)
   for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]);
 }
 
@@ -183,14 +192,7 @@ static inline __attribute__((always_inline)) void rows2_bf16_multi(const uint16_
     }
   }
 #endif
-  for (; k < K; k += 16) {
-    __m512 w0 = load_bf16(w + k, K - k), w1 = load_bf16(w + K + k, K - k);
-    for (int r = 0; r < nr; r++) {
-      __m512 xv = load_bf16(X + r * ldx + k, K - k);
-      a[r] = _mm512_fmadd_ps(w0, xv, a[r]);
-      c[r] = _mm512_fmadd_ps(w1, xv, c[r]);
-    }
-  }
+  ROWS2_FMA(load_bf16)
   for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(a[r]), out[ldo + r] = _mm512_reduce_add_ps(c[r]);
 }
 
