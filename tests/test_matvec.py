@@ -41,6 +41,7 @@ def test_equals_linear(flags, tmp_path):
         pytest.skip("this host has no AVX2")
     _check(lib, torch.float32, 1e-5)
     _check(lib, torch.bfloat16, 2e-2)  # inputs rounded to bfloat16 alike; the sum's order differs
+    assert M._agrees(lib)  # the check a freshly loaded kernel passes before use (AVX2: without tatlas_matmat)
 
 
 def test_without_a_vector_unit_the_library_declines(tmp_path):

@@ -126,11 +126,11 @@ def _agrees(lib: ctypes.CDLL) -> bool:
         got = _call(lib, xd, wd, bd, 1)
         if not torch.allclose(got.float(), F.linear(xd.float(), wd.float(), bd.float()), atol=atol, rtol=0.02):
             return False
-        rows = torch.cat([xd, xd * 2, -xd])  # several rows at once (tatlas_matmat)
+        rows = torch.cat([xd, xd * 2, -xd])  # several rows at once (tatlas_matmat: AVX-512 only, else -1)
         got = torch.empty(3, 7, dtype=dtype)
-        lib.tatlas_matmat(wd.data_ptr(), rows.data_ptr(), bd.data_ptr(), got.data_ptr(), 3, 7, 37,
-                          int(dtype == torch.bfloat16), 1)
-        if not torch.allclose(got.float(), F.linear(rows.float(), wd.float(), bd.float()), atol=2 * atol, rtol=0.02):
+        if lib.tatlas_matmat(wd.data_ptr(), rows.data_ptr(), bd.data_ptr(), got.data_ptr(), 3, 7, 37,
+                             int(dtype == torch.bfloat16), 1) == 0 and not torch.allclose(
+                got.float(), F.linear(rows.float(), wd.float(), bd.float()), atol=2 * atol, rtol=0.02):
             return False
     # GGUF's blocks (two 32-value groups a row): q4 (w = q * scale + offset) and q8 (w = q * scale)
     x, scale, offset = torch.randn(64, generator=g), torch.rand(7, 2, generator=g), torch.randn(7, 2, generator=g)
