@@ -440,6 +440,12 @@ def test_gguf_blocks_run_inside_the_c_layers(monkeypatch):
     assert counts == {"layers": 14, "layer": 0}
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(_steps(model, prompt, enabled=False), want, atol=1e-4, rtol=1e-4)
+    # several rows: not in C (it reads the blocks one row at a time), the same steps by torch's kernels
+    prompts, mask = torch.randint(0, 300, (3, 6), generator=torch.Generator().manual_seed(8)), torch.ones(3, 6) > 0
+    want = _rows_steps(twin, prompts, mask, n=4, enabled=False)
+    got = _rows_steps(model, prompts, mask, n=4)
+    assert counts == {"layers": 14, "layer": 0}
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_gguf_blocks_replaced_or_in_bfloat16_are_planned_again_or_not_at_all():
