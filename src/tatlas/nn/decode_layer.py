@@ -12,8 +12,9 @@ positions) 2.9 of a 7.4 ms step. Here one call per layer does all of it, the pro
 kernel. A step of several sequences (a batch of prompts, Whisper's windows, beams) is one call
 too: each weight row is read once for all rows (``tatlas_matmat``'s loop); the rows keep their own
 cache rows, positions (left padding), masks and cross-attention sources. Whisper tiny.en at 8
-windows: a step of 21.5 ms as torch ops, 13.5 in one call (of which ~4 ms read the 8 windows'
-147 MB of cross-attention keys/values).
+windows: a step of 20.6-21.5 ms as torch ops, 12.6-13.5 in one call (of which ~4 ms read the 8
+windows' 147 MB of cross-attention keys/values). A step of several rows with GGUF blocks is not
+served (below).
 
 Served (:func:`run`; anything else returns ``None`` and the caller runs the block as torch ops):
 a :class:`~tatlas.nn.TransformerBlock` evaluated for one token of each row (``x [B, 1, C]``)
