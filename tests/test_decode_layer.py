@@ -184,6 +184,10 @@ def test_what_it_does_not_serve_runs_as_torch_ops(monkeypatch):
         cache = model.new_cache(2, 8)
         model.prefill(torch.randint(0, 300, (2, 3)), cache)
         model(torch.randint(0, 300, (2, 2)), cache=cache, input_pos=torch.tensor([3, 4]))
+        # two rows where the kernel reads the weights once per row (no AVX-512): the GEMM path
+        monkeypatch.setattr(matvec, "rows_at_once", lambda: False)
+        model(torch.randint(0, 300, (2, 1)), cache=cache, input_pos=torch.tensor([5]))
+        monkeypatch.setattr(matvec, "rows_at_once", lambda: True)
         # a dynamic cache (grows by concatenation)
         cache = model.new_cache(1, 8, static=False)
         model.prefill(torch.randint(0, 300, (1, 3)), cache)

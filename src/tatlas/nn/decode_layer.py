@@ -34,7 +34,7 @@ In bfloat16 every intermediate is rounded where the torch path rounds it. In a f
 model any projection may instead be a GGUF block layer (:mod:`~tatlas.nn.quant_blocks`:
 ``Int4Linear``, ``Int4PairLinear``, ``GroupInt8Linear`` over 32-column groups): the C layer reads
 its q4 / q8 blocks as stored, for one row (several rows take torch's kernels: the blocks are read
-one row at a time). ``TATLAS_DECODE_LAYER=0`` (or :data:`ENABLED` = False) turns it off;
+one row at a time; so are all weights on a CPU without AVX-512, where several rows are not served). ``TATLAS_DECODE_LAYER=0`` (or :data:`ENABLED` = False) turns it off;
 so does ``TATLAS_MATVEC=0`` (no kernel).
 """
 
@@ -280,9 +280,10 @@ def _fits(layer: _Layer | None, x: Tensor, cache, mask: Tensor | None, rope: Rop
     if layer is None or layer.bf16 != (x.dtype == torch.bfloat16) or type(cache) is not StaticKVCache:
         return False
     rows, k, v = x.shape[0], cache.k, cache.v
-    if rows > 1 and any(layer.format):
-        # GGUF blocks are read one row at a time, so several rows would read them once each: torch's
-        # kernels take those steps (SmolLM2-135M Q8_0 served, 8 streams: 62-65 tok/s that way, 89-93 not)
+    if rows > 1 and (any(layer.format) or not matvec.rows_at_once()):
+        # GGUF blocks (and every product without AVX-512) are read one row at a time, so several rows
+        # would read the weights once each: a GEMM takes those steps (SmolLM2-135M Q8_0 served, 8
+        # streams: 62-65 tok/s in C that way, 89-93 not)
         return False
     if not (k.dtype == x.dtype and k.shape[0] == rows and k.shape[1] == layer.kv_heads
             and k.shape[-1] == layer.head_dim and v.shape == k.shape and k.is_contiguous() and v.is_contiguous()

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from ..io.parts import cache_dir
 
-__all__ = ["MAX_ROWS", "build", "kernel", "matmat", "matvec", "blocks_valid", "matvec_blocks", "serves",
-           "serves_blocks", "serves_rows"]
+__all__ = ["MAX_ROWS", "build", "kernel", "matmat", "matvec", "blocks_valid", "matvec_blocks", "rows_at_once",
+           "serves", "serves_blocks", "serves_rows"]
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("matvec.c")
@@ -201,6 +201,14 @@ def matvec(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 MAX_ROWS = 16
 
 
+def rows_at_once() -> bool:
+    """Whether the kernel reads each weight row once for several rows of x (``tatlas_matmat``'s
+    loop: AVX-512); elsewhere ``matvec.c`` takes several rows one after the other, reading the
+    weights once per row, which callers leave to a GEMM."""
+    lib = kernel()
+    return lib is not None and lib.tatlas_matvec_isa() >= 2
+
+
 def serves_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     """Whether :func:`matmat` computes ``F.linear(x, weight, bias)``: 2 to :data:`MAX_ROWS` rows
     of plain contiguous CPU float32 or bfloat16 tensors of one dtype, no gradient wanted, the
@@ -211,7 +219,7 @@ def serves_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
         and x.dtype in (torch.float32, torch.bfloat16) and weight.device.type == "cpu" and x.device.type == "cpu"
         and weight.is_contiguous() and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()))
         and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
-        and not torch.compiler.is_compiling() and kernel() is not None and kernel().tatlas_matvec_isa() >= 2
+        and not torch.compiler.is_compiling() and rows_at_once()
     )
 
 
