@@ -105,6 +105,12 @@ def test_bad_jobs_and_bad_thread_settings_are_one_line_errors(tmp_path, monkeypa
             assert res.exit_code == 2, res.output
             assert res.output.strip() == f"error: TATLAS_THREADS: expected a positive whole number or 'auto', got {value!r}"
         monkeypatch.setenv("TATLAS_THREADS", "1")
+        for value in ("x", "-1"):
+            monkeypatch.setenv("TATLAS_SPIN", value)
+            res = runner.invoke(app, ["demo", "--out", str(tmp_path)], terminal_width=200)
+            assert res.exit_code == 2, res.output
+            assert res.output.strip() == f"error: TATLAS_SPIN: expected a whole number of spins or 'default', got {value!r}"
+        monkeypatch.delenv("TATLAS_SPIN")
         res = runner.invoke(app, ["demo", "--jobs", "1", "--out", str(tmp_path)], terminal_width=200)
         assert res.exit_code == 0 and torch.get_num_threads() == 1, res.output
     finally:

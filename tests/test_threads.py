@@ -4,6 +4,10 @@ when the count is fixed; generate and the trainer run under it and give the same
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -166,3 +170,54 @@ def test_a_failing_training_run_restores_the_threads(two_threads, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         Trainer(model, loss_fn, data, TrainConfig(steps=3, batch_size=2, progress=False)).fit()
     assert torch.get_num_threads() == 2
+
+
+# --- how long idle OpenMP threads spin (tatlas/_openmp.py) ---------------------------------------------
+
+def test_the_spin_setting_leaves_the_users_own_alone():
+    from tatlas._openmp import SPIN_COUNT, spin_setting
+
+    assert spin_setting({}) == str(SPIN_COUNT)
+    assert spin_setting({"TATLAS_SPIN": "500"}) == "500"
+    assert spin_setting({"TATLAS_SPIN": " Default "}) is None
+    assert spin_setting({"GOMP_SPINCOUNT": "10"}) is None and spin_setting({"OMP_WAIT_POLICY": "active"}) is None
+    for bad in ("x", "-1", "1.5"):
+        with pytest.raises(ValueError, match=f"TATLAS_SPIN: expected a whole number of spins or 'default', got {bad!r}"):
+            spin_setting({"TATLAS_SPIN": bad})
+
+
+_WORKER_CPU = """
+import sys, time
+{first}
+import torch
+torch.set_num_threads(2)
+x = torch.randn(4_000_000)
+for _ in range(3):
+    x.add_(1.0)
+p0, t0 = time.process_time(), time.thread_time()
+for _ in range(20):
+    x.add_(1.0)  # one parallel region, then the other thread waits for the next one while we sleep
+    time.sleep(0.02)
+import os
+print(os.environ.get("GOMP_SPINCOUNT"), (time.process_time() - p0) - (time.thread_time() - t0))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: libgomp spins briefly anyway")
+def test_import_tatlas_first_and_idle_threads_stop_spinning_soon():
+    """The CPU time torch's second thread burns between parallel regions 20 ms apart: with libgomp's
+    default spin it holds its core for milliseconds after each (~170 ms in all on an AVX-512 EPYC),
+    after `import tatlas` for ~75 us (~13 ms, most of it the regions' work). Torch imported first, the
+    setting comes too late, and tatlas leaves the environment as it was."""
+
+    def worker_cpu(first: str, **env) -> tuple[str, float]:
+        environ = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "TATLAS_SPIN")}
+        out = subprocess.run([sys.executable, "-c", _WORKER_CPU.format(first=first)], capture_output=True, text=True,
+                             check=True, env={**environ, **env}).stdout.split()
+        return out[0], float(out[1])
+
+    spin, tuned = worker_cpu("import tatlas")
+    off, default = worker_cpu("import tatlas", TATLAS_SPIN="default")
+    late, _ = worker_cpu("import torch, tatlas")
+    assert (spin, off, late) == ("3000", "None", "None")
+    assert tuned < default / 4, (tuned, default)

@@ -6,6 +6,12 @@ checkpoint or a foreign one), :func:`save`, :func:`load_weights`, :func:`optimiz
 
 import gc as _gc
 
+from ._openmp import set_spin_before_torch
+
+# before torch loads libgomp: idle OpenMP threads spin ~75 us, not ~7.5 ms, before they sleep (a
+# thread spinning at a barrier beside a busy process holds the core its partner needs; tatlas/_openmp.py)
+set_spin_before_torch()
+
 # torch's import makes ~170,000 objects that live as long as the process; the collector, running
 # while they are made, walks them again and again. Paused for these imports (and frozen for good by
 # the command line, tatlas/cli/__init__.py), `import tatlas.cli.main` takes 0.94-1.05 s instead of

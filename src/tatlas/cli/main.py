@@ -21,9 +21,11 @@ console = Console()
 def _root(debug: bool = typer.Option(False, "--debug", envvar="TATLAS_DEBUG",
                                      help="full Python tracebacks, for expected errors too")) -> None:
     app.pretty_exceptions_enable = not debug  # off: Python's own, complete traceback
+    from tatlas._openmp import spin_setting
     from tatlas.nn.threads import apply_thread_setting
 
     apply_thread_setting()  # a bad TATLAS_THREADS: a one-line error
+    spin_setting()  # and a bad TATLAS_SPIN
 
 
 def _human(n: int) -> str:
