@@ -165,3 +165,61 @@ def test_cross_attention_rows_sharing_one_source(gen):
     with torch.no_grad():
         torch.testing.assert_close(attn(x, cache=shared), attn(x, cache=repeated), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(attn(x[:, -1:], cache=shared), attn(x[:, -1:], cache=repeated), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lead,mask_lead,bias_lead", [
+    ((6,), (6,), (1,)),  # one batch of rows sharing a bias (triangle attention)
+    ((2, 6), (2, 6), (2, 1)),  # a batch of pair representations: a bias per batch element
+    ((2, 6), (2, 6), (1, 6)),  # a bias per row, shared by the batch
+    ((2, 3, 6), (1, 3, 6), ()),  # more leading dims, the mask broadcast over the first
+    ((5,), (1,), (5,)),  # one mask for all rows
+])
+@pytest.mark.parametrize("chunk", [1 << 20, 150, 1])  # all rows at once, 3 / 1 rows per chunk
+def test_key_masked_attention_equals_the_summed_mask(lead, mask_lead, bias_lead, chunk, gen, monkeypatch):
+    """A per-row key mask and a shared bias, never summed for all rows at once: bit-identical to SDPA
+    on their sum without gradients (chunks of rows), equal to the definition and with the same
+    gradients with them (scores formed once, both added in place); fully masked rows included."""
+    from tatlas.nn import attention as A
+
+    monkeypatch.setattr(A, "MASK_CHUNK", chunk)
+    h, t, s, d = 2, 5, 5, 4
+    q, k, v = (torch.randn(*lead, h, t, d, generator=gen) for _ in range(3))
+    key_mask = 1e9 * ((torch.rand(*mask_lead, 1, 1, s, generator=gen) > 0.2).float() - 1.0)
+    key_mask.view(-1, s)[0] = -1e9  # a row that sees no key: AlphaFold's padding rows
+    bias = torch.randn(*bias_lead, h, t, s, generator=gen)
+    with torch.no_grad():
+        got = A.key_masked_attention(q, k, v, key_mask, bias)
+        want = sdpa(q, k, v, attn_mask=key_mask + bias)
+    assert got.shape == want.shape and torch.equal(got, want)
+    seen = (key_mask > -1).any(-1, keepdim=True).expand(got.shape)  # float64 keeps the bias of masked rows
+    torch.testing.assert_close(got[seen], naive(q, k, v, bias=key_mask + bias)[seen], atol=1e-5, rtol=1e-5)
+
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, bias)]
+    g = torch.randn(want.shape, generator=gen)
+    (A.key_masked_attention(*leaves[:3], key_mask, leaves[3]) * g).sum().backward()
+    grads = [x.grad for x in leaves]
+    for x in leaves:
+        x.grad = None
+    (softmax_attention(*leaves[:3], attn_mask=key_mask + leaves[3])[0] * g).sum().backward()
+    for got_grad, x in zip(grads, leaves, strict=True):
+        torch.testing.assert_close(got_grad, x.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_takes_a_key_mask_and_a_bias_apart(gen, monkeypatch):
+    """The module routes a key mask plus a bias to :func:`key_masked_attention` (AlphaFold's
+    attentions pass them apart), with the output it gave for their sum; other masks keep SDPA."""
+    from tatlas.nn import attention as A
+
+    attn = Attention(dim=8, heads=2, gate=True, out_bias=True).eval()
+    x = torch.randn(1, 6, 5, 8, generator=gen)
+    key_mask = 1e9 * ((torch.rand(1, 6, 1, 1, 5, generator=gen) > 0.2).float() - 1.0)
+    bias = torch.randn(1, 1, 2, 5, 5, generator=gen)
+    calls = []
+    real = A.key_masked_attention
+    monkeypatch.setattr(A, "key_masked_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with torch.no_grad():
+        apart = attn(x, mask=key_mask, bias=bias)
+        assert len(calls) == 1
+        summed = attn(x, bias=key_mask + bias)
+        attn(x, mask=torch.rand(1, 6, 2, 5, 5, generator=gen), bias=bias)  # not a key mask
+    assert len(calls) == 1 and torch.equal(apart, summed)

@@ -13,6 +13,7 @@ the queries are the last ``T`` of ``S`` positions (cached decoding).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -72,12 +73,82 @@ def sdpa(
     lead = _broadcast(q.shape[:-3], k.shape[:-3])
     q, k, v = (t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]) for t in (q, k, v))
     if attn_mask is not None:
-        attn_mask = attn_mask.reshape((1,) * (len(lead) + 3 - attn_mask.dim()) + tuple(attn_mask.shape))
-        attn_mask = attn_mask.expand(*lead, *attn_mask.shape[-3:]).reshape(-1, *attn_mask.shape[-3:])
+        attn_mask = _lead_mask(attn_mask, lead)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p, enable_gqa=gqa
     )
     return out.reshape(*lead, *out.shape[-3:])
+
+
+def _lead_mask(attn_mask: Tensor, lead: tuple[int, ...]) -> Tensor:
+    """``attn_mask`` for ``q``'s leading dims ``lead`` folded into one batch dim: a mask broadcast over
+    all of them stays one ``[1, H, T, S]`` (SDPA broadcasts it; expanded and folded it would be copied
+    once per row: AlphaFold's pair bias, 128 rows x 4 heads x 128 x 128, 33 MB)."""
+    shape = (1,) * (len(lead) + 3 - attn_mask.dim()) + tuple(attn_mask.shape)
+    if all(d == 1 for d in shape[: len(lead)]):
+        return attn_mask.reshape(1, *shape[len(lead):])
+    return attn_mask.reshape(shape).expand(*lead, *shape[len(lead):]).reshape(-1, *shape[len(lead):])
+
+
+def is_key_mask(mask: Tensor | None) -> bool:
+    """Whether ``mask`` is an additive per-key mask (float, one value per key, the same for every
+    head and query: ``[*, 1, 1, S]``), as AlphaFold's attentions take it."""
+    return mask is not None and mask.is_floating_point() and mask.dim() >= 3 and mask.shape[-3:-1] == (1, 1)
+
+
+# floats of the mask a chunk of rows forms at once in :func:`key_masked_attention` (4 MB in float32:
+# it stays in cache between the add that writes it and the attention that reads it)
+MASK_CHUNK = 1 << 20
+
+
+def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias: Tensor, *,
+                         scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+    """``softmax(q k^T * scale + key_mask + bias) v`` where each row (the leading dims) has its own
+    mask of keys ``[*, 1, 1, S]`` and the rows share ``bias [*, H, T, S]``: AlphaFold's row attention
+    with pair bias and triangle attention (128 rows of one 4 x 128 x 128 pair bias). Their sum for all
+    rows at once (33 MB there) cost page faults and two passes over memory, and SDPA copied it once
+    more: more time than the attention itself.
+
+    Without gradients, ``key_mask + bias`` is formed a chunk of rows at a time (:data:`MASK_CHUNK`
+    floats) in one buffer that stays in cache, and SDPA's flash kernel runs on each chunk: the same
+    sums in the same order as forming the whole mask (bit-identical results). With gradients (torch's
+    SDPA takes its math path then), the scores are formed once and the mask and bias added in place,
+    in AlphaFold's order. ``q [*, H, T, D]``, ``k/v [*, G, S, D]`` -> ``[*, H, T, D_v]``."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, key_mask, bias)) or dropout_p:
+        k, v = _expand_kv(k, v, q.shape[-3])
+        scores = (q * scale) @ k.transpose(-1, -2)  # [*, H, T, S]
+        for term in (key_mask, bias):
+            term = term.to(scores.dtype)
+            scores = scores.add_(term) if _broadcast(scores.shape, term.shape) == tuple(scores.shape) else scores + term
+        weights = scores.softmax(dim=-1)
+        if dropout_p:
+            weights = F.dropout(weights, p=dropout_p)
+        return weights @ v
+    if q.dim() < 4:  # one row
+        return key_masked_attention(q[None], k[None], v[None], key_mask[None], bias[None], scale=scale)[0]
+    key_mask, bias = key_mask.to(q.dtype), bias.to(q.dtype)
+    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+    h, t, s = q.shape[-3], q.shape[-2], k.shape[-2]
+    rows, step = lead[-1], max(1, MASK_CHUNK // (h * t * s))
+    out = q.new_empty(*lead, h, t, v.shape[-1])
+    buf = q.new_empty(min(step, rows), h, t, s)
+    for outer in itertools.product(*map(range, lead[:-1])):
+        qi, ki, vi, mi, bi = (_row_slab(x, outer, len(lead)) for x in (q, k, v, key_mask, bias))  # [rows | 1, ...]
+        for r in range(0, rows, step):
+            n = min(step, rows - r)
+            qc, kc, vc, mc, bc = (x.narrow(0, r, n) if x.shape[0] > 1 else x for x in (qi, ki, vi, mi, bi))
+            mask = torch.add(mc, bc.expand(bc.shape[0], h, t, s), out=buf[: max(mc.shape[0], bc.shape[0])])
+            qc, kc, vc = (x.expand(n, *x.shape[1:]) for x in (qc, kc, vc))
+            out[outer].narrow(0, r, n).copy_(sdpa(qc, kc, vc, attn_mask=mask, scale=scale))
+    return out
+
+
+def _row_slab(x: Tensor, outer: tuple[int, ...], lead: int) -> Tensor:
+    """``x``'s rows ``[rows | 1, a, b, c]`` at the outer leading index ``outer`` (of ``lead`` leading
+    dims; ``x`` broadcast where it has fewer or size-1 dims)."""
+    x = x.reshape((1,) * (lead + 3 - x.dim()) + tuple(x.shape))
+    return x[tuple(i if n > 1 else 0 for i, n in zip(outer, x.shape, strict=False))]
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -310,6 +381,10 @@ class Attention(nn.Module):
         if (q.dim() == 4 and k.shape[0] != q.shape[0] and q.shape[0] % k.shape[0] == 0 and mask is None
                 and bias is None and not causal and not return_weights):
             return self._out(_grouped_rows(q, k, v, self.scale, self.dropout if self.training else 0.0), x)
+        dropout = self.dropout if self.training else 0.0
+        if (is_key_mask(mask) and bias is not None and bias.is_floating_point() and not causal
+                and not return_weights and q.dim() >= 4 and q.shape[-3] == k.shape[-3]):
+            return self._out(key_masked_attention(q, k, v, mask, bias, scale=self.scale, dropout_p=dropout), x)
         t, s = q.shape[-2], k.shape[-2]
         attn_mask = combine_mask(mask, bias, q.dtype)
         is_causal = causal and attn_mask is None and t == s
@@ -319,7 +394,6 @@ class Attention(nn.Module):
                 attn_mask = cm if attn_mask is None else attn_mask & cm
             else:
                 attn_mask = attn_mask.masked_fill(~cm, float("-inf"))
-        dropout = self.dropout if self.training else 0.0
         if return_weights:
             out, weights = softmax_attention(
                 q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, dropout_p=dropout
