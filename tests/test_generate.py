@@ -52,6 +52,41 @@ def test_sliding_window_cache_equals_uncached(gen):
     assert full.shape == (1, 12, 64)
 
 
+@pytest.mark.parametrize("window", [None, 3, 16])
+def test_a_whole_unpadded_prompt_takes_the_causal_path(window, gen, monkeypatch):
+    """A prefill from slot 0 with no left padding passes no mask (SDPA's is_causal path, which skips
+    the masked half): the same logits as the explicit mask; padded rows, a later chunk, one token and
+    a window shorter than the prompt keep the mask."""
+    import torch.nn.functional as F
+
+    from tatlas.nn.cache import DecoderCache
+
+    torch.manual_seed(2)
+    m = tatlas.create("llm", "tiny", vocab_size=64, dim=32, heads=4, kv_heads=2, mlp_hidden=48,
+                      sliding_window=window).eval()
+    tokens = torch.randint(0, 64, (2, 9), generator=gen)
+    masks = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: masks.append((kw.get("attn_mask"), kw.get("is_causal"))) or real(*a, **kw))
+    with torch.no_grad():
+        plain = m.prefill(tokens, m.new_cache(2, 12))
+        took_causal = all(mask is None and causal for mask, causal in masks)
+        masks.clear()
+        with monkeypatch.context() as mp:
+            mp.setattr(DecoderCache, "plain_causal", lambda self, input_pos: False)
+            masked = m.prefill(tokens, m.new_cache(2, 12))
+        assert masks and all(mask is not None for mask, _ in masks)
+    assert took_causal == (window is None or window >= 9)
+    torch.testing.assert_close(plain, masked, atol=1e-5, rtol=1e-5)
+
+    cache = m.new_cache(2, 12)
+    slots = torch.arange(9)
+    assert cache.plain_causal(slots) and not cache.plain_causal(slots[3:]) and not cache.plain_causal(slots[:1])
+    cache.set_padding(torch.tensor([[True] * 9, [False] + [True] * 8]))
+    assert not cache.plain_causal(slots)
+
+
 def test_stop_tokens_and_streaming(model, gen):
     prompt = torch.randint(0, 64, (2, 4), generator=gen)
     free = generate(model, prompt, GenerationConfig(max_new_tokens=10)).tokens

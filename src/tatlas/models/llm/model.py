@@ -83,7 +83,11 @@ def attention_masks(c: LLMConfig, tokens: Tensor, cache: DecoderCache | None, in
     else:
         if input_pos is None:
             raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
-        positions, base = cache.positions(input_pos), cache.mask(input_pos)  # [B, T], [B, 1, T, S]
+        positions = cache.positions(input_pos)  # [B, T]
+        if not images and cache.plain_causal(input_pos) and (
+                "sliding" not in c.layer_types or c.sliding_window >= t):  # a whole prompt, no padding
+            return positions, dict.fromkeys({"full", *c.layer_types})
+        base = cache.mask(input_pos)  # [B, 1, T, S]
         q_slot, k_slot = input_pos, torch.arange(base.shape[-1], device=device)
     if images:
         blocks = image_blocks(tokens == c.image_token_id)  # [B, T]
