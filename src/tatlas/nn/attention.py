@@ -109,13 +109,22 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
     rows at once (33 MB there) cost page faults and two passes over memory, and SDPA copied it once
     more: more time than the attention itself.
 
-    Without gradients, ``key_mask + bias`` is formed a chunk of rows at a time (:data:`MASK_CHUNK`
-    floats) in one buffer that stays in cache, and SDPA's flash kernel runs on each chunk: the same
-    sums in the same order as forming the whole mask (bit-identical results). With gradients (torch's
-    SDPA takes its math path then), the scores are formed once and the mask and bias added in place,
-    in AlphaFold's order. ``q [*, H, T, D]``, ``k/v [*, G, S, D]`` -> ``[*, H, T, D_v]``."""
+    ``key_mask + bias`` is formed a chunk of rows at a time (:data:`MASK_CHUNK` floats) in one buffer
+    that stays in cache, and SDPA's flash kernel runs on each chunk: the same sums in the same order
+    as forming the whole mask (bit-identical results). With gradients, the backward pass forms each
+    chunk's scores again (:class:`_KeyMaskedAttention`), so no ``[*, H, T, S]`` tensor is kept for it
+    (the weights of all rows: 33 MB a layer at 128 residues, 268 MB at 256). Dropout, broadcast
+    queries/keys/values or a key mask that takes gradients: the scores are formed once and the mask
+    and bias added in place, in AlphaFold's order. ``q [*, H, T, D]``, ``k/v [*, G, S, D]`` ->
+    ``[*, H, T, D_v]``."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, key_mask, bias)) or dropout_p:
+    if q.dim() < 4:  # one row
+        return key_masked_attention(q[None], k[None], v[None], key_mask[None], bias[None], scale=scale,
+                                    dropout_p=dropout_p)[0]
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, key_mask, bias))
+    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+    if dropout_p or grad and (key_mask.requires_grad or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+                              or tuple(q.shape[:-3]) != lead):
         k, v = _expand_kv(k, v, q.shape[-3])
         scores = (q * scale) @ k.transpose(-1, -2)  # [*, H, T, S]
         for term in (key_mask, bias):
@@ -125,22 +134,46 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
         if dropout_p:
             weights = F.dropout(weights, p=dropout_p)
         return weights @ v
-    if q.dim() < 4:  # one row
-        return key_masked_attention(q[None], k[None], v[None], key_mask[None], bias[None], scale=scale)[0]
     key_mask, bias = key_mask.to(q.dtype), bias.to(q.dtype)
+    if grad:
+        return _KeyMaskedAttention.apply(q, k, v, key_mask, bias, scale)
+    return _key_masked_rows(q, k, v, key_mask, bias, scale)
+
+
+def _row_chunks(q: Tensor, k: Tensor, bias: Tensor, key_mask: Tensor):
+    """``(outer index, first row, rows)`` of the chunks :func:`key_masked_attention` takes: the rows
+    (last leading dim) a chunk of :data:`MASK_CHUNK` scores at a time, for every outer leading index."""
     lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
-    h, t, s = q.shape[-3], q.shape[-2], k.shape[-2]
-    rows, step = lead[-1], max(1, MASK_CHUNK // (h * t * s))
-    out = q.new_empty(*lead, h, t, v.shape[-1])
-    buf = q.new_empty(min(step, rows), h, t, s)
+    rows, step = lead[-1], max(1, MASK_CHUNK // (q.shape[-3] * q.shape[-2] * k.shape[-2]))
     for outer in itertools.product(*map(range, lead[:-1])):
-        qi, ki, vi, mi, bi = (_row_slab(x, outer, len(lead)) for x in (q, k, v, key_mask, bias))  # [rows | 1, ...]
         for r in range(0, rows, step):
-            n = min(step, rows - r)
-            qc, kc, vc, mc, bc = (x.narrow(0, r, n) if x.shape[0] > 1 else x for x in (qi, ki, vi, mi, bi))
-            mask = torch.add(mc, bc.expand(bc.shape[0], h, t, s), out=buf[: max(mc.shape[0], bc.shape[0])])
-            qc, kc, vc = (x.expand(n, *x.shape[1:]) for x in (qc, kc, vc))
-            out[outer].narrow(0, r, n).copy_(sdpa(qc, kc, vc, attn_mask=mask, scale=scale))
+            yield lead, outer, r, min(step, rows - r), step
+
+
+def _chunk(x: Tensor, lead: tuple[int, ...], outer: tuple[int, ...], r: int, n: int) -> Tensor:
+    """Rows ``r .. r+n-1`` of ``x`` at ``outer`` (``[n | 1, ...]``: a size-1 row dim stays one, broadcast)."""
+    x = _row_slab(x, outer, len(lead))
+    return x.narrow(0, r, n) if x.shape[0] > 1 else x
+
+
+def _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf: Tensor) -> Tensor:
+    """``key_mask + bias`` of a chunk of ``n`` rows, written into ``buf`` -> ``[n | 1, H, T, S]``."""
+    mc, bc = _chunk(key_mask, lead, outer, r, n), _chunk(bias, lead, outer, r, n)
+    rows = max(mc.shape[0], bc.shape[0])
+    return torch.add(mc, bc.expand(bc.shape[0], *buf.shape[1:]), out=buf[:rows])
+
+
+def _key_masked_rows(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias: Tensor, scale: float) -> Tensor:
+    """The forward of :func:`key_masked_attention`: SDPA's flash kernel on chunks of rows."""
+    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+    out = q.new_empty(*lead, q.shape[-3], q.shape[-2], v.shape[-1])  # (no rows: an empty extra MSA)
+    buf = None
+    for lead, outer, r, n, step in _row_chunks(q, k, bias, key_mask):
+        if buf is None:
+            buf = q.new_empty(min(step, lead[-1]), q.shape[-3], q.shape[-2], k.shape[-2])
+        mask = _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf)
+        qc, kc, vc = (_chunk(x, lead, outer, r, n).expand(n, *x.shape[-3:]) for x in (q, k, v))
+        out[outer].narrow(0, r, n).copy_(sdpa(qc, kc, vc, attn_mask=mask, scale=scale))
     return out
 
 
@@ -149,6 +182,50 @@ def _row_slab(x: Tensor, outer: tuple[int, ...], lead: int) -> Tensor:
     dims; ``x`` broadcast where it has fewer or size-1 dims)."""
     x = x.reshape((1,) * (lead + 3 - x.dim()) + tuple(x.shape))
     return x[tuple(i if n > 1 else 0 for i, n in zip(outer, x.shape, strict=False))]
+
+
+class _KeyMaskedAttention(torch.autograd.Function):
+    """:func:`key_masked_attention` with gradients for queries, keys, values (one leading shape, one
+    head count) and the bias: the forward keeps only its inputs and output; the backward forms each
+    chunk's scores and weights again, in cache, and writes the chunk's gradients in place (the
+    weights' gradient ``dS = P * (dO v^T - rowsum(dO * O))``, then ``dq = dS k * scale``,
+    ``dk = dS^T q * scale``, ``dv = P^T dO`` and the bias' sum of ``dS`` over the rows it is shared by)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_mask, bias, scale):
+        out = _key_masked_rows(q, k, v, key_mask, bias, scale)
+        ctx.save_for_backward(q, k, v, key_mask, bias, out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, key_mask, bias, out = ctx.saved_tensors
+        scale = ctx.scale
+        h, t, s, d, dv_ = q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+        dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
+        db = torch.zeros_like(bias, memory_format=torch.contiguous_format) if ctx.needs_input_grad[4] else None
+        buf = None
+        for lead, outer, r, n, step in _row_chunks(q, k, bias, key_mask):
+            if buf is None:
+                buf = q.new_empty(min(step, lead[-1]), h, t, s)
+            mask = _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf)
+            scores = mask if mask.shape[0] == n else buf[:n].copy_(mask.expand(n, h, t, s))
+            qc, kc, vc, gc, oc = (_chunk(x, lead, outer, r, n).reshape(n * h, -1, x.shape[-1])
+                                  for x in (q, k, v, grad, out))
+            scores = scores.view(n * h, t, s).baddbmm_(qc, kc.transpose(1, 2), alpha=scale)
+            p = scores.softmax(dim=-1)
+            ds = torch.bmm(gc, vc.transpose(1, 2)).sub_((gc * oc).sum(-1, keepdim=True)).mul_(p)  # [nH, T, S]
+            torch.bmm(p.transpose(1, 2), gc, out=_chunk(dv, lead, outer, r, n).view(n * h, s, dv_))
+            torch.bmm(ds, kc, out=_chunk(dq, lead, outer, r, n).view(n * h, t, d)).mul_(scale)
+            torch.bmm(ds.transpose(1, 2), qc, out=_chunk(dk, lead, outer, r, n).view(n * h, s, d)).mul_(scale)
+            if db is not None:
+                target = _chunk(db, lead, outer, r, n)
+                ds = ds.view(n, h, t, s)
+                dims = [i for i in range(4) if target.shape[i] == 1 and ds.shape[i] > 1]
+                target.add_(ds.sum(dims, keepdim=True) if dims else ds)
+        needs = ctx.needs_input_grad
+        return (dq if needs[0] else None, dk if needs[1] else None, dv if needs[2] else None, None, db, None)
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
