@@ -174,6 +174,7 @@ def test_cross_attention_rows_sharing_one_source(gen):
     ((2, 3, 6), (1, 3, 6), ()),  # more leading dims, the mask broadcast over the first
     ((5,), (1,), (5,)),  # one mask for all rows
     ((2, 0), (2, 0), (1, 1)),  # no rows (AlphaFold's extra MSA can be empty)
+    ((4,), (1,), (1,)),  # mask and bias both shared by the rows
 ])
 @pytest.mark.parametrize("chunk", [1 << 20, 150, 1])  # all rows at once, 3 / 1 rows per chunk
 def test_key_masked_attention_equals_the_summed_mask(lead, mask_lead, bias_lead, chunk, gen, monkeypatch):

@@ -122,7 +122,7 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
         return key_masked_attention(q[None], k[None], v[None], key_mask[None], bias[None], scale=scale,
                                     dropout_p=dropout_p)[0]
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, key_mask, bias))
-    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+    lead = _lead(q, k, key_mask, bias)
     if dropout_p or grad and (key_mask.requires_grad or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
                               or tuple(q.shape[:-3]) != lead):
         k, v = _expand_kv(k, v, q.shape[-3])
@@ -140,10 +140,16 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
     return _key_masked_rows(q, k, v, key_mask, bias, scale)
 
 
-def _row_chunks(q: Tensor, k: Tensor, bias: Tensor, key_mask: Tensor):
-    """``(outer index, first row, rows)`` of the chunks :func:`key_masked_attention` takes: the rows
-    (last leading dim) a chunk of :data:`MASK_CHUNK` scores at a time, for every outer leading index."""
-    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+def _lead(q: Tensor, k: Tensor, key_mask: Tensor, bias: Tensor) -> tuple[int, ...]:
+    """The leading dims of :func:`key_masked_attention`'s output: its inputs' broadcast."""
+    return _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+
+
+def _row_chunks(q: Tensor, k: Tensor, key_mask: Tensor, bias: Tensor):
+    """``(leading dims, outer index, first row, rows, rows a chunk)`` of the chunks
+    :func:`key_masked_attention` takes: the rows (last leading dim) :data:`MASK_CHUNK` scores at a
+    time, for every outer leading index."""
+    lead = _lead(q, k, key_mask, bias)
     rows, step = lead[-1], max(1, MASK_CHUNK // (q.shape[-3] * q.shape[-2] * k.shape[-2]))
     for outer in itertools.product(*map(range, lead[:-1])):
         for r in range(0, rows, step):
@@ -156,22 +162,23 @@ def _chunk(x: Tensor, lead: tuple[int, ...], outer: tuple[int, ...], r: int, n: 
     return x.narrow(0, r, n) if x.shape[0] > 1 else x
 
 
-def _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf: Tensor) -> Tensor:
-    """``key_mask + bias`` of a chunk of ``n`` rows, written into ``buf`` -> ``[n | 1, H, T, S]``."""
+def _chunk_scores(key_mask, bias, lead, outer, r, n, buf: Tensor, *, every_row: bool = False) -> Tensor:
+    """``key_mask + bias`` of a chunk of ``n`` rows, written into ``buf`` -> ``[n | 1, H, T, S]`` (one
+    for all ``n`` rows where both are shared by them, unless ``every_row``)."""
     mc, bc = _chunk(key_mask, lead, outer, r, n), _chunk(bias, lead, outer, r, n)
-    rows = max(mc.shape[0], bc.shape[0])
-    return torch.add(mc, bc.expand(bc.shape[0], *buf.shape[1:]), out=buf[:rows])
+    rows = n if every_row else max(mc.shape[0], bc.shape[0])
+    return torch.add(mc.expand(rows, *mc.shape[1:]), bc.expand(rows, *buf.shape[1:]), out=buf[:rows])
 
 
 def _key_masked_rows(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias: Tensor, scale: float) -> Tensor:
     """The forward of :func:`key_masked_attention`: SDPA's flash kernel on chunks of rows."""
-    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+    lead = _lead(q, k, key_mask, bias)
     out = q.new_empty(*lead, q.shape[-3], q.shape[-2], v.shape[-1])  # (no rows: an empty extra MSA)
     buf = None
-    for lead, outer, r, n, step in _row_chunks(q, k, bias, key_mask):
+    for lead, outer, r, n, step in _row_chunks(q, k, key_mask, bias):
         if buf is None:
             buf = q.new_empty(min(step, lead[-1]), q.shape[-3], q.shape[-2], k.shape[-2])
-        mask = _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf)
+        mask = _chunk_scores(key_mask, bias, lead, outer, r, n, buf)
         qc, kc, vc = (_chunk(x, lead, outer, r, n).expand(n, *x.shape[-3:]) for x in (q, k, v))
         out[outer].narrow(0, r, n).copy_(sdpa(qc, kc, vc, attn_mask=mask, scale=scale))
     return out
@@ -206,11 +213,10 @@ class _KeyMaskedAttention(torch.autograd.Function):
         dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
         db = torch.zeros_like(bias, memory_format=torch.contiguous_format) if ctx.needs_input_grad[4] else None
         buf = None
-        for lead, outer, r, n, step in _row_chunks(q, k, bias, key_mask):
+        for lead, outer, r, n, step in _row_chunks(q, k, key_mask, bias):
             if buf is None:
                 buf = q.new_empty(min(step, lead[-1]), h, t, s)
-            mask = _chunk_scores(q, k, key_mask, bias, lead, outer, r, n, buf)
-            scores = mask if mask.shape[0] == n else buf[:n].copy_(mask.expand(n, h, t, s))
+            scores = _chunk_scores(key_mask, bias, lead, outer, r, n, buf, every_row=True)
             qc, kc, vc, gc, oc = (_chunk(x, lead, outer, r, n).reshape(n * h, -1, x.shape[-1])
                                   for x in (q, k, v, grad, out))
             scores = scores.view(n * h, t, s).baddbmm_(qc, kc.transpose(1, 2), alpha=scale)
