@@ -109,7 +109,8 @@ def test_bad_jobs_and_bad_thread_settings_are_one_line_errors(tmp_path, monkeypa
             monkeypatch.setenv("TATLAS_SPIN", value)
             res = runner.invoke(app, ["demo", "--out", str(tmp_path)], terminal_width=200)
             assert res.exit_code == 2, res.output
-            assert res.output.strip() == f"error: TATLAS_SPIN: expected a whole number of spins or 'default', got {value!r}"
+            want = f"error: TATLAS_SPIN: expected a whole number of spins or 'default', got {value!r}"
+            assert res.output.strip() == want
         monkeypatch.delenv("TATLAS_SPIN")
         res = runner.invoke(app, ["demo", "--jobs", "1", "--out", str(tmp_path)], terminal_width=200)
         assert res.exit_code == 0 and torch.get_num_threads() == 1, res.output

@@ -83,8 +83,11 @@ def test_a_whole_unpadded_prompt_takes_the_causal_path(window, gen, monkeypatch)
     cache = m.new_cache(2, 12)
     slots = torch.arange(9)
     assert cache.plain_causal(slots) and not cache.plain_causal(slots[3:]) and not cache.plain_causal(slots[:1])
+    assert cache.mask_or_causal(slots) == (None, True)  # what ImageGPT, DT and Whisper's decoders ask
     cache.set_padding(torch.tensor([[True] * 9, [False] + [True] * 8]))
     assert not cache.plain_causal(slots)
+    mask, causal = cache.mask_or_causal(slots)
+    assert not causal and torch.equal(mask, cache.mask(slots))
 
 
 def test_stop_tokens_and_streaming(model, gen):

@@ -182,7 +182,8 @@ def test_the_spin_setting_leaves_the_users_own_alone():
     assert spin_setting({"TATLAS_SPIN": " Default "}) is None
     assert spin_setting({"GOMP_SPINCOUNT": "10"}) is None and spin_setting({"OMP_WAIT_POLICY": "active"}) is None
     for bad in ("x", "-1", "1.5"):
-        with pytest.raises(ValueError, match=f"TATLAS_SPIN: expected a whole number of spins or 'default', got {bad!r}"):
+        want = f"TATLAS_SPIN: expected a whole number of spins or 'default', got {bad!r}"
+        with pytest.raises(ValueError, match=want):
             spin_setting({"TATLAS_SPIN": bad})
 
 

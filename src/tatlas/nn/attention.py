@@ -122,7 +122,7 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
         return key_masked_attention(q[None], k[None], v[None], key_mask[None], bias[None], scale=scale,
                                     dropout_p=dropout_p)[0]
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, key_mask, bias))
-    lead = _lead(q, k, key_mask, bias)
+    lead = _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
     if dropout_p or grad and (key_mask.requires_grad or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
                               or tuple(q.shape[:-3]) != lead):
         k, v = _expand_kv(k, v, q.shape[-3])
@@ -137,23 +137,21 @@ def key_masked_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias
     key_mask, bias = key_mask.to(q.dtype), bias.to(q.dtype)
     if grad:
         return _KeyMaskedAttention.apply(q, k, v, key_mask, bias, scale)
-    return _key_masked_rows(q, k, v, key_mask, bias, scale)
+    return _key_masked_rows(q, k, v, key_mask, bias, scale, lead)
 
 
-def _lead(q: Tensor, k: Tensor, key_mask: Tensor, bias: Tensor) -> tuple[int, ...]:
-    """The leading dims of :func:`key_masked_attention`'s output: its inputs' broadcast."""
-    return _broadcast(_broadcast(q.shape[:-3], k.shape[:-3]), _broadcast(key_mask.shape[:-3], bias.shape[:-3]))
+def _scores_buffer(q: Tensor, k: Tensor, rows: int) -> Tensor:
+    """The buffer of one chunk's scores ``[n, H, T, S]``: :data:`MASK_CHUNK` floats' worth of rows."""
+    h, t, s = q.shape[-3], q.shape[-2], k.shape[-2]
+    return q.new_empty(min(max(1, MASK_CHUNK // (h * t * s)), max(1, rows)), h, t, s)
 
 
-def _row_chunks(q: Tensor, k: Tensor, key_mask: Tensor, bias: Tensor):
-    """``(leading dims, outer index, first row, rows, rows a chunk)`` of the chunks
-    :func:`key_masked_attention` takes: the rows (last leading dim) :data:`MASK_CHUNK` scores at a
-    time, for every outer leading index."""
-    lead = _lead(q, k, key_mask, bias)
-    rows, step = lead[-1], max(1, MASK_CHUNK // (q.shape[-3] * q.shape[-2] * k.shape[-2]))
+def _row_chunks(lead: tuple[int, ...], step: int):
+    """``(outer index, first row, rows)`` of the chunks :func:`key_masked_attention` takes: the rows
+    (last leading dim) ``step`` at a time, for every outer leading index."""
     for outer in itertools.product(*map(range, lead[:-1])):
-        for r in range(0, rows, step):
-            yield lead, outer, r, min(step, rows - r), step
+        for r in range(0, lead[-1], step):
+            yield outer, r, min(step, lead[-1] - r)
 
 
 def _chunk(x: Tensor, lead: tuple[int, ...], outer: tuple[int, ...], r: int, n: int) -> Tensor:
@@ -170,14 +168,12 @@ def _chunk_scores(key_mask, bias, lead, outer, r, n, buf: Tensor, *, every_row: 
     return torch.add(mc.expand(rows, *mc.shape[1:]), bc.expand(rows, *buf.shape[1:]), out=buf[:rows])
 
 
-def _key_masked_rows(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias: Tensor, scale: float) -> Tensor:
+def _key_masked_rows(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, bias: Tensor, scale: float,
+                     lead: tuple[int, ...]) -> Tensor:
     """The forward of :func:`key_masked_attention`: SDPA's flash kernel on chunks of rows."""
-    lead = _lead(q, k, key_mask, bias)
     out = q.new_empty(*lead, q.shape[-3], q.shape[-2], v.shape[-1])  # (no rows: an empty extra MSA)
-    buf = None
-    for lead, outer, r, n, step in _row_chunks(q, k, key_mask, bias):
-        if buf is None:
-            buf = q.new_empty(min(step, lead[-1]), q.shape[-3], q.shape[-2], k.shape[-2])
+    buf = _scores_buffer(q, k, lead[-1])
+    for outer, r, n in _row_chunks(lead, buf.shape[0]):
         mask = _chunk_scores(key_mask, bias, lead, outer, r, n, buf)
         qc, kc, vc = (_chunk(x, lead, outer, r, n).expand(n, *x.shape[-3:]) for x in (q, k, v))
         out[outer].narrow(0, r, n).copy_(sdpa(qc, kc, vc, attn_mask=mask, scale=scale))
@@ -200,7 +196,7 @@ class _KeyMaskedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_mask, bias, scale):
-        out = _key_masked_rows(q, k, v, key_mask, bias, scale)
+        out = _key_masked_rows(q, k, v, key_mask, bias, scale, tuple(q.shape[:-3]))  # (q: every leading dim)
         ctx.save_for_backward(q, k, v, key_mask, bias, out)
         ctx.scale = scale
         return out
@@ -212,10 +208,9 @@ class _KeyMaskedAttention(torch.autograd.Function):
         h, t, s, d, dv_ = q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
         dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
         db = torch.zeros_like(bias, memory_format=torch.contiguous_format) if ctx.needs_input_grad[4] else None
-        buf = None
-        for lead, outer, r, n, step in _row_chunks(q, k, key_mask, bias):
-            if buf is None:
-                buf = q.new_empty(min(step, lead[-1]), h, t, s)
+        lead = tuple(q.shape[:-3])
+        buf = _scores_buffer(q, k, lead[-1])
+        for outer, r, n in _row_chunks(lead, buf.shape[0]):
             scores = _chunk_scores(key_mask, bias, lead, outer, r, n, buf, every_row=True)
             qc, kc, vc, gc, oc = (_chunk(x, lead, outer, r, n).reshape(n * h, -1, x.shape[-1])
                                   for x in (q, k, v, grad, out))

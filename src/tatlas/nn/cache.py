@@ -202,6 +202,11 @@ class DecoderCache:
             return False
         return bool(self.key_valid[:, :t].all())
 
+    def mask_or_causal(self, input_pos: Tensor) -> tuple[Tensor | None, bool]:
+        """Self-attention's ``(mask, causal)`` for queries in slots ``input_pos``: ``(None, True)``
+        where :meth:`plain_causal` holds (SDPA's causal path), else ``(``:meth:`mask```, False)``."""
+        return (None, True) if self.plain_causal(input_pos) else (self.mask(input_pos), False)
+
     def mask(self, input_pos: Tensor, *, window: int | None = None) -> Tensor:
         """Boolean attention mask ``[B, 1, T, S]`` for queries in slots ``input_pos [T]``.
 

@@ -34,7 +34,8 @@ In bfloat16 every intermediate is rounded where the torch path rounds it. In a f
 model any projection may instead be a GGUF block layer (:mod:`~tatlas.nn.quant_blocks`:
 ``Int4Linear``, ``Int4PairLinear``, ``GroupInt8Linear`` over 32-column groups): the C layer reads
 its q4 / q8 blocks as stored, for one row (several rows take torch's kernels: the blocks are read
-one row at a time; so are all weights on a CPU without AVX-512, where several rows are not served). ``TATLAS_DECODE_LAYER=0`` (or :data:`ENABLED` = False) turns it off;
+one row at a time; so are all weights on a CPU without AVX-512, where several rows are not served).
+``TATLAS_DECODE_LAYER=0`` (or :data:`ENABLED` = False) turns it off;
 so does ``TATLAS_MATVEC=0`` (no kernel).
 """
 

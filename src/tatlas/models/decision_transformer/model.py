@@ -197,7 +197,7 @@ class DecisionTransformer(nn.Module):
         else:
             if input_pos is None:
                 raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
-            mask, causal, cache_layers = cache.mask(input_pos), False, cache.layers
+            (mask, causal), cache_layers = cache.mask_or_causal(input_pos), cache.layers
         x = tokens
         for layer, layer_cache in zip(self.layers, cache_layers, strict=True):
             x = layer(x, mask=mask, causal=causal, cache=layer_cache, input_pos=input_pos)

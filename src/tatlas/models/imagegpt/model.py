@@ -104,7 +104,7 @@ class ImageGPT(CachedDecoderMixin, nn.Module):
             if input_pos is None:
                 raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
             positions = cache.positions(input_pos)  # [B, T]
-            mask, causal = cache.mask(input_pos), False
+            mask, causal = cache.mask_or_causal(input_pos)
         x = self.embed(tokens) + self.positions(positions)  # [B, T, C]
         if keep is not None:
             keep.append(x)

@@ -97,7 +97,7 @@ class TextDecoder(nn.Module):
         else:
             if input_pos is None:
                 raise ValueError("decoding with a cache needs input_pos (the slots of these tokens)")
-            positions, mask, causal = cache.positions(input_pos), cache.mask(input_pos), False
+            positions, (mask, causal) = cache.positions(input_pos), cache.mask_or_causal(input_pos)
         x = self.embed(tokens) + self.positions(positions)  # [B, T, C]
         fused = None
         if cache is not None and cross_weights is None and tokens.shape[1] == 1 and cache.cross[0].filled:
