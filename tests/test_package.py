@@ -22,6 +22,32 @@ def test_import_needs_no_torchvision_or_references():
     assert out.stdout.strip() == "", f"tatlas imported {out.stdout.strip()}"
 
 
+def test_import_leaves_no_collection_of_torch_objects_pending():
+    """``import tatlas`` pauses the collector while torch loads; re-enabled with those ~170,000
+    objects still in the youngest generation, its next collection walked them all (~100 ms of every
+    command's start). They must go to the oldest generation unwalked, the collector on again, and
+    garbage made before and after still collectable."""
+    code = (
+        "import gc, sys, weakref\n"
+        "walked = []\n"
+        "def seen(phase, info):\n"
+        "    if phase == 'start':\n"
+        "        walked.append(sum(len(gc.get_objects(g)) for g in range(info['generation'] + 1)))\n"
+        "gc.callbacks.append(seen)\n"
+        "class Node: pass\n"
+        "a = Node(); a.me = a; ref = weakref.ref(a); del a\n"
+        "import tatlas\n"
+        "most = max(walked, default=0)\n"
+        "gc.collect()\n"
+        "print(gc.isenabled(), most, len(gc.get_objects(2)), ref() is None, gc.get_freeze_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    enabled, most, oldest, freed, frozen = out.stdout.split()
+    assert (enabled, freed, frozen) == ("True", "True", "0"), out.stdout
+    assert int(oldest) > 100_000, f"only {oldest} objects after import: the check would not see a pending walk"
+    assert int(most) < 20_000, f"a collection during `import tatlas` walked {most} objects (torch's, still young)"
+
+
 def _layer(path: pathlib.Path) -> str | None:
     rel = path.relative_to(SRC).parts
     return rel[0] if rel[0] in LAYERS else None
