@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -60,7 +59,7 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def debug_enabled(ctx: click.Context | None = None) -> bool:
+def debug_enabled(ctx: typer.Context | None = None) -> bool:
     if os.environ.get("TATLAS_DEBUG", "").strip() not in ("", "0"):
         return True
     root = ctx.find_root() if ctx is not None else None
@@ -70,21 +69,22 @@ def debug_enabled(ctx: click.Context | None = None) -> bool:
 class Commands(TyperGroup):
     """A command group whose commands fail with one line for every expected problem."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.Abort):
+        except (typer.Exit, typer.Abort):  # (click's own classes, or typer's copies of them from 0.26)
             raise
         except Exception as e:
             if debug_enabled(ctx):
                 raise
-            if any(c.__name__ == "UsageError" for c in type(e).__mro__):
+            kinds = {c.__name__ for c in type(e).__mro__}  # click's exceptions, or typer's vendored copies
+            if "UsageError" in kinds:
                 # a bad option of a subcommand (click's UsageError, or typer's vendored copy of it): one
                 # line too, with where to look
                 sub = getattr(e, "ctx", None)
                 where = f" (see {sub.command_path} --help)" if sub is not None else ""
                 fail(" ".join(e.format_message().split()) + where)
-            if isinstance(e, _expected()) and not isinstance(e, click.ClickException):
+            if isinstance(e, _expected()) and "ClickException" not in kinds:
                 fail(one_line(e))
             raise
 
