@@ -13,7 +13,7 @@ from transformers.models.llama import modeling_llama as hf_llama
 
 from tatlas.nn import (
     MLP, GatedMLP, LayerNorm, LearnedPositions, Llama3Scaling, PatchEmbed2d, PatchEmbed3d, RMSNorm,
-    RotaryEmbedding, activation, apply_rotary, chunked, initialise, quick_gelu, sinusoidal_positions,
+    RotaryEmbedding, activation, apply_rotary, cache_chunk, chunked, initialise, quick_gelu, sinusoidal_positions,
 )
 
 
@@ -175,6 +175,16 @@ def test_chunked_equals_unchunked(size, gen):
     with pytest.raises(ValueError, match="disagree"):
         chunked(fn, 2)(x, y[:5], scale=1.0)
     assert chunked(fn, size, dim=0)(x[:0], y[:0], scale=1.0).shape == (0, 4, 6)  # an empty MSA stack
+
+
+def test_cache_chunk_sizes_a_slice_to_the_cache(monkeypatch):
+    x = torch.zeros(2, 64, 32, 16)  # rows along dim 1: 2 x 32 per index; 512 float32 values wide inside
+    monkeypatch.setattr("tatlas.nn.chunk.CACHE_BYTES", 2 * 32 * 512 * 4 * 5)  # five indices' worth
+    assert cache_chunk(x, 1, 512) == 5
+    assert cache_chunk(x.double(), 1, 512) == 2  # 8-byte values: half as many
+    assert cache_chunk(x, 1, 10**9) == 1  # at least one index
+    assert cache_chunk(x, 1, 16) is None  # the whole fits: no chunking
+    assert cache_chunk(x[:, :0], 1, 512) is None  # an empty dimension
 
 
 def test_initialisers():

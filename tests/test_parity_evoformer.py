@@ -55,7 +55,7 @@ def test_attention_and_global_attention():
 
 
 @torch.no_grad()
-def test_msa_attentions_and_transitions():
+def test_msa_attentions_and_transitions(monkeypatch):
     params, x, y, _ = golden("msa_row_attention_with_pair_bias")
     m = loaded(trunk.MSARowAttentionWithPairBias(msa_dim=16, pair_dim=16, heads=2), params,
                "msa_row_attention_with_pair_bias")
@@ -74,6 +74,23 @@ def test_msa_attentions_and_transitions():
         m = loaded(trunk.Transition(dim=16, factor=2), params, name)
         close(m(x["act"]), y["out"])
         close(m(x["act"], chunk_size=2), y["out"])
+        with monkeypatch.context() as p:  # the inference path's cache-sized slices, made one index each
+            p.setattr("tatlas.nn.chunk.CACHE_BYTES", 1)
+            assert torch.equal(m(x["act"]), m(x["act"], chunk_size=1))
+            close(m(x["act"]), y["out"])
+
+
+def test_transition_without_gradients_runs_in_slices_with_the_same_result(monkeypatch, gen):
+    t = trunk.Transition(dim=16, factor=4)
+    z = torch.randn(1, 24, 24, 16, generator=gen)
+    want = t(z)  # parameters need gradients: the whole at once
+    assert want.requires_grad
+    monkeypatch.setattr("tatlas.nn.chunk.CACHE_BYTES", 24 * 64 * 4 * 5)  # 5 of the 24 rows a slice
+    seen = []
+    monkeypatch.setattr(t.fc1, "forward", lambda x, f=t.fc1.forward: seen.append(x.shape[-3]) or f(x))
+    with torch.no_grad():
+        got = t(z)
+    assert seen == [5, 5, 5, 5, 4] and torch.equal(got, want.detach())
 
 
 @torch.no_grad()

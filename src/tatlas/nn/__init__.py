@@ -14,7 +14,7 @@ from .attention import Attention, causal_mask, combine_mask, sdpa, softmax_atten
 from .block import SandwichBlock, TransformerBlock, classic_block
 from .cache import CrossKVCache, DecoderCache, DynamicKVCache, StaticKVCache
 from .checks import check_finite, check_tokens
-from .chunk import chunked
+from .chunk import cache_chunk, chunked
 from .contrastive import contrastive_accuracy, gather_with_grad, info_nce
 from .decoder import CachedDecoderMixin
 from .gated_xattn import GatedCrossAttentionBlock, media_attention
@@ -45,6 +45,6 @@ __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedCrossAttentionBlock", "GatedMLP", "PerceiverAttention", "PerceiverResampler", "ResamplerLayer", "media_attention", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_finite", "check_tokens",
-    "chunked", "classic_block", "contrastive_accuracy", "gather_with_grad", "info_nce", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
+    "cache_chunk", "chunked", "classic_block", "contrastive_accuracy", "gather_with_grad", "info_nce", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]
