@@ -94,12 +94,21 @@ def test_transition_without_gradients_runs_in_slices_with_the_same_result(monkey
 
 
 @torch.no_grad()
-def test_outer_product_mean_chunked_and_not():
+def test_outer_product_mean_chunked_and_not(monkeypatch):
     for name in ("outer_product_mean", "outer_product_mean_chunked"):
         params, x, y, _ = golden(name)
         m = loaded(trunk.OuterProductMean(msa_dim=16, pair_dim=16, channels=4), params, "outer_product_mean")
         for chunk in (None, 3, 5):
             close(m(x["act"], x["mask"], chunk_size=chunk), y["out"])
+        with monkeypatch.context() as p:  # the inference path's cache-sized slices, made one residue each
+            p.setattr("tatlas.nn.chunk.CACHE_BYTES", 1)
+            seen = []
+            p.setattr(m.out, "forward", lambda x, f=m.out.forward: seen.append(x.shape[-3]) or f(x))
+            got = m(x["act"], x["mask"])
+            assert set(seen) == {1} and len(seen) == x["act"].shape[-2]
+            p.setattr("tatlas.nn.chunk.CACHE_BYTES", 10**9)
+            assert torch.equal(got, m(x["act"], x["mask"]))
+            close(got, y["out"])
 
 
 @torch.no_grad()

@@ -48,11 +48,9 @@ def chunked(fn: Callable[..., Tensor], size: int | None, *, dim: int = 0) -> Cal
     return run
 
 
-def cache_chunk(x: Tensor, dim: int, width: int) -> int | None:
-    """The chunk size along ``dim`` of ``x [..., C]`` for a row-wise function whose widest
-    intermediate has ``width`` values per row (a row: one position of every dimension but the last):
-    one slice's intermediate about :data:`CACHE_BYTES`. ``None`` when the whole fits (no chunking)."""
-    n = x.shape[dim]
-    rows = x.numel() // max(1, x.shape[-1] * n)  # rows per index along dim
-    size = max(1, CACHE_BYTES // max(1, rows * width * x.element_size()))
+def cache_chunk(n: int, index_bytes: int) -> int | None:
+    """How many of ``n`` indices along a dimension to take a slice at a time when one index's widest
+    intermediate takes ``index_bytes``: a slice's about :data:`CACHE_BYTES` (at least one index).
+    ``None`` when the whole fits (no chunking)."""
+    size = max(1, CACHE_BYTES // max(1, index_bytes))
     return None if size >= n else size
