@@ -84,6 +84,25 @@ def test_log_mel_equals_openai(n_mels, padding, spoken):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("seconds", [0.03, 0.06, 2.0, 5.3, 29.99, 31.0])
+def test_log_mel_of_appended_silence_is_filled_not_computed_and_bit_identical(seconds, monkeypatch):
+    """With 30 s of zeros appended (as transcription does) only the frames the audio reaches are
+    computed; the rest are the floor, exactly what computing them gives (the zeros passed in as audio)."""
+    from tatlas.models.whisper import audio as audio_module
+
+    gen = torch.Generator().manual_seed(int(seconds * 100))
+    x = torch.randn(2, int(seconds * 16_000) + 7, generator=gen) * 0.1
+    computed = []
+    real_power = audio_module._power
+    monkeypatch.setattr(audio_module, "_power", lambda y: computed.append(y.shape[-1]) or real_power(y))
+    got = log_mel_spectrogram(x, 80, padding=N_SAMPLES)
+    assert max(computed) < x.shape[-1] + N_SAMPLES // 2  # not the whole padded length
+    want = log_mel_spectrogram(torch.nn.functional.pad(x, (0, N_SAMPLES)), 80)
+    assert got.shape == want.shape == (2, 80, (x.shape[-1] + N_SAMPLES) // HOP_LENGTH)
+    assert torch.equal(got, want)
+    assert torch.equal(log_mel_spectrogram(x[0], 80, padding=N_SAMPLES), want[0])
+
+
 def test_log_mel_batch_floors_each_example_by_its_own_maximum():
     wa = openai_audio()
     s = _signals()
