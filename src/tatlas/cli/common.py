@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-__all__ = ["Commands", "debug_enabled", "fail", "freeze_imports", "new_app", "one_line"]
+__all__ = ["Commands", "LazyConsole", "debug_enabled", "fail", "freeze_imports", "new_app", "one_line"]
 
 
 def freeze_imports() -> None:
@@ -27,6 +27,21 @@ def freeze_imports() -> None:
     import gc
 
     gc.freeze()
+
+
+class LazyConsole:
+    """rich's ``Console``, made on first use: importing rich costs ~25 ms, which commands that print
+    no rich text (``tatlas transcribe`` to a pipe) need not pay at start-up."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs, self._console = kwargs, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
 
 
 class _Diverged(Exception):

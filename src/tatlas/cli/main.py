@@ -7,14 +7,11 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
 
-from tatlas.cli.common import freeze_imports, new_app
+from tatlas.cli.common import LazyConsole, freeze_imports, new_app
 
 app = new_app("Transformer Atlas: landmark transformer systems on shared blocks.")
-console = Console()
+console = LazyConsole()
 
 
 @app.callback()
@@ -39,6 +36,7 @@ def _human(n: int) -> str:
 def list_cmd() -> None:
     """Registered systems, their presets and parameter counts."""
     import torch
+    from rich.table import Table
 
     from tatlas.explain import count_parameters
     from tatlas.models import systems
@@ -67,6 +65,9 @@ def explain(
     """How a system works, from the live code: a data-flow diagram of a traced forward pass,
     parameters and forward FLOPs per stage, the idea (with its paper) and the question it answers,
     the module tree and the shapes of the forward; with --show, pictures of what the model does."""
+    from rich.table import Table
+    from rich.tree import Tree
+
     from tatlas.explain import explain as run_explain
     from tatlas.explain import pictures, write_diagram
 
@@ -175,6 +176,8 @@ def demo(
     except LookupError as e:
         console.print(f"{e}: systems register their demos as they are built; see `tatlas list`.")
         raise typer.Exit(code=0) from None
+    from rich.table import Table  # (here: rich's import is ~25 ms of every command's start)
+
     table = Table(title="tatlas demo")
     for col in ("system", "claim", "result", "baseline", "time"):
         table.add_column(col)

@@ -123,11 +123,16 @@ def transcribe_cmd(
 
 
 def _run(whisper, files, options, batch_size, compile_, seed, total_seconds, transcribe_batch):
+    import sys
+
+    if total_seconds is None or not sys.stderr.isatty():  # no progress bar: rich is not imported
+        return transcribe_batch(whisper, [str(f) for f in files], options, batch_size=batch_size, seed=seed,
+                                compile=compile_)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    if total_seconds is None or not console.is_terminal:
+    if not console.is_terminal:
         return transcribe_batch(whisper, [str(f) for f in files], options, batch_size=batch_size, seed=seed,
                                 compile=compile_)
     columns = (TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
