@@ -40,6 +40,27 @@ def test_every_preset_builds_on_meta(name, preset):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_building_to_receive_a_checkpoint_imports_no_compiler():
+    """Loading builds the model on the meta device first (``tatlas.api._on_meta``); an op there that
+    runs torch's Python references (``torch.stack`` on meta did, in ImageGPT's default palette)
+    imports ``torch._dynamo`` and sympy: ~1 s of the first load in every process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tatlas\n"
+        "from tatlas.api import _on_meta\n"
+        "from tatlas.models import systems\n"
+        "for name, system in sorted(systems().items()):\n"
+        "    for preset, config in system.presets.items():\n"
+        "        _on_meta(system, config)\n"
+        "        if 'torch._dynamo' in sys.modules:\n"
+        "            sys.exit(f'{name} {preset} imported torch._dynamo')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+
+
 @pytest.mark.parametrize("name,preset", TINY)
 def test_contract_forward_backward_shapes(name, preset):
     torch.manual_seed(0)

@@ -21,11 +21,18 @@ def default_colours(k: int) -> Tensor:
     """The palette of a model that was never given one: an RGB lattice when ``k`` is a cube
     (512 = 8 levels per channel), else a grey ramp of ``k`` levels. ``-> [k, 3]`` in [0, 1]."""
     side = round(k ** (1 / 3))
-    if side**3 == k and side > 1:
-        levels = torch.linspace(0.0, 1.0, side)
-        r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
-        return torch.stack([r, g, b], dim=-1).reshape(k, 3)
-    return torch.linspace(0.0, 1.0, k)[:, None].expand(k, 3).contiguous()
+    target = torch.get_default_device()
+    # computed on the CPU even while a model is built on the meta device to receive a checkpoint:
+    # there torch.stack runs torch's Python references, whose first use imports torch._dynamo
+    # (~1 s of the first ImageGPT load in a process); moving the [k, 3] result to meta is free
+    with torch.device("cpu"):
+        if side**3 == k and side > 1:
+            levels = torch.linspace(0.0, 1.0, side)
+            r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
+            colours = torch.stack([r, g, b], dim=-1).reshape(k, 3)
+        else:
+            colours = torch.linspace(0.0, 1.0, k)[:, None].expand(k, 3).contiguous()
+    return colours.to(target)
 
 
 def to_signed(colours: Tensor) -> Tensor:
