@@ -129,6 +129,42 @@ def test_swapped_tiny_model_equals_float32(tmp_path, arch):
         assert (groups(ids) - want).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_matrices_that_run_on_blocks_are_never_dequantised(tmp_path, arch, monkeypatch):
+    """``load_text_model`` loads a GGUF with placeholders (never-written memory) for the matrices
+    that then run on their blocks; after the swap none is held, and a layer left unreplaced gets its
+    float32 values: the same model as loading everything de-quantised first."""
+    from tatlas.io.gguf import read_gguf
+    from tatlas.jobs.llm import load_text_model
+    from tatlas.models.llm import gguf_quant
+    from tatlas.models.llm.gguf import deferred_matrices
+
+    path = _write(tmp_path / f"tiny-{arch}.gguf", arch)
+    names = gguf_quant.block_matrices(read_gguf(path))
+    assert "blk.0.attn_q.weight" in names and "token_embd.weight" not in names  # (the row gather reads it)
+    assert "blk.0.attn_v.weight" not in names  # F16: stays a float32 layer
+    with deferred_matrices(names) as placeholders:
+        deferred = tatlas.load(path).eval()
+    assert sorted(placeholders) == sorted(names)
+    held = {p.data_ptr() for p in deferred.parameters()}
+    assert all(t.data_ptr() in held for t in placeholders.values())  # loaded as they are (assign)
+    ref = gguf_quant.quantize_gguf_(tatlas.load(path).eval(), path)
+    ids = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = ref(ids)
+        got = load_text_model(path).model(ids)
+        assert torch.equal(got, want)
+    # a layer the swap leaves alone (here: every Q8_0 one) is filled from the file instead
+    real = gguf_quant.gguf_linear
+    monkeypatch.setattr(gguf_quant, "gguf_linear", lambda t, **kw: None if t.type == "Q8_0" else real(t, **kw))
+    partial = load_text_model(path).model
+    assert type(partial.layers[0].attn.k) is not type(ref.layers[0].attn.k)  # left a float32 layer
+    float_k = tatlas.load(path).eval().layers[0].attn.k.weight
+    assert torch.equal(partial.layers[0].attn.k.weight, float_k)
+    with torch.no_grad():
+        assert torch.isfinite(partial(ids)).all()
+
+
 def test_real_smollm2_greedy_tokens():
     from tatlas.jobs.named import resolve_model
     from tatlas.models.llm.gguf import gguf_tokenizer

@@ -98,7 +98,17 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
 
     named = NAMED.get(str(path))
     path = resolve_model(path, systems=SYSTEMS)
-    model = tatlas.load(path, fast=True).eval()
+    on_blocks = is_gguf(path) and not (int8 or dequantize)
+    placeholders: dict = {}
+    if on_blocks:  # the matrices that will run on their blocks are never de-quantised to float32
+        from ..io.gguf import read_gguf
+        from ..models.llm.gguf import deferred_matrices
+        from ..models.llm.gguf_quant import block_matrices
+
+        with deferred_matrices(block_matrices(read_gguf(path))) as placeholders:
+            model = tatlas.load(path, fast=True).eval()
+    else:
+        model = tatlas.load(path, fast=True).eval()
     system = system_of(model).name
     if system not in SYSTEMS:
         raise ValueError(f"{path}: a {system} model does not generate text; generate and chat take {', '.join(SYSTEMS)}")
@@ -106,10 +116,11 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
     if int8:
         quantize_int8_(model)
         notes.append("weights quantised to int8 (weight-only)")
-    elif is_gguf(path) and system == "llm" and not dequantize:
-        from ..models.llm.gguf_quant import quantize_gguf_
+    elif on_blocks and system == "llm":
+        from ..models.llm.gguf_quant import fill_deferred_, quantize_gguf_
 
         swapped = quantize_gguf_(model, path)
+        fill_deferred_(model, path, placeholders)  # any layer left unreplaced gets its float32 values
         if swapped:
             notes.append("GGUF layers run on their quantised blocks (decode in float32, prompts with bfloat16 activations; "
                          "--dequantize for float32)")

@@ -15,9 +15,13 @@ tokens; the chat template, BOS/EOS from the metadata.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ...data.text import bytes_to_unicode
@@ -95,15 +99,42 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
     return hf
 
 
+# While set (by :func:`deferred_matrices`): the GGUF names of the matrices whose float32 values loading
+# leaves unformed, and the placeholders it made for them, by name
+_DEFERRED: contextvars.ContextVar[tuple[frozenset[str], dict[str, Tensor]] | None] = \
+    contextvars.ContextVar("gguf_deferred", default=None)
+
+
+@contextlib.contextmanager
+def deferred_matrices(names: frozenset[str]) -> Iterator[dict[str, Tensor]]:
+    """Within it, loading a GGUF file gives each tensor named in ``names`` an uninitialised
+    placeholder instead of its de-quantised values: memory never written, so never resident, and no
+    time spent. For a caller that then replaces those layers by modules over the file's own blocks
+    (:func:`~tatlas.models.llm.gguf_quant.quantize_gguf_`) and fills in any it did not
+    (:func:`~tatlas.models.llm.gguf_quant.fill_deferred_`). Yields the placeholders by name."""
+    made: dict[str, Tensor] = {}
+    token = _DEFERRED.set((frozenset(names), made))
+    try:
+        yield made
+    finally:
+        _DEFERRED.reset(token)
+
+
 def gguf_to_hf(f: GGUFFile) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """``(transformers config, transformers-named float32 tensors)`` of a GGUF file."""
+    """``(transformers config, transformers-named float32 tensors)`` of a GGUF file (placeholders for
+    some matrices inside :func:`deferred_matrices`)."""
     hf = hf_config(f)
     arch = f.architecture
     q_perm, k_perm = interleaved_to_half(hf["num_attention_heads"]), interleaved_to_half(hf["num_key_value_heads"])
+    deferred = _DEFERRED.get()
     tensors: dict[str, Tensor] = {}
     for name, t in f.tensors.items():
         if name.startswith("rope_freqs") or name.endswith(".rope_freqs.weight"):
             continue  # llama.cpp's precomputed llama3 frequencies: recomputed from the config
+        if deferred is not None and name in deferred[0]:
+            value = deferred[1][name] = torch.empty(tuple(t.shape))  # never written: no pages, no time
+            tensors[_hf_name(name, arch)] = value
+            continue
         value = t.dequantize()
         perm = q_perm if name.endswith(("attn_q.weight", "attn_q.bias")) else \
             k_perm if name.endswith(("attn_k.weight", "attn_k.bias")) else None

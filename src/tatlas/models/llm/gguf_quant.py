@@ -15,10 +15,13 @@ from torch import Tensor, nn
 
 from ...io.convert import interleaved_to_half
 from ...io.gguf import GGUFFile, read_gguf
-from ...nn.quant_blocks import gguf_linear, swap_modules_
+from ...nn.quant_blocks import INT4_TYPES, INT8_TYPES, gguf_linear, swap_modules_
 from .gguf import _hf_name, hf_config
 
-__all__ = ["gguf_module_names", "load_quantized", "quantize_gguf_"]
+# the GGUF types whose matrices run on their own blocks (:func:`~tatlas.nn.quant_blocks.gguf_linear`)
+BLOCK_TYPES = frozenset(INT4_TYPES + INT8_TYPES)
+
+__all__ = ["BLOCK_TYPES", "block_matrices", "fill_deferred_", "gguf_module_names", "load_quantized", "quantize_gguf_"]
 
 
 def gguf_module_names(f: GGUFFile) -> list[tuple[str, str]]:
@@ -61,6 +64,32 @@ def quantize_gguf_(model: nn.Module, gguf: str | Path | GGUFFile, *,
         if module is not None:
             new[path] = module
     return swap_modules_(model, new)
+
+
+def block_matrices(f: GGUFFile) -> frozenset[str]:
+    """The GGUF names of the matrices :func:`quantize_gguf_` replaces by modules over their blocks (of
+    :data:`BLOCK_TYPES`, each feeding one layer; not the token embedding, which a row gather reads
+    as float32): what loading may leave unformed (:func:`~tatlas.models.llm.gguf.deferred_matrices`)."""
+    return frozenset(name for name, path in gguf_module_names(f)
+                     if f.tensors[name].type in BLOCK_TYPES and name != "token_embd.weight")
+
+
+def fill_deferred_(model: nn.Module, gguf: str | Path | GGUFFile, placeholders: dict[str, Tensor]) -> list[str]:
+    """Give each placeholder of :func:`~tatlas.models.llm.gguf.deferred_matrices` that ``model`` still
+    holds (a layer :func:`quantize_gguf_` did not replace) its de-quantised values, in place, through
+    the same conversion as loading. Returns our names of the tensors filled."""
+    from .convert import convert_hf
+    from .gguf import gguf_to_hf
+
+    pointers = {t.data_ptr() for t in placeholders.values()}
+    held = {key: t for key, t in model.state_dict(keep_vars=True).items() if t.data_ptr() in pointers}
+    if held:
+        f = gguf if isinstance(gguf, GGUFFile) else read_gguf(gguf)
+        _, state = convert_hf(*gguf_to_hf(f))
+        with torch.no_grad():
+            for key, t in held.items():
+                t.copy_(state[key])
+    return sorted(held)
 
 
 def load_quantized(path: str | Path, *, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
