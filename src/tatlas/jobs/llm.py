@@ -93,6 +93,7 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
     import tatlas
     from tatlas.models import system_of
     from tatlas.nn import quantize_int8_
+    from tatlas.nn.memory import release_free_heap
 
     from .named import NAMED, resolve_model
 
@@ -124,6 +125,7 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
         if swapped:
             notes.append("GGUF layers run on their quantised blocks (decode in float32, prompts with bfloat16 activations; "
                          "--dequantize for float32)")
+    release_free_heap()  # what loading made and freed (de-quantised and repacked copies) leaves the process
     text_config = model.config if system == "llm" else model.config.text
     if is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata
         tokenizer = gguf_tokenizer(path)

@@ -8,12 +8,14 @@ machine swap) or fail with a traceback from deep inside torch.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 
 import torch
 
-__all__ = ["available_bytes", "check_fits", "human_bytes"]
+__all__ = ["available_bytes", "check_fits", "human_bytes", "release_free_heap"]
 
 
 def human_bytes(n: float) -> str:
@@ -70,3 +72,23 @@ def check_fits(nbytes: int, what: str, device: torch.device | str | None = None)
     if free is not None and nbytes > free:
         where = torch.device(device if device is not None else "cpu").type.upper()
         raise MemoryError(f"{what} needs {human_bytes(nbytes)}; the {where} has {human_bytes(free)} free")
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or ``None`` (another C library)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); whether it could.
+    Loading a model makes and frees many temporaries (de-quantised blocks, repacked copies); glibc
+    keeps the freed memory in the process, resident, where the survivors fragment the heap: after
+    loading SmolLM2-135M's GGUF onto its blocks, 238 MB of 577 were such free memory (16 ms to
+    release). Call it once a model is loaded, not in a loop: memory given back costs a page fault
+    per 4 kB when it is used again."""
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
