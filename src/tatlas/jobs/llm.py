@@ -99,15 +99,11 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
 
     named = NAMED.get(str(path))
     path = resolve_model(path, systems=SYSTEMS)
-    on_blocks = is_gguf(path) and not (int8 or dequantize)
-    placeholders: dict = {}
-    if on_blocks:  # the matrices that will run on their blocks are never de-quantised to float32
-        from ..io.gguf import read_gguf
-        from ..models.llm.gguf import deferred_matrices
-        from ..models.llm.gguf_quant import block_matrices
+    on_blocks = is_gguf(path) and not (int8 or dequantize)  # (a GGUF file is always an llm)
+    if on_blocks:
+        from ..models.llm.gguf_quant import load_quantized
 
-        with deferred_matrices(block_matrices(read_gguf(path))) as placeholders:
-            model = tatlas.load(path, fast=True).eval()
+        model = load_quantized(path, lambda p: tatlas.load(p, fast=True).eval())
     else:
         model = tatlas.load(path, fast=True).eval()
     system = system_of(model).name
@@ -117,14 +113,9 @@ def load_text_model(path: str | Path, *, int8: bool = False, dequantize: bool = 
     if int8:
         quantize_int8_(model)
         notes.append("weights quantised to int8 (weight-only)")
-    elif on_blocks and system == "llm":
-        from ..models.llm.gguf_quant import fill_deferred_, quantize_gguf_
-
-        swapped = quantize_gguf_(model, path)
-        fill_deferred_(model, path, placeholders)  # any layer left unreplaced gets its float32 values
-        if swapped:
-            notes.append("GGUF layers run on their quantised blocks (decode in float32, prompts with bfloat16 activations; "
-                         "--dequantize for float32)")
+    elif on_blocks:
+        notes.append("GGUF layers run on their quantised blocks (decode in float32, prompts with bfloat16 activations; "
+                     "--dequantize for float32)")
     release_free_heap()  # what loading made and freed (de-quantised and repacked copies) leaves the process
     text_config = model.config if system == "llm" else model.config.text
     if is_gguf(path):  # llama.cpp's file: the tokenizer is in its metadata

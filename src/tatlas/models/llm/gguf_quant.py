@@ -8,6 +8,7 @@ query/key row permutation (arch ``llama``) is undone on the blocks' rows, which 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -95,14 +96,17 @@ def fill_deferred_(model: nn.Module, gguf: str | Path | GGUFFile, placeholders: 
     return sorted(held)
 
 
-def load_quantized(path: str | Path, *, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
-    """An ``llm`` from a GGUF file with its quantised layers running on their blocks (see
-    :func:`quantize_gguf_`), in inference mode."""
-    from .gguf import from_gguf
-    from .model import LLM
+def load_quantized(path: str | Path, load: Callable[[str | Path], nn.Module], *,
+                   compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """An ``llm`` from a GGUF file, loaded by ``load`` (e.g. ``tatlas.load``), with its quantised layers
+    running on their blocks (:func:`quantize_gguf_`): their matrices are left unformed while loading
+    (:func:`~tatlas.models.llm.gguf.deferred_matrices`), never de-quantised to float32, and a layer
+    the swap leaves gets its float32 values (:func:`fill_deferred_`)."""
+    from .gguf import deferred_matrices
 
     f = read_gguf(path)
-    config, state = from_gguf(f.path)
-    model = LLM(config)
-    model.load_state_dict(state, strict=True)
-    return quantize_gguf_(model.eval().requires_grad_(False), f, compute_dtype=compute_dtype)
+    with deferred_matrices(block_matrices(f)) as placeholders:
+        model = load(path)
+    quantize_gguf_(model, f, compute_dtype=compute_dtype)
+    fill_deferred_(model, f, placeholders)
+    return model
