@@ -186,6 +186,33 @@ def test_cache_chunk_sizes_a_slice_to_the_cache(monkeypatch):
     assert cache_chunk(0, 200) is None  # an empty dimension
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_relu_mlp_in_cache_sized_slices_with_gradients_matches_autograd(bias, gen, monkeypatch):
+    """``relu_mlp`` with gradients (the slices' autograd function): the forward result of the plain
+    composition and its gradients, for the input and every parameter, whether slices are many, one, or
+    only some of the tensors need gradients; ``MLP(act="relu")`` trains through it."""
+    from tatlas.nn import relu_mlp
+
+    fc1, fc2, norm = torch.nn.Linear(12, 40, bias=bias), torch.nn.Linear(40, 9, bias=bias), LayerNorm(12)
+    x, g = torch.randn(3, 17, 12, generator=gen), torch.randn(3, 17, 9, generator=gen)
+    params = [*fc1.parameters(), *fc2.parameters(), *norm.parameters()]
+    for rows in (7, 51, 10**6):  # 51 rows in all: several slices, a short last one, one slice
+        monkeypatch.setattr("tatlas.nn.chunk.CACHE_BYTES", 40 * 4 * rows)
+        for frozen in ([], [fc1.weight, fc2.bias] if bias else [fc1.weight]):
+            for p in params:
+                p.requires_grad_(all(p is not q for q in frozen))
+            xi = x.clone().requires_grad_(not frozen)  # with weights frozen, no gradient for x either
+            wrt = [t for t in (xi, *params) if t.requires_grad]
+            want = fc2(torch.relu(fc1(norm(xi))))
+            got = relu_mlp(xi, fc1, fc2, norm=norm)
+            assert type(got.grad_fn).__name__ == "_ReluMLPBackward"
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+            for a, b in zip(torch.autograd.grad((got * g).sum(), wrt), torch.autograd.grad((want * g).sum(), wrt)):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    mlp = MLP(dim=12, hidden=40, act="relu")
+    assert type(mlp(x.requires_grad_()).grad_fn).__name__ == "_ReluMLPBackward"
+
+
 def test_initialisers():
     lin = torch.nn.Linear(64, 32)
     initialise(lin, "gating")

@@ -80,17 +80,21 @@ def test_msa_attentions_and_transitions(monkeypatch):
             close(m(x["act"]), y["out"])
 
 
-def test_transition_without_gradients_runs_in_slices_with_the_same_result(monkeypatch, gen):
+def test_transition_runs_in_cache_sized_slices_with_the_same_result(monkeypatch, gen):
     t = trunk.Transition(dim=16, factor=4)
     z = torch.randn(1, 24, 24, 16, generator=gen)
-    want = t(z)  # parameters need gradients: the whole at once
-    assert want.requires_grad
-    monkeypatch.setattr("tatlas.nn.chunk.CACHE_BYTES", 24 * 64 * 4 * 5)  # 5 of the 24 rows a slice
+    with torch.no_grad():
+        want = t.fc2(torch.relu(t.fc1(t.norm(z))))  # the whole at once
+    monkeypatch.setattr("tatlas.nn.chunk.CACHE_BYTES", 64 * 4 * 120)  # 120 of the 576 rows a slice
     seen = []
-    monkeypatch.setattr(t.fc1, "forward", lambda x, f=t.fc1.forward: seen.append(x.shape[-3]) or f(x))
+    monkeypatch.setattr(t.fc1, "forward", lambda x, f=t.fc1.forward: seen.append(x.shape[0]) or f(x))
     with torch.no_grad():
         got = t(z)
-    assert seen == [5, 5, 5, 5, 4] and torch.equal(got, want.detach())
+    assert seen == [120, 120, 120, 120, 96] and torch.equal(got, want)
+    # with gradients the same slices (through the autograd function), the same forward result
+    z.requires_grad_()
+    got = t(z)
+    assert got.grad_fn is not None and torch.equal(got.detach(), want)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from .moe import (
     CapacityExperts, DeepSeekRouter, ExpertChoiceRouter, Experts, MoE, ParallelExperts, Router, Routing, SwitchRouter,
     TopKRouter, load_balancing_loss, pooled_balance_loss, router_z_loss,
 )
-from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu
+from .mlp import ACTIVATIONS, MLP, GatedMLP, activation, gelu_tanh, quick_gelu, relu_mlp
 from .norms import LayerNorm, RMSNorm
 from .patch import PatchEmbed2d, PatchEmbed3d, pixel_shuffle_tokens
 from .quant import Int8Linear, quantize_int8_
@@ -45,6 +45,6 @@ __all__ = [
     "ACTIVATIONS", "MLP", "Attention", "CachedDecoderMixin", "CrossKVCache", "DecoderCache", "DynamicKVCache", "GatedCrossAttentionBlock", "GatedMLP", "PerceiverAttention", "PerceiverResampler", "ResamplerLayer", "media_attention", "GlobalAttention", "CapacityExperts", "DeepSeekRouter", "ExpertChoiceRouter", "Experts", "MoE", "ParallelExperts", "Router", "Routing", "SwitchRouter", "TopKRouter", "load_balancing_loss", "pooled_balance_loss", "router_z_loss", "LatentAttention", "Int8Linear", "quantize_int8_",
     "LayerNorm", "LearnedPositions", "Llama3Scaling", "PatchEmbed2d", "PatchEmbed3d", "RMSNorm", "Rope",
     "RotaryEmbedding", "SandwichBlock", "StaticKVCache", "TiedLinear", "TransformerBlock", "VisionTransformer", "activation", "apply_rotary", "causal_mask", "check_finite", "check_tokens",
-    "cache_chunk", "chunked", "classic_block", "contrastive_accuracy", "gather_with_grad", "info_nce", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "sdpa",
+    "cache_chunk", "chunked", "classic_block", "contrastive_accuracy", "gather_with_grad", "info_nce", "pixel_shuffle_tokens", "combine_mask", "gelu_tanh", "init_normal_", "initialise", "quick_gelu", "relu_mlp", "sdpa",
     "sinusoidal_positions", "softmax_attention",
 ]
