@@ -43,23 +43,31 @@ def read_bandwidth(gigabytes: float = 2.0, repeats: int = 5, device: str = "cpu"
     """Bytes/s at which the machine reads a weight matrix during a decode step: float32
     matrix-vector products over a ``gigabytes`` matrix (far larger than any cache), counting the
     matrix's bytes, best of ``repeats``, by the fastest kernel at hand (``torch.mv``, and on the CPU
-    oneDNN's on its packed layout and tatlas' own matvec kernel, both of which read faster). A
-    batch-1 decode step cannot beat ``bytes of weights / this``."""
+    oneDNN's on its packed layout and tatlas' own matvec kernel, both of which read faster, the
+    latter also on the matrix in 2 MB pages). A batch-1 decode step cannot beat ``bytes of weights /
+    this``."""
     import torch
 
-    from tatlas.nn import matvec
+    from tatlas.nn import matvec, memory
 
     cols = 8192
     w = torch.ones(int(gigabytes * 2**30) // (4 * cols), cols, device=device)
     x = torch.ones(cols, device=device)
     sync = torch.cuda.synchronize if w.is_cuda else (lambda: None)
-    kernels = [lambda: torch.mv(w, x)]
+    kernels, packed = [lambda: torch.mv(w, x)], None
     if not w.is_cuda and torch.backends.mkldnn.is_available():
         packed, row = torch.ops.mkldnn._reorder_linear_weight(w, 1), x[None]
         kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [], ""))
     if not w.is_cuda and matvec.kernel() is not None:
         kernels.append(lambda: matvec.matvec(x[None], w))
     seconds = min(best_time(fn, repeats, sync=sync) for fn in kernels)
+    del kernels, packed
+    if not w.is_cuda and matvec.kernel() is not None:
+        # the same matrix in 2 MB pages, where a decode's weights are (tatlas.nn.memory.to_huge_pages_)
+        huge = memory.huge_pages_empty(w.numel() * w.element_size())
+        if huge is not None:
+            w = huge.view(torch.float32).view(w.shape).fill_(1.0)
+            seconds = min(seconds, best_time(lambda: matvec.matvec(x[None], w), repeats))
     return w.numel() * w.element_size() / seconds
 
 

@@ -3,6 +3,7 @@ of ``transcribe``, ``generate`` and CLIP zero-shot is within a few MB of the siz
 first 100 absorb one-time allocations: caches, allocator pools). Tiny models, so each call is a few
 milliseconds; ``benchmarks/bench_memory.py`` runs 1,000 calls with the real tiny.en."""
 
+import copy
 import gc
 import os
 import subprocess
@@ -19,6 +20,7 @@ import tatlas
 from tatlas.generate import GenerationConfig, generate
 from tatlas.jobs.clip import zero_shot
 from tatlas.jobs.whisper import transcribe
+from tatlas.nn import memory
 
 FIRST, CALLS = 100, 300
 GROWTH_MB = 3.0
@@ -127,3 +129,70 @@ def test_text_model_loading_releases_what_it_freed(monkeypatch, tmp_path):
     except (OSError, ValueError):
         pass  # (a tatlas checkpoint has no tokenizer beside it: loading the weights is what is tested)
     assert calls, "load_text_model did not give the loading's freed memory back"
+
+
+huge_pages = pytest.mark.skipif(not memory.huge_pages_available(), reason="no transparent huge pages on this system")
+
+
+@huge_pages
+def test_to_huge_pages_moves_whole_anonymous_storages_and_leaves_the_rest(tmp_path):
+    """Weights at least 2 MB move into 2 MB-aligned huge-page buffers, the parameters the same objects
+    with the same values (row blocks of one storage still one after the other); left alone: a
+    storage the module does not fill, one mapped from a file, small ones, and what already moved."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from tatlas.nn.decode_layer import adjacent
+
+    torch.manual_seed(0)
+    big, joined, part = torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 512)
+    block = torch.randn(2048, 1024)  # joined's weight and another's: two adjacent row blocks of one storage
+    joined.weight.data, other = block[:1024], torch.nn.Parameter(block[1024:])
+    part.weight.data = torch.randn(1024, 1024)[:512]  # half of a storage that something else may use
+    save_file({"w": torch.randn(1024, 1024)}, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as f:
+        mapped = torch.nn.Linear(1024, 1024)
+        mapped.weight.data = f.get_tensor("w")
+    model = torch.nn.ModuleDict(dict(big=big, joined=joined, part=part, mapped=mapped))
+    model.register_parameter("other", other)
+    params = {name: (p, p.detach().clone(), p.data_ptr()) for name, p in model.named_parameters()}
+    with torch.inference_mode():  # as the decode loop calls it
+        moved = memory.to_huge_pages_(model)
+    assert moved == (4 << 20) + (8 << 20)  # big's 4 MB, joined's and other's 8 MB
+    for name, (p, value, ptr) in params.items():
+        assert dict(model.named_parameters())[name] is p and torch.equal(p, value)
+        now_huge = p.untyped_storage().data_ptr() in memory._HUGE
+        assert now_huge == (name in ("big.weight", "joined.weight", "other")), name
+        assert (p.data_ptr() != ptr) == now_huge
+        if now_huge:
+            assert p.data_ptr() % memory.HUGE_PAGE == 0 or name == "other"
+    assert adjacent([joined.weight, model.other])
+    assert memory.to_huge_pages_(model) == 0  # already moved
+    out = big(torch.randn(3, 1024)).sum()  # plain tensors: autograd outside inference mode works
+    out.backward()
+    assert big.weight.grad is not None
+
+
+@huge_pages
+def test_a_decode_reads_its_weights_from_huge_pages_with_the_same_tokens(monkeypatch):
+    """The C decode layer moves its blocks' weights and the output head into huge pages the first
+    time it plans them; the tokens are those of the same model left in 4 kB pages."""
+    from tatlas.nn import decode_layer, matvec
+
+    if matvec.kernel() is None:
+        pytest.skip("the C layer is built on x86-64 hosts with a compiler")
+    torch.manual_seed(0)
+    model = tatlas.create("llm", "tiny", dim=512, mlp_hidden=1536, vocab_size=1100).eval()
+    tatlas.optimize(model)
+    twin = tatlas.optimize(copy.deepcopy(model))
+    prompt = torch.randint(0, 1100, (1, 7))
+    with monkeypatch.context() as p:
+        p.setattr(memory, "to_huge_pages_", lambda *a, **k: 0)
+        want = generate(twin, prompt, GenerationConfig(max_new_tokens=12)).tokens
+    got = generate(model, prompt, GenerationConfig(max_new_tokens=12)).tokens
+    assert torch.equal(got, want)
+    layer = model.layers[0]
+    assert decode_layer.plan(layer) is not None
+    assert layer.mlp.gate.weight.untyped_storage().data_ptr() in memory._HUGE  # gate + up joined: 6 MB
+    assert model.lm_head.weight.untyped_storage().data_ptr() in memory._HUGE  # 1100 x 512 tied embedding
+    assert twin.layers[0].mlp.gate.weight.untyped_storage().data_ptr() not in memory._HUGE

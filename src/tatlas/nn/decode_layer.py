@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import matvec
+from . import matvec, memory
 from .attention import Attention
 from .block import TransformerBlock
 from .cache import CrossKVCache, DecoderCache, StaticKVCache
@@ -199,6 +199,7 @@ def plan(block: nn.Module) -> _Layer | None:
     parameters are not plain contiguous CPU tensors of one dtype (float32 or bfloat16)."""
     cached = _PLANS.get(block)
     if cached is None or not cached.current():
+        memory.to_huge_pages_(block)  # what every step reads, in 2 MB pages (read 10-20% faster)
         cached = _PLANS[block] = _plan(block)
     return cached.layer
 
@@ -348,13 +349,16 @@ _STACKS: weakref.WeakKeyDictionary[DecoderCache, tuple[tuple[nn.Module, ...], li
 
 
 def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor | None],
-               ropes: Sequence[Rope | None], cache: DecoderCache, input_pos: Tensor | None) -> Tensor | None:
+               ropes: Sequence[Rope | None], cache: DecoderCache, input_pos: Tensor | None,
+               also: Sequence[nn.Module] = ()) -> Tensor | None:
     """Every block of a decoder for one token of each row in one C call: ``x [B, 1, C]`` through
     ``blocks[i](x, mask=masks[i], rope=ropes[i], cache=cache.layers[i], input_pos=input_pos,
     cross_cache=cache.cross[i])`` in turn (no cross-attention cache where ``cache.cross`` is empty),
     or ``None`` when one of them is not served (the caller runs the blocks itself). The blocks
     are planned once per cache (one generation), so a step costs one Python call, not one per layer:
-    between the layers' weight reads, interpreter work runs with its own data evicted from the caches."""
+    between the layers' weight reads, interpreter work runs with its own data evicted from the caches.
+    ``also``: modules every step reads after the blocks (the output head), whose weights go to 2 MB
+    pages with the blocks' (:func:`tatlas.nn.memory.to_huge_pages_`)."""
     lib = matvec.kernel()
     pos = _position(x, input_pos) if lib is not None and len(cache.layers) == len(blocks) else None
     if pos is None:
@@ -362,6 +366,7 @@ def run_layers(blocks: Sequence[nn.Module], x: Tensor, *, masks: Sequence[Tensor
     memo = _STACKS.get(cache)
     if memo is None or len(memo[0]) != len(blocks) or any(a is not b for a, b in zip(memo[0], blocks)):
         # the fast path's blocks only (a model opts in with optimize_)
+        memory.to_huge_pages_(*also)
         layers = [plan(b) if type(b) is FastTransformerBlock and not b.training else None for b in blocks]
         memo = (tuple(blocks), layers, (ctypes.c_void_p * len(layers))(
             *[None if la is None else ctypes.addressof(la) for la in layers]))

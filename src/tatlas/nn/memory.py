@@ -1,21 +1,30 @@
-"""How much memory a device has left, and the one check that refuses an allocation it cannot hold.
+"""How much memory a device has left, the one check that refuses an allocation it cannot hold, and
+where the CPU keeps what it reads every decode step.
 
 Sizes a user types (a model width, beams, samples, a cache length) become tensors whose bytes are
 known before they exist; :func:`check_fits` compares them with what the device has free and raises
 :class:`MemoryError` with one line naming both, instead of letting the allocator try (and the
 machine swap) or fail with a traceback from deep inside torch.
+
+A batch-1 decode step reads every weight once from memory; :func:`to_huge_pages_` moves a module's
+weights into 2 MB pages (Linux's transparent huge pages, which most distributions grant only to
+memory that asks for them), where the same kernel reads them faster.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import os
+import sys
+import weakref
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
-__all__ = ["available_bytes", "check_fits", "human_bytes", "release_free_heap"]
+__all__ = ["available_bytes", "check_fits", "human_bytes", "huge_pages_empty", "release_free_heap", "to_huge_pages_"]
 
 
 def human_bytes(n: float) -> str:
@@ -92,3 +101,106 @@ def release_free_heap() -> bool:
     per 4 kB when it is used again."""
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))
+
+
+HUGE_PAGE = 2 << 20
+# the storages huge_pages_empty made, by address (start -> end), forgotten when freed
+_HUGE: dict[int, int] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def huge_pages_available() -> bool:
+    """Whether this system gives 2 MB pages to memory that asks for them (Linux with transparent huge
+    pages not ``never``, and Python's ``mmap`` able to ask)."""
+    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return False
+    try:
+        return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+def huge_pages_empty(nbytes: int) -> Tensor | None:
+    """``nbytes`` of uninitialised CPU memory (a uint8 tensor) that starts on a 2 MB boundary and has
+    asked the kernel for 2 MB pages (``MADV_HUGEPAGE``); ``None`` where huge pages are not available.
+    The memory is freed with the last tensor that views it."""
+    if not huge_pages_available() or nbytes <= 0:
+        return None
+    try:
+        region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:
+        return None
+    whole = torch.frombuffer(region, dtype=torch.uint8)  # keeps the mapping alive while any view lives
+    start = -whole.data_ptr() % HUGE_PAGE
+    try:
+        region.madvise(mmap.MADV_HUGEPAGE, start, -(-nbytes // HUGE_PAGE) * HUGE_PAGE)
+    except OSError:
+        pass  # still correct memory, in 4 kB pages
+    base = whole.data_ptr()  # the storage's address, which every view of it reports
+    _HUGE[base] = base + nbytes + HUGE_PAGE
+    weakref.finalize(region, _HUGE.pop, base, None)
+    return whole[start:start + nbytes]
+
+
+def _file_backed() -> list[tuple[int, int]]:
+    """The address ranges this process maps from files (``/proc/self/maps``, inode not 0)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                if len(fields) >= 5 and fields[4] != "0":
+                    start, end = fields[0].split("-")
+                    ranges.append((int(start, 16), int(end, 16)))
+    except OSError:
+        return [(0, 1 << 64)]  # unknown: treat everything as a file's
+    return ranges
+
+
+def to_huge_pages_(*modules: nn.Module, min_bytes: int = HUGE_PAGE) -> int:
+    """Move the CPU memory that ``modules``' parameters and buffers live in into 2 MB pages
+    (:func:`huge_pages_empty`); returns the bytes moved (0 where huge pages are not available).
+
+    A decode step reads every weight once, and this machine's kernel reads 2 MB pages 10-20% faster
+    than 4 kB ones (the 0.5B shape's projections in decode order, 2 threads, Zen 4 EPYC: 27-30 vs
+    30-34 GB/s, alternating in one process). Each storage of at least ``min_bytes`` is copied whole
+    and every tensor in it pointed at the same place in the copy (``.data``: the parameters stay the
+    same objects, row blocks of a joined matrix stay adjacent); the old memory is freed with its
+    last user. Left where they are: storages that are already in huge pages, that are mapped from a
+    file (a memory-mapped checkpoint: its pages are the page cache's, shared, and a copy would hold
+    the model twice), or that these modules do not fill (something else may use the rest)."""
+    if not huge_pages_available():
+        return 0
+    groups: dict[int, dict[int, tuple[nn.Module, str, str, Tensor]]] = {}
+    for module in modules:
+        for owner in module.modules():
+            for kind in ("_parameters", "_buffers"):
+                for name, t in getattr(owner, kind).items():
+                    if t is None or t.device.type != "cpu" or type(t) not in (Tensor, nn.Parameter):
+                        continue
+                    storage = t.untyped_storage()
+                    if storage.nbytes() >= min_bytes and storage.data_ptr() not in _HUGE:
+                        groups.setdefault(storage.data_ptr(), {})[id(owner), kind, name] = (owner, kind, name, t)
+    if not groups:
+        return 0
+    files, moved = _file_backed(), 0
+    for ptr, users in groups.items():
+        storage = next(iter(users.values()))[3].untyped_storage()
+        nbytes = storage.nbytes()
+        tensors = {id(t): t for *_, t in users.values()}.values()
+        if any(a <= ptr < b for a, b in files) or sum(t.numel() * t.element_size() for t in tensors) != nbytes \
+                or not all(t.is_contiguous() for t in tensors):
+            continue
+        with torch.inference_mode(False):  # plain tensors, so they can back parameters outside inference too
+            new = huge_pages_empty(nbytes)
+            if new is None:
+                return moved
+            new.copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
+            views = {}
+            for t in tensors:
+                offset = (t.storage_offset() * t.element_size() + new.storage_offset()) // t.element_size()
+                views[id(t)] = torch.empty(0, dtype=t.dtype).set_(new.untyped_storage(), offset, t.shape, t.stride())
+            for t in tensors:
+                t.data = views[id(t)]
+        moved += nbytes
+    return moved

@@ -253,7 +253,8 @@ class LLM(CachedDecoderMixin, nn.Module):
         if cache is not None and before_layer is None and routings is None and tokens.shape[1] == 1:
             # a one-token decode step: every layer in one C call where they are Llama-style (nn/decode_layer.py)
             fused = decode_layer.run_layers(self.layers, x, masks=[masks[k] for k in c.layer_types],
-                                            ropes=[ropes[k] for k in c.layer_types], cache=cache, input_pos=input_pos)
+                                            ropes=[ropes[k] for k in c.layer_types], cache=cache, input_pos=input_pos,
+                                            also=(self.norm, self.lm_head))
         if fused is not None:
             x = fused
         else:
