@@ -111,8 +111,9 @@ _HUGE: dict[int, int] = {}
 @functools.lru_cache(maxsize=1)
 def huge_pages_available() -> bool:
     """Whether this system gives 2 MB pages to memory that asks for them (Linux with transparent huge
-    pages not ``never``, and Python's ``mmap`` able to ask)."""
-    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
+    pages not ``never``, and Python's ``mmap`` able to ask); ``TATLAS_HUGE_PAGES=0`` says no."""
+    off = os.environ.get("TATLAS_HUGE_PAGES", "1").strip().lower() in ("0", "off", "false", "no")
+    if off or not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
         return False
     try:
         return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
