@@ -171,6 +171,10 @@ def test_to_huge_pages_moves_whole_anonymous_storages_and_leaves_the_rest(tmp_pa
     out = big(torch.randn(3, 1024)).sum()  # plain tensors: autograd outside inference mode works
     out.backward()
     assert big.weight.grad is not None
+    with torch.inference_mode():  # a model made in inference mode keeps inference tensors, which still work
+        emb = torch.nn.Embedding(5000, 128)
+        assert memory.to_huge_pages_(emb) == 5000 * 128 * 4
+        assert emb.weight.is_inference() and emb(torch.tensor([1, 2])).shape == (2, 128)
 
 
 @huge_pages

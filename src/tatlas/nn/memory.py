@@ -192,16 +192,18 @@ def to_huge_pages_(*modules: nn.Module, min_bytes: int = HUGE_PAGE) -> int:
         if any(a <= ptr < b for a, b in files) or sum(t.numel() * t.element_size() for t in tensors) != nbytes \
                 or not all(t.is_contiguous() for t in tensors):
             continue
-        with torch.inference_mode(False):  # plain tensors, so they can back parameters outside inference too
+        with torch.inference_mode(False):
             new = huge_pages_empty(nbytes)
             if new is None:
                 return moved
             new.copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
-            views = {}
-            for t in tensors:
+        views = {}
+        for t in tensors:
+            # each view made as its tensor was (an inference tensor's .data must be one too, a plain one's plain)
+            with torch.inference_mode(t.is_inference()):
                 offset = (t.storage_offset() * t.element_size() + new.storage_offset()) // t.element_size()
                 views[id(t)] = torch.empty(0, dtype=t.dtype).set_(new.untyped_storage(), offset, t.shape, t.stride())
-            for t in tensors:
-                t.data = views[id(t)]
+        for t in tensors:
+            t.data = views[id(t)]
         moved += nbytes
     return moved

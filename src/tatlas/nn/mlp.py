@@ -52,16 +52,18 @@ def relu_mlp(x: Tensor, fc1: nn.Linear, fc2: nn.Linear, *, norm: Callable[[Tenso
     as whole, bit for bit). With them it is written once, after its ReLU in place, and kept for the
     backward pass, which runs in slices too (:class:`_ReluMLP`): the gradient of the inside, its ReLU
     mask and both weight gradients' reads of it stay in the cache."""
-    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.shape[:-1].numel() == 0:
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() \
+            or x.shape[:-1].numel() == 0 or any(type(t) not in (Tensor, nn.Parameter) for t in (x, *params)
+                                                if t is not None):
         x = norm(x) if norm is not None else x
         return fc2(F.relu(fc1(x)))
     rows = x.shape[:-1].numel()
     size = cache_chunk(rows, fc1.out_features * x.element_size()) or rows
-    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params)):
         x = norm(x) if norm is not None else x
-        if x.dtype != fc1.weight.dtype or fc1.weight.dtype != fc2.weight.dtype:
-            return fc2(F.relu(fc1(x)))
+        if x.dtype not in (torch.float32, torch.float64) or any(t.dtype != x.dtype for t in params if t is not None):
+            return fc2(F.relu(fc1(x)))  # (in a lower precision, slices' weight gradients would round each sum)
         return _ReluMLP.apply(x, *params, size)
     flat, out = x.reshape(rows, x.shape[-1]), None
     for start in range(0, rows, size):
@@ -87,7 +89,7 @@ class _ReluMLP(torch.autograd.Function):
     into the one tensor kept for backward, its ReLU in place while it is in the cache. Backward, each
     slice: ``g_h = g_y W2`` masked where the ReLU was zero, the weight gradients accumulated
     (``g_y^T h``, ``g_h^T x``), ``g_x = g_h W1``; ``g_h`` never leaves the cache. The weight gradients
-    differ from autograd's in summation order only."""
+    differ from autograd's in summation order only. Once differentiable (no gradient of gradients)."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, size: int):  # noqa: ANN001, ANN205
@@ -98,7 +100,7 @@ class _ReluMLP(torch.autograd.Function):
             h = _linear_into(inner[start:start + size], flat[start:start + size], w1, b1).relu_()
             _linear_into(y[start:start + size], h, w2, b2)
         ctx.save_for_backward(flat, inner, w1, w2)
-        ctx.size, ctx.shape, ctx.biases = size, x.shape, (b1 is not None, b2 is not None)
+        ctx.size, ctx.shape = size, x.shape
         return y.view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
