@@ -104,8 +104,8 @@ def release_free_heap() -> bool:
 
 
 HUGE_PAGE = 2 << 20
-# the storages huge_pages_empty made, by address (start -> end), forgotten when freed
-_HUGE: dict[int, int] = {}
+# the addresses of the storages huge_pages_empty made, forgotten when freed
+_HUGE: set[int] = set()
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,8 +138,8 @@ def huge_pages_empty(nbytes: int) -> Tensor | None:
     except OSError:
         pass  # still correct memory, in 4 kB pages
     base = whole.data_ptr()  # the storage's address, which every view of it reports
-    _HUGE[base] = base + nbytes + HUGE_PAGE
-    weakref.finalize(region, _HUGE.pop, base, None)
+    _HUGE.add(base)
+    weakref.finalize(region, _HUGE.discard, base)
     return whole[start:start + nbytes]
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .chunk import cache_chunk
+from .chunk import cache_chunk, chunked
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -65,15 +65,8 @@ def relu_mlp(x: Tensor, fc1: nn.Linear, fc2: nn.Linear, *, norm: Callable[[Tenso
         if x.dtype not in (torch.float32, torch.float64) or any(t.dtype != x.dtype for t in params if t is not None):
             return fc2(F.relu(fc1(x)))  # (in a lower precision, slices' weight gradients would round each sum)
         return _ReluMLP.apply(x, *params, size)
-    flat, out = x.reshape(rows, x.shape[-1]), None
-    for start in range(0, rows, size):
-        part = flat[start:start + size]
-        part = fc2(F.relu_(fc1(norm(part) if norm is not None else part)))
-        if out is None:
-            if size >= rows:
-                return part.view(*x.shape[:-1], part.shape[-1])
-            out = part.new_empty(rows, part.shape[-1])
-        out[start:start + size] = part
+    part = lambda p: fc2(F.relu_(fc1(norm(p) if norm is not None else p)))  # noqa: E731
+    out = chunked(part, size, dim=0)(x.reshape(rows, x.shape[-1]))
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
